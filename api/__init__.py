@@ -1,0 +1,1 @@
+"""HTTP API (FastAPI). Never imports TensorFlow: inference runs on ONNX Runtime."""

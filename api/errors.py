@@ -1,0 +1,86 @@
+"""One JSON shape for every error: {"error": code, "detail": human message, ...context}."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+        self.context = context
+
+
+def error_response(
+    status_code: int, code: str, detail: str, headers: dict[str, str] | None = None, **context: Any
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": code, "detail": detail, **context}, status_code=status_code, headers=headers
+    )
+
+
+def _describe_validation_error(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
+    return f"{location or 'request'}: {error.get('msg', 'invalid')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.detail, exc.headers, **exc.context)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        fields = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+            for e in errors
+        ]
+        return error_response(
+            422,
+            "invalid_request",
+            "; ".join(_describe_validation_error(e) for e in errors),
+            fields=fields,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Connection refused, lost, or pool exhausted: the client should retry; nothing was
+        # stored. Anything else from the database is a bug and stays a 500.
+        unavailable = isinstance(exc, OperationalError | SQLAlchemyTimeoutError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
+        if not unavailable:
+            raise exc
+        log.warning("database unavailable: %s", exc)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is not reachable; retry shortly",
+            headers={"Retry-After": "2"},
+        )

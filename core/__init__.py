@@ -1,0 +1,1 @@
+"""Code shared by every process (API, worker, trainer). Never imports TensorFlow."""

@@ -1,0 +1,67 @@
+"""One Settings object for every process, read from the environment (and an optional .env)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The 47 EMNIST-balanced classes: digits, uppercase letters, and the lowercase letters
+# that do not look like their uppercase form.
+EMNIST_BALANCED_LABELS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Where things live.
+    database_url: str = Field(
+        default=f"sqlite:///{REPO_ROOT / 'var' / 'handwriting.db'}",
+        description="SQLAlchemy URL. Postgres in production: postgresql+psycopg://...",
+    )
+    broker_url: str = Field(
+        default=f"sqla+sqlite:///{REPO_ROOT / 'var' / 'broker.db'}",
+        description="Celery broker. Redis in production: redis://host:6379/0",
+    )
+    task_queue: str = Field(default="handwriting", description="Celery queue name.")
+    nist_data_dir: Path = Field(
+        default=REPO_ROOT.parent / "shared" / "data",
+        description="Directory with the EMNIST files (emnist/ and emnist-holdout/).",
+    )
+
+    # What the model recognises.
+    labels: str = Field(default=EMNIST_BALANCED_LABELS, description="The label set.")
+
+    # Learning loop.
+    retrain_threshold: int = Field(default=100, ge=1)
+
+    # Security and limits.
+    admin_token: str = Field(default="", description="Bearer token for admin routes.")
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # Observability.
+    log_level: str = "INFO"
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_distinct_characters(cls, value: str) -> str:
+        if not value:
+            raise ValueError("LABELS must not be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("LABELS must not repeat a character")
+        if any(c.isspace() for c in value):
+            raise ValueError("LABELS must not contain whitespace")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

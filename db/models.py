@@ -1,0 +1,147 @@
+"""The schema. It only ever changes through an Alembic migration (db/migrations/versions)."""
+
+import enum
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger falls back to Integer there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON}
+
+
+class SampleSource(enum.StrEnum):
+    upload = "upload"
+    canvas = "canvas"
+    correction = "correction"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class ModelStatus(enum.StrEnum):
+    active = "active"
+    candidate = "candidate"
+    rejected = "rejected"
+    retired = "retired"
+
+
+def _check_in(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Sample(Base):
+    """A labelled image a user sent. The original bytes are kept as they came."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        CheckConstraint(_check_in("source", SampleSource), name="ck_samples_source"),
+        Index("ix_samples_created_at_id", "created_at", "id"),
+        Index("ix_samples_label_id", "label", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    image: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(1))
+    submitted_label: Mapped[str] = mapped_column(String(1))
+    source: Mapped[str] = mapped_column(String(16), default=SampleSource.upload.value)
+    # Kept for evaluating candidates rather than for training; decided once, at insert,
+    # from the image hash, so it never changes.
+    holdout: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TrainingRun(Base):
+    """One attempt to train a candidate model. Its row is the state; the message only names it."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        CheckConstraint(_check_in("status", RunStatus), name="ck_training_runs_status"),
+        # At most one run is queued or running at any time, across every API and worker.
+        Index(
+            "uq_training_runs_one_open",
+            text("(1)"),
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.queued.value)
+    trigger: Mapped[str] = mapped_column(String(16))  # threshold, manual, reconcile
+    full_retrain: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Samples with id <= watermark are included in this run; newer ones count toward the next.
+    sample_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ModelVersion(Base):
+    """A trained model in the registry: ONNX bytes to serve, Keras weights to warm-start from."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(_check_in("status", ModelStatus), name="ck_model_versions_status"),
+        # Exactly one version serves at a time.
+        Index(
+            "uq_model_versions_one_active",
+            text("(1)"),
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16), default=ModelStatus.candidate.value)
+    labels: Mapped[str] = mapped_column(String(128))
+    architecture: Mapped[str] = mapped_column(String(64))
+    onnx: Mapped[bytes] = mapped_column(LargeBinary)
+    onnx_sha256: Mapped[str] = mapped_column(String(64))
+    keras_weights: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    training_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,1 @@
+"""Celery worker: retraining when enough new uploads have arrived."""
