@@ -1,0 +1,171 @@
+"""Tests run against the real stack: a throwaway Postgres database per session, real Redis,
+a real Celery worker process where a task is involved.
+
+TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres) and TEST_REDIS_URL
+(default redis://127.0.0.1:6379/0) point the suite at other servers.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = uuid.uuid4().hex[:10]
+TEST_DB = f"hwr_test_{RUN_ID}"
+ADMIN_TOKEN = f"test-admin-{RUN_ID}"
+
+
+def _server_dsn() -> str:
+    return make_url(SERVER_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _database_url(name: str) -> str:
+    url = make_url(SERVER_URL).set(drivername="postgresql+psycopg", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+# The environment every process of the test stack reads its Settings from; set before any
+# project module builds its Settings.
+TEST_ENV = {
+    "DATABASE_URL": _database_url(TEST_DB),
+    "BROKER_URL": REDIS_URL,
+    "TASK_QUEUE": f"hwr-test-{RUN_ID}",
+    "ADMIN_TOKEN": ADMIN_TOKEN,
+    "RETRAIN_THRESHOLD": "5",
+    "MAX_UPLOAD_BYTES": str(256 * 1024),
+    "LOG_LEVEL": "WARNING",
+}
+os.environ.update(TEST_ENV)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    try:
+        with psycopg.connect(_server_dsn(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{TEST_DB}"')
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"Postgres is not reachable at {SERVER_URL}: {exc}", returncode=3)
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL}: {exc}", returncode=3)
+
+    from db.migrate import upgrade_to_head
+
+    upgrade_to_head(TEST_ENV["DATABASE_URL"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from db.session import get_engine
+
+    get_engine().dispose()
+    with psycopg.connect(_server_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(TEST_ENV["TASK_QUEUE"])
+
+
+@pytest.fixture(autouse=True)
+def empty_tables() -> Iterator[None]:
+    """Every test starts from empty tables (the schema stays, migrated once per session)."""
+    from db.session import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(
+            text("TRUNCATE samples, model_versions, training_runs RESTART IDENTITY CASCADE")
+        )
+    yield
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    from api.main import app
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll until predicate() is truthy; return its value or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+def start_process(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a project command with the test environment, output to log_path."""
+    log = log_path.open("wb")
+    return subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        env={**os.environ, **TEST_ENV, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process consuming this session's queue from the real Redis."""
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    process = start_process(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--pool=solo",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        log_path,
+    )
+    wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, 60)
+    if process.poll() is not None:
+        pytest.fail(f"celery worker exited:\n{log_path.read_text()}")
+    yield process
+    stop_process(process)
