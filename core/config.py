@@ -41,7 +41,15 @@ class Settings(BaseSettings):
     admin_token: str = Field(default="", description="Bearer token for admin routes.")
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_batch_images: int = Field(default=256, ge=1)
+    max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
+
+    # Serving.
+    model_poll_seconds: float = Field(
+        default=5.0, gt=0, description="How often each API process checks the active model."
+    )
+    onnx_intra_op_threads: int = Field(default=1, ge=1)
 
     # Observability.
     log_level: str = "INFO"
