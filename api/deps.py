@@ -1,7 +1,7 @@
 """Dependencies shared by the routers."""
 
 import hmac
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header
 from sqlalchemy.orm import Session
@@ -12,6 +12,18 @@ from core.labels import LabelSet
 from db.session import get_db
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+Row = TypeVar("Row")
+
+
+def get_or_404(session: Session, model: type[Row], key: int, code: str, what: str) -> Row:
+    """The row with this primary key, or a 404 that says which one is missing."""
+    row = session.get(model, key)
+    if row is None:
+        raise ApiError(404, code, f"there is no {what} {key}")
+    return row
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -1,5 +1,6 @@
 """The ASGI app: `uvicorn api.main:app`. Routers live in api/routers, one per resource."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,26 +9,52 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import install_error_handlers
+from api.inference import ModelServer
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from api.routers import health, samples
+from api.routers import health, models, predictions, samples, training_runs
 from core.config import get_settings
+from db.registry import install_bundled_model
+from db.session import get_sessionmaker
 
 settings = get_settings()
 logging.basicConfig(
     level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
 )
+log = logging.getLogger(__name__)
 
 # Multipart framing around the image: boundaries, part headers and the small form fields.
 MULTIPART_OVERHEAD = 64 * 1024
 
 
 def body_limit(path: str) -> int:
+    if path == "/v1/predictions/batch":
+        return settings.max_batch_bytes + MULTIPART_OVERHEAD
     return settings.max_upload_bytes + MULTIPART_OVERHEAD
 
 
+async def follow_active_model(server: ModelServer) -> None:
+    """Poll the registry: a newly activated version serves here within MODEL_POLL_SECONDS."""
+    while True:
+        await asyncio.sleep(settings.model_poll_seconds)
+        try:
+            await asyncio.to_thread(server.refresh)
+        except Exception:  # the database may be away for a while; keep serving what we have
+            log.exception("could not refresh the serving model")
+
+
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    server = ModelServer(settings.onnx_intra_op_threads)
+    app.state.model_server = server
+    try:
+        with get_sessionmaker()() as session:
+            install_bundled_model(session)
+        server.refresh()
+    except Exception:  # start anyway: /readyz tells, predictions answer 503 until a model loads
+        log.exception("could not load a model at start")
+    poller = asyncio.create_task(follow_active_model(server))
     yield
+    poller.cancel()
 
 
 app = FastAPI(
@@ -40,6 +67,9 @@ app = FastAPI(
 install_error_handlers(app)
 app.include_router(health.router)
 app.include_router(samples.router)
+app.include_router(predictions.router)
+app.include_router(models.router)
+app.include_router(training_runs.router)
 
 app.add_middleware(BodySizeLimitMiddleware, limit_for_path=body_limit)
 if settings.cors_origins:  # CORS stays off unless origins are configured

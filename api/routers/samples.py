@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, Upl
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import AdminDep, LabelSetDep, SessionDep, SettingsDep
+from api.deps import AdminDep, LabelSetDep, SessionDep, SettingsDep, get_or_404
 from api.errors import ApiError
 from api.queue import enqueue_retrain_check
 from api.schemas import ErrorOut, SampleOut, SamplePage, SampleStats
@@ -189,10 +189,7 @@ def sample_stats(session: SessionDep, settings: SettingsDep) -> SampleStats:
 
 
 def get_sample_or_404(session: SessionDep, sample_id: int) -> Sample:
-    sample = session.get(Sample, sample_id)
-    if sample is None:
-        raise ApiError(404, "sample_not_found", f"there is no sample with id {sample_id}")
-    return sample
+    return get_or_404(session, Sample, sample_id, "sample_not_found", "sample with id")
 
 
 @router.get("/{sample_id}", responses=ERRORS)
