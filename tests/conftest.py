@@ -20,6 +20,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -85,10 +86,19 @@ def empty_tables() -> Iterator[None]:
     """Every test starts from empty tables (the schema stays, migrated once per session)."""
     from db.session import get_engine
 
-    with get_engine().begin() as conn:
-        conn.execute(
-            text("TRUNCATE samples, model_versions, training_runs RESTART IDENTITY CASCADE")
-        )
+    # A worker or server process from an earlier test may still be finishing a transaction
+    # on these tables; TRUNCATE can then deadlock with it, and simply goes again.
+    for attempt in range(5):
+        try:
+            with get_engine().begin() as conn:
+                conn.execute(
+                    text("TRUNCATE samples, model_versions, training_runs RESTART IDENTITY CASCADE")
+                )
+            break
+        except OperationalError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
     yield
 
 
