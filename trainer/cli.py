@@ -1,0 +1,219 @@
+"""python -m trainer {train, evaluate, compare, fetch}: see `python -m trainer --help`."""
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+
+import numpy as np
+
+from core.config import get_settings
+from core.labels import LabelSet
+from trainer.data import NIST_EMNIST_URL, NistData, fetch_emnist, load_nist
+
+DEFAULT_OUT = Path("artifacts") / "model"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--labels", help="label set (default: LABELS setting, 47 classes)")
+        p.add_argument("--data-dir", type=Path, help="NIST data (default: NIST_DATA_DIR)")
+
+    def training_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--epochs", type=int, default=4)
+        p.add_argument("--max-train", type=int, help="train on at most this many images")
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--class-balance", type=float, default=0.5, help="0 natural .. 1 equal")
+        p.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train, export ONNX, evaluate, write a report")
+    data_options(train)
+    training_options(train)
+    train.add_argument("--arch", choices=("cnn", "lenet5"), default="cnn")
+    train.add_argument("--no-augment", dest="augment", action="store_false")
+    train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
+    train.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate an ONNX model, rewrite its report")
+    data_options(evaluate)
+    evaluate.add_argument("model", type=Path, help="model.onnx")
+    evaluate.add_argument("--out", type=Path, help="report directory (default: the model's)")
+
+    compare = commands.add_parser("compare", help="train architectures side by side")
+    data_options(compare)
+    training_options(compare)
+    compare.add_argument(
+        "--runs",
+        default="cnn,cnn-noaug,lenet5,lenet5-noaug,elm",
+        help="comma-separated: cnn, cnn-noaug, lenet5, lenet5-noaug, elm",
+    )
+    compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
+
+    fetch = commands.add_parser("fetch", help="download NIST's EMNIST archive into DATA_DIR/emnist")
+    fetch.add_argument("--data-dir", type=Path, help="default: NIST_DATA_DIR")
+    fetch.add_argument("--url", default=NIST_EMNIST_URL)
+    fetch.add_argument("--splits", help="comma-separated, e.g. byclass-test,bymerge-test")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = "python -m trainer " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.command == "fetch":
+        splits = args.splits.split(",") if args.splits else None
+        data_dir = args.data_dir or get_settings().nist_data_dir
+        for path in fetch_emnist(data_dir, args.url, splits):
+            print(path)
+        return 0
+
+    data = load_nist(args.data_dir, LabelSet(args.labels) if args.labels else None)
+    print(data.summary())
+    if args.command == "train":
+        report = train_and_save(data, args, command)
+        print_headline(report)
+    elif args.command == "evaluate":
+        from trainer.evaluate import evaluate_onnx
+
+        report = evaluate_onnx(args.model, data, args.out)
+        print_headline(report)
+    elif args.command == "compare":
+        table = compare_runs(data, args, command)
+        print(table)
+    return 0
+
+
+def train_and_save(data: NistData, args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Train, then write model.onnx, model.weights.h5 and the report into args.out."""
+    from trainer.evaluate import evaluate_onnx
+    from trainer.export import export_onnx
+    from trainer.train import train_model
+
+    trained = train_model(
+        data,
+        architecture=args.arch,
+        epochs=args.epochs,
+        augment=args.augment,
+        batch_size=args.batch_size,
+        class_balance=args.class_balance,
+        max_train=args.max_train,
+        initial_weights=getattr(args, "initial_weights", None),
+        seed=args.seed,
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    trained.model.save_weights(out / "model.weights.h5")
+    export_onnx(trained.model, out / "model.onnx")
+    training = {
+        "architecture": trained.architecture,
+        "parameters": trained.model.count_params(),
+        "epochs": trained.epochs,
+        "augment": trained.augment,
+        "class_balance": args.class_balance,
+        "batch_size": args.batch_size,
+        "train_size": trained.train_size,
+        "seconds": round(trained.train_seconds, 1),
+        "cpu_cores": os.cpu_count(),
+        "command": command,
+    }
+    return evaluate_onnx(out / "model.onnx", data, out, training, trained.history)
+
+
+def print_headline(report: dict[str, Any]) -> None:
+    metrics = report["metrics"]
+    print(f"test accuracy {metrics['test_accuracy']:.2%}")
+    for key, value in metrics.items():
+        if key.startswith("accuracy/holdout/"):
+            print(f"{key.removeprefix('accuracy/')}: {value:.2%}")
+
+
+def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
+    """Train each run in args.runs; write and return a Markdown table."""
+    rows = []
+    for run in args.runs.split(","):
+        run_args = argparse.Namespace(**vars(args))
+        run_args.out = args.out / run
+        if run == "elm":
+            rows.append(_elm_row(data, args, run_args.out))
+            continue
+        run_args.arch, _, suffix = run.partition("-")
+        run_args.augment = suffix != "noaug"
+        report = train_and_save(data, run_args, f"{command}  # run {run}")
+        rows.append(_row(run, report))
+        print(_table(rows), flush=True)
+    table = _table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    header = f"# Comparison\n\nLabels `{data.labels.characters}`; `{command}`\n\n"
+    (args.out / "comparison.md").write_text(header + table + "\n")
+    (args.out / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return table
+
+
+def _row(run: str, report: dict[str, Any]) -> dict[str, Any]:
+    metrics, training = report["metrics"], report["training"]
+    return {
+        "run": run,
+        "parameters": training.get("parameters"),
+        "onnx_kib": round(report["model"]["onnx_bytes"] / 1024),
+        "epochs": training.get("epochs"),
+        "test_accuracy": metrics["test_accuracy"],
+        "holdout_accuracy": metrics["holdout_accuracy"],
+        "holdout_slice": metrics["holdout_slice"],
+        "seconds": training.get("seconds"),
+    }
+
+
+def _elm_row(data: NistData, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The Extreme Learning Machine: numpy only, so no ONNX file; scored the same way."""
+    from trainer.evaluate import main_holdout
+    from trainer.model import ExtremeLearningMachine
+
+    x_train, y_train = data.x_train, data.y_train
+    if args.max_train is not None:
+        x_train, y_train = x_train[: args.max_train], y_train[: args.max_train]
+    elm = ExtremeLearningMachine(len(data.labels), seed=args.seed)
+    start = time.perf_counter()
+    elm.fit(x_train.astype(np.float32) / 255, y_train)
+    seconds = time.perf_counter() - start
+
+    def accuracy(x: np.ndarray, y: np.ndarray) -> float:
+        return float((elm.predict(x.astype(np.float32) / 255).argmax(axis=1) == y).mean())
+
+    headline = main_holdout(data)
+    row = {
+        "run": "elm",
+        "parameters": elm.parameter_count,
+        "onnx_kib": None,
+        "epochs": 1,
+        "test_accuracy": accuracy(data.x_test, data.y_test),
+        "holdout_accuracy": accuracy(*data.holdout[headline]) if headline else None,
+        "holdout_slice": headline,
+        "seconds": round(seconds, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(row, indent=1) + "\n")
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2%}"
+
+    lines = [
+        "| run | parameters | ONNX KiB | epochs | test accuracy | holdout accuracy | training s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['parameters']:,} | {r['onnx_kib'] if r['onnx_kib'] else '-'} "
+            f"| {r['epochs']} | {pct(r['test_accuracy'])} | {pct(r['holdout_accuracy'])} "
+            f"| {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)

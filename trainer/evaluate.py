@@ -1,0 +1,259 @@
+"""Evaluating an ONNX model with ONNX Runtime alone: the numbers the service will really get.
+
+Writes report.json, report.md, confusion.png (test split), confusion-holdout.png (the main
+holdout slice) and curves.png (when a training history is given) next to the model.
+"""
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import numpy as np
+import onnxruntime as ort
+
+from core.labels import LabelSet
+from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
+from trainer.data import NistData
+
+TOP_CONFUSIONS = 10
+
+
+def onnx_probabilities(
+    model: Path | bytes, images: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """uint8 (N, 28, 28) NIST images -> (N, C) probabilities from the ONNX model (file or bytes)."""
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    batches = [
+        session.run(None, {MODEL_INPUT_NAME: nist_to_model_input(images[i : i + batch_size])})[0]
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[true, predicted]."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelSet) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and the most confused pairs of one set of predictions."""
+    counts = confusion_matrix(y_true, y_pred, len(labels))
+    per_class = {
+        c: {"accuracy": float(counts[i, i] / counts[i].sum()), "images": int(counts[i].sum())}
+        for i, c in enumerate(labels.characters)
+        if counts[i].sum()
+    }
+    errors = counts.copy()
+    np.fill_diagonal(errors, 0)
+    worst = np.argsort(errors, axis=None)[::-1][:TOP_CONFUSIONS]
+    confused = [
+        {
+            "true": labels.characters[t],
+            "predicted": labels.characters[p],
+            "count": int(errors[t, p]),
+            "share_of_true": float(errors[t, p] / counts[t].sum()),
+        }
+        for t, p in zip(*np.unravel_index(worst, errors.shape), strict=True)
+        if errors[t, p] > 0
+    ]
+    return {
+        "images": len(y_true),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "balanced_accuracy": float(np.mean([v["accuracy"] for v in per_class.values()])),
+        "per_class": per_class,
+        "most_confused": confused,
+        "confusion": counts.tolist(),
+    }
+
+
+def main_holdout(data: NistData) -> str | None:
+    """The headline holdout slice: the first, as trainer.data.holdout_slices orders them."""
+    return next(iter(data.holdout), None)
+
+
+def evaluate_onnx(
+    model_path: Path,
+    data: NistData,
+    out_dir: Path | None = None,
+    training: dict[str, Any] | None = None,
+    history: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
+    """Score the ONNX model on the test split and every holdout slice; write the report.
+
+    `training` (architecture, epochs, seconds...) and `history` (Keras's) go into the report
+    when given; otherwise those of an existing report.json next to the model are kept.
+    """
+    model_path = Path(model_path)
+    out_dir = Path(out_dir or model_path.parent)
+    previous = _read_json(out_dir / "report.json")
+    training = training if training is not None else previous.get("training", {})
+    history = history if history is not None else previous.get("history", {})
+
+    evaluations = {
+        "test": (data.x_test, data.y_test),
+        **{f"holdout/{k}": v for k, v in data.holdout.items()},
+    }
+    results = {}
+    for name, (x, y) in evaluations.items():
+        predicted = onnx_probabilities(model_path, x).argmax(axis=1)
+        results[name] = score(y, predicted, data.labels)
+
+    headline = main_holdout(data)
+    onnx_bytes = model_path.read_bytes()
+    report = {
+        "labels": data.labels.characters,
+        "architecture": training.get("architecture", previous.get("architecture", "unknown")),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": {
+            "test_accuracy": results["test"]["accuracy"],
+            "holdout_slice": headline,
+            "holdout_accuracy": results[f"holdout/{headline}"]["accuracy"] if headline else None,
+            **{f"accuracy/{k}": v["accuracy"] for k, v in results.items()},
+        },
+        "model": {
+            "file": model_path.name,
+            "onnx_bytes": len(onnx_bytes),
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "parameters": training.get("parameters"),
+        },
+        "training": training,
+        "history": history,
+        "data": {
+            "train": len(data.y_train),
+            "validation": len(data.y_val),
+            "test": len(data.y_test),
+            "holdout": {k: len(v[1]) for k, v in data.holdout.items()},
+            "class_counts": data.class_counts,
+            "pool": data.stats,
+        },
+        "evaluation": results,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(
+        np.array(results["test"]["confusion"]), data.labels, "test split", out_dir / "confusion.png"
+    )
+    if headline:
+        plot_confusion(
+            np.array(results[f"holdout/{headline}"]["confusion"]),
+            data.labels,
+            f"holdout {headline}",
+            out_dir / "confusion-holdout.png",
+        )
+    if history:
+        plot_curves(history, out_dir / "curves.png")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "report.md").write_text(report_markdown(report))
+    (out_dir / "labels.txt").write_text(data.labels.characters + "\n")
+    return report
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def plot_confusion(counts: np.ndarray, labels: LabelSet, title: str, path: Path) -> None:
+    """Row-normalised confusion matrix; the diagonal is left out so that errors stand out."""
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    errors = rates.copy()
+    np.fill_diagonal(errors, np.nan)
+    size = 4 + 0.16 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=80)
+    image = ax.imshow(errors, cmap="magma_r", vmin=0, vmax=max(np.nanmax(errors), 0.01))
+    ax.set_xticks(range(len(labels)), labels.classes, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels.classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    ax.set_title(f"Errors (share of the true class), {title}: accuracy {accuracy:.2%}")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=80)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = history.get(prefix + metric)
+            if values:
+                epochs = range(1, len(values) + 1)
+                ax.plot(epochs, values, style, label="validation" if prefix else "training")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    metrics, model, training = report["metrics"], report["model"], report["training"]
+    lines = [
+        f"# Model report: {report['architecture']}, {len(report['labels'])} classes",
+        "",
+        f"Labels: `{report['labels']}`  ",
+        f"Created: {report['created_at']}  ",
+        f"ONNX: {model['onnx_bytes'] / 1024:.0f} KiB, sha256 `{model['onnx_sha256'][:16]}…`",
+    ]
+    if training:
+        lines += [
+            "",
+            "## Training",
+            "",
+            "| parameters | epochs | augmentation | images per epoch | seconds | command |",
+            "|---|---|---|---|---|---|",
+            f"| {training.get('parameters', '?'):,} | {training.get('epochs', '?')} "
+            f"| {'yes' if training.get('augment') else 'no'} | {training.get('train_size', 0):,} "
+            f"| {training.get('seconds', 0):.0f} | `{training.get('command', '')}` |",
+        ]
+    lines += [
+        "",
+        "## Accuracy (ONNX Runtime)",
+        "",
+        "| data | images | accuracy | balanced |",
+        "|---|---|---|---|",
+    ]
+    for name, result in report["evaluation"].items():
+        accuracy, balanced = result["accuracy"], result["balanced_accuracy"]
+        lines.append(f"| {name} | {result['images']:,} | {accuracy:.2%} | {balanced:.2%} |")
+    headline = metrics.get("holdout_slice")
+    for name in ["test", *([f"holdout/{headline}"] if headline else [])]:
+        result = report["evaluation"][name]
+        lines += [
+            "",
+            f"## Most confused, {name}",
+            "",
+            "| true | predicted | count | share of true |",
+        ]
+        lines.append("|---|---|---|---|")
+        lines += [
+            f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
+            for c in result["most_confused"]
+        ]
+        lines += [
+            "",
+            f"## Per-class accuracy, {name}",
+            "",
+            "| class | accuracy | images |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {v['accuracy']:.1%} | {v['images']} |" for c, v in result["per_class"].items()
+        ]
+    lines += ["", "![confusion](confusion.png)", ""]
+    if headline:
+        lines += ["![confusion on the holdout](confusion-holdout.png)", ""]
+    if report.get("history"):
+        lines += ["![training curves](curves.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Keras model -> ONNX file for ONNX Runtime: input "image" [N, 28, 28, 1], output [N, C]."""
+
+import logging
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import onnx
+import tensorflow as tf
+
+from core.preprocessing import MODEL_INPUT_NAME, MODEL_INPUT_SHAPE
+
+log = logging.getLogger(__name__)
+
+# Opset 17 is loaded by every ONNX Runtime since 1.13, so any runtime >= 1.20 serves it.
+ONNX_OPSET = 17
+OUTPUT_NAME = "probabilities"
+
+
+def export_onnx(model: keras.Model, path: Path, opset: int = ONNX_OPSET) -> Path:
+    """Write `model` as ONNX to `path`, with a dynamic batch and the service's names.
+
+    Keras's own exporter is tried first; tf2onnx directly if that fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = tf.TensorSpec((None, *MODEL_INPUT_SHAPE), tf.float32, name=MODEL_INPUT_NAME)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = Path(tmp) / "model.onnx"
+            model.export(
+                str(exported),
+                format="onnx",
+                input_signature=[spec],
+                opset_version=opset,
+                verbose=False,
+            )
+            proto = onnx.load(str(exported))
+    except Exception as error:  # exporter API or conversion differences between versions
+        log.info("keras ONNX export failed (%s); using tf2onnx", error)
+        import tf2onnx
+
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=opset)
+    proto = _with_service_names(proto)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _with_service_names(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """One input called "image" and one output called "probabilities", batch dimension free."""
+    graph = proto.graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ValueError(
+            f"expected one input and one output, got {len(inputs)}, {len(graph.output)}"
+        )
+    _rename(graph, inputs[0].name, MODEL_INPUT_NAME)
+    _rename(graph, graph.output[0].name, OUTPUT_NAME)
+    for value in (graph.input[0], graph.output[0]):
+        batch = value.type.tensor_type.shape.dim[0]
+        batch.ClearField("dim_value")
+        batch.dim_param = "N"
+    return proto
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    if old == new:
+        return
+    for value in [*graph.input, *graph.output]:
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def onnx_keras_difference(model: keras.Model, path: Path, images: np.ndarray) -> float:
+    """Largest absolute difference between Keras and ONNX Runtime probabilities on `images`."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_probabilities = session.run(None, {MODEL_INPUT_NAME: images.astype(np.float32)})[0]
+    keras_probabilities = model.predict(images, batch_size=256, verbose=0)
+    return float(np.abs(onnx_probabilities - keras_probabilities).max())

@@ -1,0 +1,226 @@
+"""Training: NIST data (plus optional user samples) -> a trained Keras model.
+
+`train_model` is what the CLI runs and what a worker calls to retrain: it takes extra
+samples (oversampled), can start from saved weights, and reports progress to a callback
+that may also stop the run.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from core.labels import LabelSet
+from trainer.augment import Distortion, random_distortion
+from trainer.data import NistData
+from trainer.model import build_model
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    epoch: int  # 1-based, the epoch under way
+    epochs: int
+    step: int  # steps done in this epoch
+    steps: int  # steps per epoch
+    fraction: float  # of the whole run, 0..1
+    logs: dict[str, float]
+
+
+# Return False to stop training (e.g. the run was cancelled); None or True to go on.
+ProgressHook = Callable[[TrainingProgress], bool | None]
+
+
+@dataclass
+class TrainedModel:
+    model: keras.Model
+    labels: LabelSet
+    architecture: str
+    epochs: int
+    augment: bool
+    train_size: int  # images per epoch, extra samples and their copies included
+    train_seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    def __init__(self, hook: ProgressHook, epochs: int, steps: int, every: int) -> None:
+        super().__init__()
+        self.hook, self.epochs, self.steps, self.every = hook, epochs, steps, every
+        self.epoch = 0
+        self.stopped = False
+
+    def _report(self, step: int, logs: dict | None) -> None:
+        fraction = (self.epoch + step / self.steps) / self.epochs
+        progress = TrainingProgress(
+            epoch=self.epoch + 1,
+            epochs=self.epochs,
+            step=step,
+            steps=self.steps,
+            fraction=min(fraction, 1.0),
+            logs={k: float(v) for k, v in (logs or {}).items()},
+        )
+        if self.hook(progress) is False:
+            self.model.stop_training = True
+            self.stopped = True
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if (batch + 1) % self.every == 0 and batch + 1 < self.steps:
+            self._report(batch + 1, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._report(self.steps, logs)
+
+
+def to_model_input(images: tf.Tensor) -> tf.Tensor:
+    """uint8 (B, 28, 28) -> float32 (B, 28, 28, 1) in [0, 1], as core.preprocessing makes."""
+    return tf.cast(images, tf.float32)[..., None] / 255.0
+
+
+def epoch_order(y: np.ndarray, max_per_class: int | None, rng: np.random.Generator) -> np.ndarray:
+    """The indices one epoch visits, shuffled: every image, or at most `max_per_class` of
+    each class (a fresh draw each epoch), so that the digits, half of NIST, do not take half
+    of the training time."""
+    if max_per_class is None:
+        return rng.permutation(len(y))
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:max_per_class] for c in np.unique(y)]
+    return rng.permutation(np.concatenate(chosen))
+
+
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    order: np.ndarray | None = None,
+    augment: Distortion | None = None,
+) -> tf.data.Dataset:
+    """Batches of (float images, labels) in `order` (default: as stored), augmented or not."""
+    images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+    indices = np.arange(len(y)) if order is None else order
+    dataset = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+    def prepare(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        batch_images = to_model_input(tf.gather(images, batch))
+        if augment is not None:
+            batch_images = random_distortion(batch_images, augment)
+        return batch_images, tf.gather(labels, batch)
+
+    return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(y: np.ndarray, num_classes: int, power: float) -> dict[int, float]:
+    """Weights (1 / frequency) ** power, mean 1 over the images: 0 leaves the natural
+    frequencies (digits are 50 % of NIST), 1 counts every class equally."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
+    weights /= (weights * counts).sum() / counts.sum()
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def train_model(
+    data: NistData,
+    architecture: str = "cnn",
+    epochs: int = 4,
+    augment: bool = True,
+    *,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    class_balance: float = 0.5,
+    max_per_class: int | None = None,
+    max_train: int | None = None,
+    extra_x: np.ndarray | None = None,
+    extra_y: np.ndarray | None = None,
+    oversample: int = 1,
+    initial_weights: Path | None = None,
+    progress: ProgressHook | None = None,
+    progress_every: int = 50,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    seed: int = 0,
+    verbose: int | str = "auto",
+) -> TrainedModel:
+    """Train `architecture` on data.x_train (+ extra samples), validating on data.x_val.
+
+    extra_x, extra_y: more samples (uint8 (N, 28, 28) as core.preprocessing makes them,
+        times 255; class indices), appended `oversample` times so that a few hundred user
+        samples weigh against 170,000 NIST images.
+    initial_weights: a model.weights.h5 of the same architecture and label set (warm start).
+    class_balance: 0 trains on NIST's natural class frequencies, 1 weighs every class
+        equally; in between trades overall accuracy for accuracy on rare classes.
+    max_per_class: each epoch sees at most this many images of a class (None: all).
+    progress: called every `progress_every` steps and at each epoch's end.
+    """
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = data.x_train, data.y_train
+    if max_train is not None and max_train < len(y_train):
+        chosen = np.random.default_rng(seed).choice(len(y_train), max_train, replace=False)
+        x_train, y_train = x_train[np.sort(chosen)], y_train[np.sort(chosen)]
+    if extra_x is not None and extra_y is not None and len(extra_y):
+        x_train = np.concatenate([x_train, *[np.asarray(extra_x, np.uint8)] * oversample])
+        y_train = np.concatenate([y_train, *[np.asarray(extra_y, np.int32)] * oversample])
+
+    num_classes = len(data.labels)
+    model = build_model(architecture, num_classes)
+    if initial_weights is not None:
+        model.load_weights(initial_weights)
+
+    rng = np.random.default_rng(seed)
+    orders = [epoch_order(y_train, max_per_class, rng) for _ in range(epochs)]
+    steps = int(np.ceil(len(orders[0]) / batch_size))
+    # One cycle of cosine decay with a short warm-up: no schedule to tune per run length.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10,
+        decay_steps=max(1, epochs * steps - steps // 4),
+        warmup_target=learning_rate,
+        warmup_steps=steps // 4,
+        alpha=0.01,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+    # All epochs' orders in one stream; each epoch is `steps` batches of it.
+    train_set = make_dataset(
+        x_train,
+        y_train,
+        batch_size,
+        order=np.concatenate(orders),
+        augment=Distortion() if augment else None,
+    ).repeat()
+    val_set = make_dataset(data.x_val, data.y_val, 512)
+    all_callbacks = list(callbacks or [])
+    hook = None
+    if progress is not None:
+        hook = _ProgressCallback(progress, epochs, steps, progress_every)
+        all_callbacks.append(hook)
+
+    start = time.perf_counter()
+    history = model.fit(
+        train_set,
+        validation_data=val_set if len(data.y_val) else None,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        class_weight=class_weights(y_train[orders[0]], num_classes, class_balance),
+        callbacks=all_callbacks,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    return TrainedModel(
+        model=model,
+        labels=data.labels,
+        architecture=architecture,
+        epochs=epochs,
+        augment=augment,
+        train_size=len(orders[0]),
+        train_seconds=seconds,
+        history={k: [float(v) for v in values] for k, values in history.history.items()},
+        stopped_early=bool(hook and hook.stopped),
+    )
