@@ -14,7 +14,8 @@ EMNIST_BALANCED_LABELS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty variable (`FOO=` in .env) means "the default", not an empty value.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Where things live.
     database_url: str = Field(
@@ -36,6 +37,27 @@ class Settings(BaseSettings):
 
     # Learning loop.
     retrain_threshold: int = Field(default=100, ge=1)
+    retrain_architecture: str = Field(default="cnn", description="trainer.model architecture")
+    retrain_epochs: int = Field(default=2, ge=1, description="Epochs of a warm-start retrain.")
+    retrain_nist_samples: int = Field(
+        default=30_000, ge=1, description="NIST training images drawn for a warm-start retrain."
+    )
+    retrain_learning_rate: float = Field(default=1e-3, gt=0)
+    full_retrain_epochs: int = Field(default=4, ge=1)
+    full_retrain_nist_samples: int | None = Field(
+        default=None, ge=1, description="NIST images for a full retrain (None: all of them)."
+    )
+    upload_share: float = Field(
+        default=0.1, gt=0, lt=1, description="Share of each epoch made of (oversampled) uploads."
+    )
+    max_upload_oversample: int = Field(default=50, ge=1)
+    gate_max_nist_drop: float = Field(
+        default=0.005, ge=0, description="How much NIST test accuracy a candidate may lose."
+    )
+    run_stale_seconds: float = Field(
+        default=180.0, gt=0, description="A running run without heartbeat this long is retried."
+    )
+    max_run_attempts: int = Field(default=3, ge=1)
 
     # Security and limits.
     admin_token: str = Field(default="", description="Bearer token for admin routes.")

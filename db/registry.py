@@ -16,6 +16,7 @@ from db.models import ModelStatus, ModelVersion
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_DIR = REPO_ROOT / "trainer" / "bundled"
+BUNDLED_INSTALL_LOCK = 0x68777231  # an arbitrary advisory-lock key of this application
 
 
 def active_version(session: Session) -> ModelVersion | None:
@@ -31,13 +32,19 @@ def active_version_number(session: Session) -> int | None:
 def install_bundled_model(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> int | None:
     """On first start with an empty registry, the bundled starter model becomes version 1.
 
-    Safe to call from every replica at once: the first insert wins, the others see a row.
+    Safe to call from every replica at once: on Postgres the replicas take turns under an
+    advisory lock, so the first inserts version 1 and the others see it (without the lock the
+    losers' failed inserts would use up version numbers). SQLite has one writer at a time.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(BUNDLED_INSTALL_LOCK)))
     if session.scalar(select(func.count()).select_from(ModelVersion)):
+        session.rollback()  # ends the transaction, and with it the lock
         return None
     onnx_path = model_dir / "model.onnx"
     if not onnx_path.exists():
         log.warning("no bundled model at %s; predictions wait for a trained one", onnx_path)
+        session.rollback()
         return None
     onnx = onnx_path.read_bytes()
     report_path = model_dir / "report.json"

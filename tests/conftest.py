@@ -49,6 +49,13 @@ TEST_ENV = {
     "RETRAIN_THRESHOLD": "5",
     "MAX_UPLOAD_BYTES": str(256 * 1024),
     "LOG_LEVEL": "WARNING",
+    # Retraining in tests: small and quick, the same code path.
+    "MODEL_POLL_SECONDS": "1",
+    "RETRAIN_EPOCHS": "1",
+    "RETRAIN_NIST_SAMPLES": "3000",
+    "FULL_RETRAIN_EPOCHS": "1",
+    "FULL_RETRAIN_NIST_SAMPLES": "1000",
+    "RUN_STALE_SECONDS": "6",
 }
 os.environ.update(TEST_ENV)
 

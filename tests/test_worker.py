@@ -10,7 +10,7 @@ from db.models import RunStatus, Sample, TrainingRun
 from db.session import get_sessionmaker
 from tests.conftest import wait_for
 from tests.imagegen import png
-from worker.triggers import create_run_if_due
+from worker.triggers import open_run
 
 
 def training_runs() -> list[TrainingRun]:
@@ -40,7 +40,7 @@ def add_samples(count: int, start: int, holdout: bool = False) -> None:
 def test_not_due_below_threshold_and_holdout_does_not_count() -> None:
     add_samples(4, 0)
     add_samples(10, 100, holdout=True)
-    assert create_run_if_due("threshold") is None
+    assert open_run("threshold") is None
     assert training_runs() == []
 
 
@@ -51,7 +51,7 @@ def test_concurrent_checks_open_exactly_one_run() -> None:
 
     def check() -> None:
         barrier.wait()
-        results.append(create_run_if_due("threshold"))
+        results.append(open_run("threshold"))
 
     threads = [threading.Thread(target=check) for _ in range(12)]
     for thread in threads:
@@ -67,15 +67,15 @@ def test_concurrent_checks_open_exactly_one_run() -> None:
 
 def test_next_run_counts_only_samples_after_the_watermark() -> None:
     add_samples(5, 0)
-    first = create_run_if_due("threshold")
+    first = open_run("threshold")
     assert first is not None
     with get_sessionmaker()() as session:
         session.get(TrainingRun, first).status = RunStatus.succeeded
         session.commit()
     add_samples(4, 10)
-    assert create_run_if_due("threshold") is None
+    assert open_run("threshold") is None
     add_samples(1, 20)
-    second = create_run_if_due("threshold")
+    second = open_run("threshold")
     assert second is not None and second != first
 
 

@@ -4,12 +4,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import SessionDep, get_or_404
+from api.deps import AdminDep, SessionDep, get_or_404
+from api.errors import ApiError
+from api.queue import enqueue_training
 from api.routers.samples import ERRORS
-from db.models import TrainingRun
+from db.models import RunStatus, TrainingRun
+from worker.triggers import open_run
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training runs"])
 
@@ -35,6 +38,35 @@ class TrainingRunOut(BaseModel):
 
 def to_out(run: TrainingRun) -> TrainingRunOut:
     return TrainingRunOut.model_validate(run, from_attributes=True)
+
+
+class TrainingRunRequest(BaseModel):
+    full_retrain: bool = Field(
+        default=False, description="Train from scratch on all NIST data instead of warm-starting"
+    )
+
+
+@router.post("", status_code=201, dependencies=[AdminDep], responses=ERRORS)
+def start_training_run(
+    session: SessionDep, request: TrainingRunRequest | None = None
+) -> TrainingRunOut:
+    """Admin: start a training run now, whatever the number of new samples."""
+    full = request.full_retrain if request else False
+    run_id = open_run("manual", full_retrain=full, force=True)
+    if run_id is None:
+        open_id = session.scalar(
+            select(TrainingRun.id).where(
+                TrainingRun.status.in_([RunStatus.queued, RunStatus.running])
+            )
+        )
+        raise ApiError(
+            409,
+            "training_run_open",
+            f"training run {open_id} is already queued or running",
+            training_run_id=open_id,
+        )
+    enqueue_training(run_id)
+    return to_out(get_or_404(session, TrainingRun, run_id, "training_run_not_found", "run"))
 
 
 @router.get("")
