@@ -161,26 +161,46 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> Non
             process.wait()
 
 
+def celery_worker_command(*options: str) -> list[str]:
+    """A Celery worker of this project, one task at a time, plus `options` (e.g. -Q queue)."""
+    return [
+        *(sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"),
+        *("--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle"),
+        *options,
+    ]
+
+
+def add_model_version(status: str = "candidate") -> int:
+    """Another registry version made of the bundled model's real ONNX bytes; its number."""
+    import hashlib
+
+    from db.models import ModelVersion
+    from db.registry import BUNDLED_MODEL_DIR
+    from db.session import get_sessionmaker
+
+    onnx = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
+    with get_sessionmaker()() as session:
+        active = session.get(ModelVersion, 1)
+        assert active is not None, "the bundled model is installed as version 1 first"
+        version = ModelVersion(
+            status=status,
+            labels=active.labels,
+            architecture=active.architecture,
+            onnx=onnx,
+            onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+            metrics={},
+            report={},
+        )
+        session.add(version)
+        session.commit()
+        return version.version
+
+
 @pytest.fixture(scope="session")
 def celery_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming this session's queue from the real Redis."""
     log_path = tmp_path_factory.mktemp("celery") / "worker.log"
-    process = start_process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        log_path,
-    )
+    process = start_process(celery_worker_command("--without-heartbeat"), log_path)
     wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, 60)
     if process.poll() is not None:
         pytest.fail(f"celery worker exited:\n{log_path.read_text()}")

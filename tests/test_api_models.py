@@ -4,30 +4,11 @@ import hashlib
 
 from fastapi.testclient import TestClient
 
-from db.models import ModelStatus, ModelVersion, TrainingRun
+from db.models import TrainingRun
 from db.registry import BUNDLED_MODEL_DIR
 from db.session import get_sessionmaker
+from tests.conftest import add_model_version
 from tests.imagegen import png
-
-
-def add_version(status: ModelStatus = ModelStatus.candidate) -> int:
-    """A second version in the registry, with the bundled model's real ONNX bytes."""
-    onnx = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
-    with get_sessionmaker()() as session:
-        active = session.get(ModelVersion, 1)
-        assert active is not None
-        version = ModelVersion(
-            status=status,
-            labels=active.labels,
-            architecture=active.architecture,
-            onnx=onnx,
-            onnx_sha256=hashlib.sha256(onnx).hexdigest(),
-            metrics={},
-            report={},
-        )
-        session.add(version)
-        session.commit()
-        return version.version
 
 
 def test_first_start_installs_the_bundled_model_as_version_1(client: TestClient) -> None:
@@ -46,7 +27,7 @@ def test_first_start_installs_the_bundled_model_as_version_1(client: TestClient)
 def test_activate_switches_serving_and_rolls_back(
     client: TestClient, admin_headers: dict[str, str]
 ) -> None:
-    version = add_version()
+    version = add_model_version()
     assert client.post(f"/v1/models/{version}/activate").status_code == 401
     reply = client.post(f"/v1/models/{version}/activate", headers=admin_headers)
     assert reply.status_code == 200

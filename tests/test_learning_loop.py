@@ -8,7 +8,6 @@ several uvicorn processes, a Celery worker, the real Postgres and Redis.
   gate has checked that NIST accuracy held.
 """
 
-import hashlib
 import io
 import threading
 import time
@@ -22,10 +21,7 @@ from PIL import Image
 
 from core.config import get_settings
 from core.labels import LabelSet
-from db.models import ModelStatus, ModelVersion
-from db.registry import BUNDLED_MODEL_DIR
-from db.session import get_sessionmaker
-from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.conftest import ADMIN_TOKEN, add_model_version, wait_for
 from tests.test_compose import command_args
 from tests.test_stack import Stack, free_port, replace_option, running_stack
 
@@ -85,31 +81,12 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
     http.close()
 
 
-def add_copy_of_bundled_model() -> int:
-    onnx = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
-    with get_sessionmaker()() as session:
-        active = session.get(ModelVersion, 1)
-        assert active is not None
-        version = ModelVersion(
-            status=ModelStatus.candidate,
-            labels=active.labels,
-            architecture=active.architecture,
-            onnx=onnx,
-            onnx_sha256=hashlib.sha256(onnx).hexdigest(),
-            metrics={},
-            report={},
-        )
-        session.add(version)
-        session.commit()
-        return version.version
-
-
 def test_activate_and_rollback_reach_every_api_process_without_a_failed_request(
     stack: Stack,
     api: httpx.Client,
 ) -> None:
     assert predict_versions(api, 12) == {1}
-    version = add_copy_of_bundled_model()
+    version = add_model_version()
 
     failures: list[str] = []
     stop = threading.Event()

@@ -7,7 +7,6 @@ one epoch over a few thousand NIST images, warm-started from the bundled model.
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,7 +16,7 @@ from sqlalchemy import select
 from core.config import get_settings
 from db.models import ModelStatus, ModelVersion, RunStatus, TrainingRun
 from db.session import get_sessionmaker
-from tests.conftest import start_process, stop_process, wait_for
+from tests.conftest import celery_worker_command, start_process, stop_process, wait_for
 from tests.imagegen import encode
 from tests.nist import balanced_holdout
 from worker import tasks
@@ -130,23 +129,7 @@ def test_a_run_whose_worker_is_killed_is_retried_to_success_by_the_reconciler(
     client.get("/healthz")
     # A second worker on its own queue takes the run, then dies mid-training.
     doomed_queue = f"{os.environ['TASK_QUEUE']}-doomed"
-    doomed = start_process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--pool=solo",
-            "--loglevel=INFO",
-            "-Q",
-            doomed_queue,
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        tmp_path / "doomed.log",
-    )
+    doomed = start_process(celery_worker_command("-Q", doomed_queue), tmp_path / "doomed.log")
     try:
         run_id = open_run("manual", force=True)
         assert run_id is not None
