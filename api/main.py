@@ -4,9 +4,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.inference import ModelServer
@@ -21,6 +24,9 @@ logging.basicConfig(
     level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
 )
 log = logging.getLogger(__name__)
+
+# The web page: plain HTML, CSS and one script, no build step.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # Multipart framing around the image: boundaries, part headers and the small form fields.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -70,6 +76,14 @@ app.include_router(samples.router)
 app.include_router(predictions.router)
 app.include_router(models.router)
 app.include_router(training_runs.router)
+app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+@app.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    """The web page: draw or upload a character, teach the model, watch it retrain."""
+    return FileResponse(STATIC_DIR / "index.html")
+
 
 app.add_middleware(BodySizeLimitMiddleware, limit_for_path=body_limit)
 if settings.cors_origins:  # CORS stays off unless origins are configured

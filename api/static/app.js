@@ -1,0 +1,506 @@
+// The web page: a drawing board, predictions, teaching, and a dashboard of the model.
+// Plain functions and fetch; every number comes from the JSON API under /v1.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+let labels = ""; // the active model's label set, one character per class
+let drawnBlob = null; // the drawing last predicted: what "teach" and "add" send
+let boardDirty = false;
+let lastPoint = null; // while a pointer is drawing
+let adminToken = null; // kept in memory only: never in localStorage or cookies
+let pendingActivation = null;
+let shownModel = null; // the version the dashboard's charts show
+let confusionView = null; // what the confusion canvas shows, for its hover text
+let runWasOpen = false;
+
+// ---- talking to the API --------------------------------------------------------------------
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (err) {
+    throw new Error(`The server cannot be reached (${err.message}).`);
+  }
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const detail = body && body.detail ? body.detail : `${response.status} ${response.statusText}`;
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return { status: response.status, body };
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").textContent = "";
+  $("error").hidden = true;
+}
+
+// Wraps a button handler: clears the error area, and shows what went wrong in it.
+function action(handler) {
+  return async (event) => {
+    clearError();
+    try {
+      await handler(event);
+    } catch (err) {
+      showError(err.message);
+    }
+  };
+}
+
+// A new element with properties and children (nodes or text).
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children); // numbers and strings become text
+  return node;
+}
+
+const percent = (value) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)}%` : "–");
+
+// ---- the drawing board ---------------------------------------------------------------------
+
+const board = $("board");
+const pen = board.getContext("2d");
+
+function clearBoard() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, board.width, board.height);
+  boardDirty = false;
+  forgetDrawing();
+}
+
+// Once the board changes, teaching would send a drawing other than the one predicted.
+function forgetDrawing() {
+  drawnBlob = null;
+  $("teaching").hidden = true;
+}
+
+function boardPoint(event) {
+  const rect = board.getBoundingClientRect();
+  return {
+    x: ((event.clientX - rect.left) * board.width) / rect.width,
+    y: ((event.clientY - rect.top) * board.height) / rect.height,
+  };
+}
+
+function strokeTo(point) {
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = Number($("marker-size").value);
+  pen.lineCap = "round";
+  pen.lineJoin = "round";
+  pen.beginPath();
+  pen.moveTo(lastPoint.x, lastPoint.y);
+  pen.lineTo(point.x, point.y);
+  pen.stroke();
+  lastPoint = point;
+  boardDirty = true;
+}
+
+function startStroke(event) {
+  event.preventDefault();
+  board.setPointerCapture(event.pointerId);
+  forgetDrawing();
+  lastPoint = boardPoint(event);
+  strokeTo(lastPoint); // a tap leaves a dot
+}
+
+function continueStroke(event) {
+  if (lastPoint === null) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const each of events.length ? events : [event]) strokeTo(boardPoint(each));
+}
+
+function endStroke() {
+  lastPoint = null;
+}
+
+function boardBlob() {
+  return new Promise((resolve) => board.toBlob(resolve, "image/png"));
+}
+
+// ---- predictions and teaching --------------------------------------------------------------
+
+async function predict(image, filename) {
+  const form = new FormData();
+  form.append("image", image, filename);
+  const { body } = await api("/v1/predictions", { method: "POST", body: form });
+  showPrediction(body);
+  return body;
+}
+
+function showPrediction(prediction) {
+  $("prediction-label").textContent = prediction.label;
+  $("prediction-confidence").textContent = `${percent(prediction.confidence)} sure`;
+  $("prediction-model").textContent = `model version ${prediction.model_version}`;
+  const bars = prediction.top.map(({ label, probability }) => {
+    const fill = el("span", { className: "fill" });
+    fill.style.width = `${Math.max(0.5, probability * 100)}%`;
+    const name = el("span", { className: "name" }, label);
+    const value = el("span", { className: "value" }, percent(probability));
+    return el("li", {}, name, el("span", { className: "track" }, fill), value);
+  });
+  $("top5").replaceChildren(...bars);
+}
+
+async function predictDrawing() {
+  if (!boardDirty) throw new Error("Draw a character on the board first.");
+  $("sample-reply").textContent = "";
+  drawnBlob = await boardBlob();
+  const prediction = await predict(drawnBlob, "drawing.png");
+  if (labels.includes(prediction.label)) $("teach-label").value = prediction.label;
+  $("teaching").hidden = false;
+}
+
+async function storeSample(image, filename, label, source) {
+  const form = new FormData();
+  form.append("image", image, filename);
+  form.append("label", label);
+  form.append("source", source);
+  const { status, body } = await api("/v1/samples", { method: "POST", body: form });
+  let message =
+    status === 201
+      ? `Stored as sample #${body.id} with label “${body.label}”.`
+      : `Already stored as sample #${body.id} with label “${body.label}”.`;
+  if (body.label_merged) {
+    message += ` “${body.submitted_label}” is merged into “${body.label}” in this label set.`;
+  }
+  $("sample-reply").textContent = message;
+  await loadStats();
+}
+
+async function teachDrawing(source) {
+  if (!drawnBlob) throw new Error("Predict a drawing first.");
+  await storeSample(drawnBlob, "drawing.png", $("teach-label").value, source);
+}
+
+function chosenFile() {
+  const file = $("file").files[0];
+  if (!file) throw new Error("Choose an image file first.");
+  return file;
+}
+
+async function predictFile() {
+  const file = chosenFile();
+  $("sample-reply").textContent = "";
+  forgetDrawing(); // teaching sends drawings; a file is stored with its own label
+  await predict(file, file.name);
+}
+
+async function storeFile() {
+  const file = chosenFile();
+  const label = $("file-label").value.trim();
+  if (!label) throw new Error("Type the character the image shows in the Label field.");
+  await storeSample(file, file.name, label, "upload");
+}
+
+// ---- the model dashboard -------------------------------------------------------------------
+
+async function loadActive() {
+  let model;
+  try {
+    model = (await api("/v1/models/active")).body;
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    $("active-version").textContent = "none";
+    return;
+  }
+  const metrics = model.metrics || {};
+  $("active-version").textContent = model.version;
+  $("active-architecture").textContent = model.architecture;
+  $("acc-test").textContent = percent(metrics.test_accuracy);
+  $("acc-holdout").textContent = Number.isFinite(metrics.holdout_accuracy)
+    ? `${percent(metrics.holdout_accuracy)} (${metrics.holdout_slice || "holdout"})`
+    : "–";
+  $("acc-uploads").textContent = percent(metrics.uploads_eval_accuracy);
+  if (model.labels !== labels) fillLabelPicker(model.labels);
+  if (shownModel !== model.version) {
+    shownModel = model.version;
+    const report = model.report || {};
+    const test = (report.evaluation || {}).test || {};
+    drawConfusion(test.confusion, model.labels);
+    drawCurves(report.history);
+  }
+}
+
+function fillLabelPicker(labelSet) {
+  labels = labelSet;
+  const select = $("teach-label");
+  const previous = select.value;
+  select.replaceChildren(
+    ...[...labelSet].map((label) => new Option(label, label, false, label === previous))
+  );
+}
+
+// Row-normalised confusion matrix as a heat map (square-root colour scale shows rare mistakes).
+function drawConfusion(matrix, labelSet) {
+  const canvas = $("confusion");
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!Array.isArray(matrix) || matrix.length === 0) {
+    confusionView = null;
+    ctx.fillStyle = "#5b6475";
+    ctx.font = "14px sans-serif";
+    ctx.fillText("No confusion matrix for this version.", 16, 30);
+    return;
+  }
+  const n = matrix.length;
+  const margin = 20;
+  const cell = (canvas.width - margin) / n;
+  ctx.font = `${Math.min(11, cell)}px sans-serif`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  for (let row = 0; row < n; row++) {
+    const total = matrix[row].reduce((a, b) => a + b, 0);
+    for (let col = 0; col < n; col++) {
+      const share = total ? matrix[row][col] / total : 0;
+      const t = Math.sqrt(share);
+      ctx.fillStyle = `rgb(${255 - t * 235}, ${255 - t * 205}, ${255 - t * 135})`;
+      ctx.fillRect(margin + col * cell, margin + row * cell, Math.ceil(cell), Math.ceil(cell));
+    }
+    ctx.fillStyle = "#1d2330";
+    ctx.fillText(labelSet[row] || "?", margin / 2, margin + (row + 0.5) * cell);
+    ctx.fillText(labelSet[row] || "?", margin + (row + 0.5) * cell, margin / 2);
+  }
+  confusionView = { matrix, labelSet, margin, cell };
+}
+
+function describeConfusionCell(event) {
+  const canvas = $("confusion");
+  if (!confusionView) return;
+  const { matrix, labelSet, margin, cell } = confusionView;
+  const rect = canvas.getBoundingClientRect();
+  const x = ((event.clientX - rect.left) * canvas.width) / rect.width - margin;
+  const y = ((event.clientY - rect.top) * canvas.height) / rect.height - margin;
+  const row = Math.floor(y / cell);
+  const col = Math.floor(x / cell);
+  if (row < 0 || col < 0 || row >= matrix.length || col >= matrix.length) {
+    canvas.title = "";
+    return;
+  }
+  const total = matrix[row].reduce((a, b) => a + b, 0);
+  const count = matrix[row][col];
+  canvas.title = `true ${labelSet[row]} → predicted ${labelSet[col]}: ${count} of ${total}`;
+}
+
+// Training curves: loss (left) and accuracy (right); training solid blue, validation dashed orange.
+function drawCurves(history) {
+  const canvas = $("curves");
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  if (!history || !Array.isArray(history.loss) || history.loss.length === 0) {
+    ctx.fillStyle = "#5b6475";
+    ctx.font = "14px sans-serif";
+    ctx.fillText("No training history for this version.", 16, 30);
+    return;
+  }
+  const half = canvas.width / 2;
+  const box = (left) => ({ x: left + 40, y: 24, w: half - 56, h: canvas.height - 60 });
+  drawPanel(ctx, box(0), "loss", [history.loss, history.val_loss]);
+  drawPanel(ctx, box(half), "accuracy", [history.accuracy, history.val_accuracy]);
+}
+
+function drawPanel(ctx, box, title, [training, validation]) {
+  const series = [
+    { values: training || [], dash: [], color: "#2f5fd0" },
+    { values: validation || [], dash: [6, 4], color: "#d9730d" },
+  ];
+  const all = series.flatMap((s) => s.values).filter(Number.isFinite);
+  if (all.length === 0) return;
+  let low = Math.min(...all);
+  let high = Math.max(...all);
+  const pad = (high - low) * 0.1 || 0.05;
+  low -= pad;
+  high += pad;
+  const epochs = Math.max(...series.map((s) => s.values.length));
+  const x = (i) => box.x + (epochs === 1 ? box.w / 2 : (i * box.w) / (epochs - 1));
+  const y = (v) => box.y + box.h - ((v - low) / (high - low)) * box.h;
+
+  ctx.strokeStyle = "#b8bfcc";
+  ctx.lineWidth = 1;
+  ctx.setLineDash([]);
+  ctx.strokeRect(box.x, box.y, box.w, box.h);
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "13px sans-serif";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "alphabetic";
+  ctx.fillText(title, box.x + box.w / 2, box.y - 8);
+  ctx.font = "11px sans-serif";
+  for (let i = 0; i < epochs; i++) ctx.fillText(String(i + 1), x(i), box.y + box.h + 14);
+  ctx.fillText("epoch", box.x + box.w / 2, box.y + box.h + 30);
+  ctx.textAlign = "right";
+  ctx.fillText(high.toFixed(2), box.x - 4, box.y + 8);
+  ctx.fillText(low.toFixed(2), box.x - 4, box.y + box.h);
+
+  ctx.lineWidth = 2;
+  for (const { values, dash, color } of series) {
+    ctx.strokeStyle = color;
+    ctx.fillStyle = color;
+    ctx.setLineDash(dash);
+    ctx.beginPath();
+    values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+    ctx.stroke();
+    values.forEach((v, i) => ctx.fillRect(x(i) - 2, y(v) - 2, 4, 4));
+  }
+  ctx.setLineDash([]);
+}
+
+async function loadVersions() {
+  const { body: models } = await api("/v1/models");
+  const rows = models.map((model) => {
+    const cells = [
+      model.version,
+      model.status,
+      model.architecture,
+      percent((model.metrics || {}).test_accuracy),
+      new Date(model.created_at).toLocaleString(),
+    ].map((text) => el("td", {}, text));
+    const actions = el("td");
+    if (model.status !== "active") {
+      const button = el("button", { type: "button", id: `activate-${model.version}` }, "Activate");
+      button.setAttribute("aria-label", `Activate version ${model.version}`);
+      button.addEventListener("click", action(() => requestActivation(model.version)));
+      actions.append(button);
+    }
+    return el("tr", { className: model.status === "active" ? "active" : "" }, ...cells, actions);
+  });
+  $("versions").replaceChildren(...rows);
+}
+
+async function requestActivation(version) {
+  if (adminToken) return activate(version);
+  pendingActivation = version;
+  $("admin-ok").textContent = `Activate version ${version}`;
+  $("admin-form").hidden = false;
+  $("admin-token").focus();
+}
+
+async function activate(version) {
+  try {
+    await api(`/v1/models/${version}/activate`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${adminToken}` },
+    });
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) adminToken = null; // ask again next time
+    throw err;
+  }
+  $("sample-reply").textContent = "";
+  await Promise.all([loadVersions(), loadActive()]);
+}
+
+async function submitAdminToken(event) {
+  event.preventDefault();
+  adminToken = $("admin-token").value.trim() || null;
+  if (!adminToken) throw new Error("Enter the admin token to activate a version.");
+  $("admin-token").value = "";
+  $("admin-form").hidden = true;
+  if (pendingActivation !== null) await activate(pendingActivation);
+}
+
+async function loadStats() {
+  const { body: stats } = await api("/v1/samples/stats");
+  $("sample-count").textContent = stats.total;
+  $("sample-split").textContent = `${stats.training} training, ${stats.holdout} holdout`;
+  const missing = Math.max(0, stats.retrain_threshold - stats.new_since_last_training_run);
+  $("next-retrain").textContent =
+    `${missing} new sample${missing === 1 ? "" : "s"} until the next automatic retrain.`;
+  const order = [...new Set([...labels, ...Object.keys(stats.by_label)])];
+  const most = Math.max(1, ...Object.values(stats.by_label));
+  $("by-label").replaceChildren(
+    ...order.map((label) => {
+      const count = stats.by_label[label] || 0;
+      const bar = el("i");
+      bar.style.width = `${(count / most) * 100}%`;
+      const title = `${count} samples labelled ${label}`;
+      return el("div", { title }, el("b", {}, label), el("span", {}, count), bar);
+    })
+  );
+}
+
+// The latest training run; every 2 s while one is queued or running, otherwise every 10 s.
+async function pollRuns() {
+  let open = false;
+  try {
+    const { body: runs } = await api("/v1/training-runs?limit=1");
+    const run = runs[0];
+    open = Boolean(run) && (run.status === "queued" || run.status === "running");
+    showRun(run);
+    if (runWasOpen && !open) await Promise.all([loadVersions(), loadActive()]);
+    runWasOpen = open;
+    await loadStats();
+  } catch (err) {
+    $("run-status").textContent = `Could not load the training runs: ${err.message}`;
+  }
+  setTimeout(pollRuns, open ? 2000 : 10000);
+}
+
+function showRun(run) {
+  if (!run) {
+    $("run-status").textContent = "No training run yet.";
+    $("run-progress").value = 0;
+    $("run-decision").textContent = "";
+    return;
+  }
+  const kind = run.full_retrain ? "full retrain" : "fine-tuning";
+  $("run-status").textContent =
+    `Run ${run.id} (${run.trigger}, ${kind}): ${run.status}, ` +
+    `epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%`;
+  $("run-progress").value = run.progress;
+  if (run.decision) {
+    $("run-decision").textContent = `Decision: ${run.decision} — ${run.decision_reason || ""}`;
+  } else if (run.error) {
+    $("run-decision").textContent = `Error: ${run.error}`;
+  } else {
+    $("run-decision").textContent = "";
+  }
+}
+
+// ---- wiring --------------------------------------------------------------------------------
+
+function start() {
+  clearBoard();
+  board.addEventListener("pointerdown", startStroke);
+  board.addEventListener("pointermove", continueStroke);
+  board.addEventListener("pointerup", endStroke);
+  board.addEventListener("pointercancel", endStroke);
+  $("marker-size").addEventListener("input", () => {
+    $("marker-size-value").textContent = $("marker-size").value;
+  });
+  $("predict").addEventListener("click", action(predictDrawing));
+  $("clear").addEventListener("click", () => {
+    clearBoard();
+    clearError();
+  });
+  $("teach").addEventListener("click", action(() => teachDrawing("correction")));
+  $("add-sample").addEventListener("click", action(() => teachDrawing("canvas")));
+  $("predict-file").addEventListener("click", action(predictFile));
+  $("store-file").addEventListener("click", action(storeFile));
+  $("admin-form").addEventListener("submit", action(submitAdminToken));
+  $("admin-cancel").addEventListener("click", () => {
+    $("admin-form").hidden = true;
+    pendingActivation = null;
+  });
+  $("confusion").addEventListener("mousemove", describeConfusionCell);
+  action(async () => {
+    await loadActive(); // first: the label set orders the per-label counts
+    await Promise.all([loadVersions(), loadStats()]);
+  })();
+  pollRuns();
+}
+
+start();
