@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -206,14 +205,12 @@ def test_batch_has_the_model_input_shape() -> None:
     assert preprocess_batch([]).shape == (0, 28, 28, 1)
 
 
-def test_big_photo_is_fast() -> None:
+def test_big_photo_gives_a_full_strength_glyph() -> None:
+    # A 12-megapixel phone photo (its speed is measured in bench/bench_preprocess.py).
     photo = draw_seven((3000, 4000), (800, 900), 40, "RGB", (30, 30, 30), (180, 175, 160), 8)
-    preprocess_image(photo)  # warm up
-    start = time.perf_counter()
     glyph = preprocess_image(photo)
-    elapsed = time.perf_counter() - start
     assert glyph.max() == pytest.approx(1.0)
-    assert elapsed < 0.5, f"{elapsed:.2f} s for a 12-megapixel photo"
+    assert 0.05 < (glyph > 0.5).mean() < 0.5  # a stroke, neither a speck nor a filled box
 
 
 def test_nist_image_passes_through_nearly_unchanged(nist_images) -> None:
@@ -250,8 +247,6 @@ def test_photo_of_a_nist_image_comes_back_close_to_it(nist_images) -> None:
 
 
 def test_photo_is_classified_like_the_original_by_the_bundled_model(nist_images) -> None:
-    if not BUNDLED_MODEL.exists():
-        pytest.skip("no bundled model yet (python -m trainer train ... --out trainer/bundled)")
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(BUNDLED_MODEL), providers=["CPUExecutionProvider"])
@@ -259,7 +254,10 @@ def test_photo_is_classified_like_the_original_by_the_bundled_model(nist_images)
     rng = np.random.default_rng(11)
     originals = nist_to_model_input(images)
     photos = preprocess_batch([photo_of(image, rng) for image in images])
-    predict = lambda x: session.run(None, {MODEL_INPUT_NAME: x})[0].argmax(axis=1)  # noqa: E731
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {MODEL_INPUT_NAME: x})[0].argmax(axis=1)
+
     agreement = (predict(originals) == predict(photos)).mean()
     assert agreement >= 0.9, f"photo and original agree on {agreement:.0%}"
 

@@ -165,7 +165,6 @@ def count_rows(sql: str, **params: Any) -> list[Any]:
 
 
 def test_compose_commands_serve_store_and_trigger_one_training_run(stack: Stack) -> None:
-    started = time.monotonic()
     services = stack.compose["services"]
 
     # migrate: the one-shot the api waits for (the test database is already at head).
@@ -263,7 +262,6 @@ def test_compose_commands_serve_store_and_trigger_one_training_run(stack: Stack)
     for name in ("beat", "worker", "api"):
         assert b"Traceback" not in stack.log(name), stack.logs()
         assert not re.search(rb"\b(ERROR|CRITICAL)\b", stack.log(name)), stack.logs()
-    assert time.monotonic() - started < 90
 
 
 def test_prestart_migrates_an_empty_database_and_gives_up_without_one(stack: Stack) -> None:
