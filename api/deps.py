@@ -1,9 +1,9 @@
 """Dependencies shared by the routers."""
 
 import hmac
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Path, Request
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
@@ -12,6 +12,14 @@ from core.labels import LabelSet
 from db.session import get_db
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+# Keys as Postgres stores them: BIGINT ids (samples, training runs), INTEGER model versions. A
+# number outside that range is refused by validation (422) instead of reaching the database,
+# where it would be an out-of-range error and a 500.
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+VersionNumber = Annotated[int, Path(ge=1, le=INTEGER_MAX)]
 
 Row = TypeVar("Row")
 
@@ -25,6 +33,28 @@ def get_or_404(session: Session, model: type[Row], key: int, code: str, what: st
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def sent_once(*fields: str) -> Any:
+    """A route dependency refusing a form that repeats one of `fields` (e.g. two `image` files).
+
+    FastAPI would quietly keep the last of the repeated values: the client then gets a reply
+    about an image, or a label, other than the one it may have meant. Told instead of guessed.
+    """
+
+    async def check(request: Request) -> None:
+        form = await request.form()  # already parsed for the route's own parameters: cached
+        for name in fields:
+            count = len(form.getlist(name))
+            if count > 1:
+                raise ApiError(
+                    422,
+                    "repeated_field",
+                    f"the form field {name!r} was sent {count} times; send it once",
+                    field=name,
+                )
+
+    return Depends(check)
 
 
 def get_label_set(settings: SettingsDep) -> LabelSet:

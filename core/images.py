@@ -92,7 +92,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError("image_too_many_pixels", str(exc)) from exc
+        # Pillow refuses to open an image far past its own limit before we see its size; its
+        # message names that limit, not ours, so the reply states ours.
+        raise ImageError(
+            "image_too_many_pixels",
+            f"the image has too many pixels to decode safely; the limit is {max_pixels} pixels",
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(
             "undecodable_image", f"the {sniffed} image could not be decoded: {exc}"

@@ -44,3 +44,39 @@ def noise_png(size: tuple[int, int], seed: int = 0) -> bytes:
     """Random RGB noise: it barely compresses, so its byte size is about 3 bytes per pixel."""
     rng = random.Random(seed)
     return encode(Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3)))
+
+
+def png_of_exactly(size_bytes: int, seed: int = 0) -> bytes:
+    """A valid PNG of exactly `size_bytes` bytes: a drawn image plus a private ancillary chunk
+    (decoders skip it) of padding, for testing a byte limit at its boundary."""
+    import struct
+    import zlib
+
+    base = png(seed)
+    padding = size_bytes - len(base) - 12  # a chunk is length, type, payload, CRC
+    if padding < 0:
+        raise ValueError(f"a PNG cannot be as small as {size_bytes} bytes here")
+    payload = b"\x00" * padding
+    kind = b"prVt"
+    chunk = (
+        struct.pack(">I", padding)
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
+    ihdr_end = 8 + 25  # signature, then the IHDR chunk (13 bytes of payload)
+    return base[:ihdr_end] + chunk + base[ihdr_end:]
+
+
+def jpeg_with_orientation(upright: Image.Image, orientation: int = 6) -> bytes:
+    """A JPEG whose pixels are stored turned, with the EXIF Orientation tag that turns them back
+    upright (6: the viewer rotates 90 degrees clockwise), as phone cameras write them."""
+    inverse = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(inverse[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored.convert("RGB"), "JPEG", quality=100, exif=exif.tobytes())

@@ -32,5 +32,12 @@ app.conf.update(
 )
 if settings.broker_url.startswith("redis"):
     # Publishing from the API must not hang when Redis is away: fail fast, the reconciler
-    # enqueues what was missed.
-    app.conf.broker_transport_options = {"socket_connect_timeout": 2, "socket_timeout": 5}
+    # enqueues what was missed. max_retries=0: one connection attempt per publish; kombu's
+    # default keeps retrying for ~6 s, holding a thread of the API's pool for each upload
+    # (bench/faults.py redis-down: uploads fell from ~25/s to ~2/s). The worker's own
+    # consumer connection retries by broker_connection_max_retries, unaffected.
+    app.conf.broker_transport_options = {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "max_retries": 0,
+    }

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select, update
 
-from api.deps import AdminDep, SessionDep, get_or_404
+from api.deps import AdminDep, SessionDep, VersionNumber, get_or_404
 from api.errors import ApiError
 from api.routers.samples import ERRORS
 from db.models import ModelStatus, ModelVersion
@@ -52,7 +52,7 @@ def get_model_or_404(session: SessionDep, version: int) -> ModelVersion:
     return get_or_404(session, ModelVersion, version, "model_not_found", "model version")
 
 
-@router.get("")
+@router.get("", responses=ERRORS)
 def list_models(session: SessionDep) -> list[ModelOut]:
     """Every version, newest first."""
     return [
@@ -70,7 +70,7 @@ def get_active_model(session: SessionDep) -> ModelDetail:
 
 
 @router.get("/{version}", responses=ERRORS)
-def get_model(version: int, session: SessionDep) -> ModelDetail:
+def get_model(version: VersionNumber, session: SessionDep) -> ModelDetail:
     model = get_model_or_404(session, version)
     return ModelDetail(**to_out(model).model_dump(), report=model.report)
 
@@ -80,7 +80,7 @@ def get_model(version: int, session: SessionDep) -> ModelDetail:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}} | ERRORS,
 )
-def download_onnx(version: int, session: SessionDep) -> Response:
+def download_onnx(version: VersionNumber, session: SessionDep) -> Response:
     model = get_model_or_404(session, version)
     return Response(
         model.onnx,
@@ -93,7 +93,7 @@ def download_onnx(version: int, session: SessionDep) -> Response:
 
 
 @router.post("/{version}/activate", dependencies=[AdminDep], responses=ERRORS)
-def activate_model(version: int, session: SessionDep, request: Request) -> ModelOut:
+def activate_model(version: VersionNumber, session: SessionDep, request: Request) -> ModelOut:
     """Admin: make this version serve (rollback or forward). Every API process follows."""
     model = get_model_or_404(session, version)
     if model.status == ModelStatus.active:

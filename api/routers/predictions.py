@@ -7,15 +7,18 @@ import numpy as np
 from fastapi import APIRouter, File, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from api.deps import SettingsDep
+from api.deps import SettingsDep, sent_once
 from api.errors import ApiError
 from api.inference import LoadedModel, ModelServer
 from api.routers.samples import ERRORS, read_image
+from api.schemas import ErrorOut
 from core.config import Settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.preprocessing import preprocess_image
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+
+NO_MODEL = ERRORS | {503: {"model": ErrorOut, "description": "No model serving yet"}}
 
 
 class Candidate(BaseModel):
@@ -78,7 +81,7 @@ def ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-@router.post("", responses=ERRORS | {503: {"description": "No model serving"}})
+@router.post("", responses=NO_MODEL, dependencies=[sent_once("image")])
 def predict(
     image: Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP or GIF")],
     request: Request,
@@ -114,7 +117,7 @@ def decode_upload(image: UploadFile, settings: Settings) -> DecodedImage:
     )
 
 
-@router.post("/batch", responses=ERRORS | {503: {"description": "No model serving"}})
+@router.post("/batch", responses=NO_MODEL)
 def predict_batch(
     images: Annotated[list[UploadFile], File(description="Up to MAX_BATCH_IMAGES images")],
     request: Request,

@@ -2,13 +2,22 @@
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, UploadFile, status
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import AdminDep, LabelSetDep, SessionDep, SettingsDep, get_or_404
+from api.deps import (
+    BIGINT_MAX,
+    AdminDep,
+    LabelSetDep,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    get_or_404,
+    sent_once,
+)
 from api.errors import ApiError
 from api.queue import enqueue_retrain_check
 from api.schemas import ErrorOut, SampleOut, SamplePage, SampleStats
@@ -19,7 +28,9 @@ from db.queries import new_training_samples
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)
+} | {503: {"model": ErrorOut, "description": "The database is not reachable; retry shortly"}}
 
 IMAGE_STATUS = {
     "empty_image": 422,
@@ -83,6 +94,7 @@ def read_image(image: UploadFile, max_bytes: int, max_pixels: int) -> tuple[byte
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[sent_once("image", "label", "source")],
     responses={200: {"model": SampleOut, "description": "Already stored with this label"}} | ERRORS,
 )
 def create_sample(
@@ -146,7 +158,10 @@ def decode_cursor(cursor: str) -> int:
         kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
         if kind != "id":
             raise ValueError(kind)
-        return int(value)
+        sample_id = int(value)
+        if not 0 < sample_id <= BIGINT_MAX:  # a forged id Postgres would refuse with a 500
+            raise ValueError(value)
+        return sample_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from exc
 
@@ -170,7 +185,7 @@ def list_samples(
     return SamplePage(items=[to_out(s) for s in rows[:limit]], next_cursor=next_cursor)
 
 
-@router.get("/stats")
+@router.get("/stats", responses=ERRORS)
 def sample_stats(session: SessionDep, settings: SettingsDep) -> SampleStats:
     """Counts per label, training/holdout split, and progress toward the next retrain."""
     by_label = dict(
@@ -193,7 +208,7 @@ def get_sample_or_404(session: SessionDep, sample_id: int) -> Sample:
 
 
 @router.get("/{sample_id}", responses=ERRORS)
-def get_sample(sample_id: int, session: SessionDep) -> SampleOut:
+def get_sample(sample_id: RowId, session: SessionDep) -> SampleOut:
     return to_out(get_sample_or_404(session, sample_id))
 
 
@@ -202,7 +217,7 @@ def get_sample(sample_id: int, session: SessionDep) -> SampleOut:
     response_class=Response,
     responses={200: {"content": {t: {} for t in accepted_types()}}} | ERRORS,
 )
-def get_sample_image(sample_id: int, session: SessionDep) -> Response:
+def get_sample_image(sample_id: RowId, session: SessionDep) -> Response:
     """The original bytes, with the content type found by decoding them at upload."""
     sample = get_sample_or_404(session, sample_id)
     return Response(
@@ -223,7 +238,7 @@ def get_sample_image(sample_id: int, session: SessionDep) -> Response:
     dependencies=[AdminDep],
     responses=ERRORS,
 )
-def delete_sample(sample_id: int, session: SessionDep) -> Response:
+def delete_sample(sample_id: RowId, session: SessionDep) -> Response:
     """Admin: remove a sample (for example one with a wrong label)."""
     session.delete(get_sample_or_404(session, sample_id))
     session.commit()

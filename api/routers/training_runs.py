@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import AdminDep, SessionDep, get_or_404
+from api.deps import AdminDep, RowId, SessionDep, get_or_404
 from api.errors import ApiError
 from api.queue import enqueue_training
 from api.routers.samples import ERRORS
@@ -69,7 +69,7 @@ def start_training_run(
     return to_out(get_or_404(session, TrainingRun, run_id, "training_run_not_found", "run"))
 
 
-@router.get("")
+@router.get("", responses=ERRORS)
 def list_training_runs(
     session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[TrainingRunOut]:
@@ -79,7 +79,7 @@ def list_training_runs(
 
 
 @router.get("/{run_id}", responses=ERRORS)
-def get_training_run(run_id: int, session: SessionDep) -> TrainingRunOut:
+def get_training_run(run_id: RowId, session: SessionDep) -> TrainingRunOut:
     return to_out(
         get_or_404(session, TrainingRun, run_id, "training_run_not_found", "training run")
     )

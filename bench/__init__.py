@@ -1,0 +1,1 @@
+"""Benchmarks: reproducible measurements behind docs/BENCHMARKS.md (see bench/README.md)."""
