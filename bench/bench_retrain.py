@@ -1,0 +1,252 @@
+"""Retraining wall time on this machine, with the service's own code path and default settings.
+
+    .venv/bin/python -m bench.bench_retrain [--uploads 0 100 1000] [--full | --full-samples N]
+
+Each run happens in a fresh process (as in a worker, TensorFlow is imported before the clock
+starts) against its own throwaway Postgres database: the bundled model is installed as the
+active version, N synthetic uploads (280x280 canvas PNGs of NIST test characters, as the web
+page sends them) are inserted straight into `samples`, a run is opened with
+`worker.triggers.open_run(..., force=True)` and `worker.training.execute_run` is timed, the
+gate and the registry write included. Phases are timed by wrapping the functions
+execute_run calls (load NIST, load uploads, train, export ONNX, evaluate, register).
+
+A warm retrain uses RETRAIN_EPOCHS=2 and RETRAIN_NIST_SAMPLES=30000 (the defaults); `--full`
+runs a full retrain from scratch (FULL_RETRAIN_EPOCHS=4 on all NIST training images, ~10+
+minutes on 2 cores), `--full-samples N` the same on N NIST images.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.common import (
+    NIST_DATA_DIR,
+    PYTHON,
+    REPO_ROOT,
+    BusyWatch,
+    SampleRow,
+    add_quiet_option,
+    canvas_png,
+    copy_samples,
+    load_average,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    nist_glyphs,
+    save_results,
+    tagged_png,
+    throwaway_database,
+    wait_until_quiet,
+)
+
+PHASES = {
+    "trainer.data.load_nist": "load NIST",
+    "worker.training.load_user_samples": "load uploads",
+    "trainer.train.train_model": "train",
+    "trainer.export.export_onnx": "export ONNX",
+    "worker.training.evaluate": "evaluate (candidate + active)",
+    "worker.training.register": "register",
+}
+
+
+def timed_phases(seconds: dict[str, float], captured: dict[str, Any]) -> None:
+    """Wrap what execute_run calls so that each phase's wall time adds up in `seconds`."""
+    import importlib
+
+    for dotted, phase in PHASES.items():
+        module_name, name = dotted.rsplit(".", 1)
+        module = importlib.import_module(module_name)
+        original: Callable[..., Any] = getattr(module, name)
+
+        def wrapper(
+            *args: Any, _original: Callable[..., Any] = original, _phase: str = phase, **kwargs: Any
+        ) -> Any:
+            start = time.perf_counter()
+            try:
+                result = _original(*args, **kwargs)
+            finally:
+                seconds[_phase] = seconds.get(_phase, 0.0) + time.perf_counter() - start
+            if _phase == "train":
+                captured["train_size"] = result.train_size
+                captured["epochs"] = result.epochs
+                captured["train_seconds"] = result.train_seconds
+            return result
+
+        setattr(module, name, wrapper)
+
+
+def one_run(uploads: int, full: bool) -> dict[str, Any]:
+    """In this process: a throwaway database, the bundled model, `uploads` uploads, one run."""
+    with throwaway_database("hwr_bench_retrain") as database:
+        os.environ["DATABASE_URL"] = database.url
+        os.environ.setdefault("NIST_DATA_DIR", str(NIST_DATA_DIR))
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from core.config import get_settings
+        from db.registry import install_bundled_model
+        from db.session import get_engine, get_sessionmaker
+
+        get_settings.cache_clear()
+        get_engine.cache_clear()
+        get_sessionmaker.cache_clear()
+        with get_sessionmaker()() as session:
+            install_bundled_model(session)
+
+        if uploads:
+            glyphs, labels = nist_glyphs(uploads, offset=50_000)
+            rows = (
+                SampleRow(tagged_png(canvas_png(g), f"retrain-{i}"), label, 280, 280)
+                for i, (g, label) in enumerate(zip(glyphs, labels, strict=True))
+            )
+            copy_samples(database.dsn, rows)
+
+        started = time.perf_counter()
+        import tensorflow  # noqa: F401  (a worker has imported it before any run)
+
+        import worker.training
+        from db.models import TrainingRun
+        from worker.triggers import open_run
+
+        import_seconds = time.perf_counter() - started
+        seconds: dict[str, float] = {}
+        captured: dict[str, Any] = {}
+        timed_phases(seconds, captured)
+        run_id = open_run("manual", full_retrain=full, force=True)
+        assert run_id is not None
+        started = time.perf_counter()
+        status = worker.training.execute_run(run_id)
+        wall = time.perf_counter() - started
+        with get_sessionmaker()() as session:
+            run = session.get(TrainingRun, run_id)
+            assert run is not None
+            metrics, decision, error = run.metrics or {}, run.decision, run.error
+        get_engine().dispose()
+    settings = get_settings()
+    return {
+        "uploads": uploads,
+        "full": full,
+        "status": str(status),
+        "error": error,
+        "decision": decision,
+        "wall_seconds": wall,
+        "tensorflow_import_seconds": import_seconds,
+        "phases": seconds,
+        "train_size_per_epoch": captured.get("train_size"),
+        "epochs": captured.get("epochs"),
+        "train_seconds": captured.get("train_seconds"),
+        "metrics": metrics,
+        "settings": {
+            "retrain_epochs": settings.retrain_epochs,
+            "retrain_nist_samples": settings.retrain_nist_samples,
+            "full_retrain_epochs": settings.full_retrain_epochs,
+            "full_retrain_nist_samples": settings.full_retrain_nist_samples,
+        },
+    }
+
+
+def run_in_child(uploads: int, full: bool, full_samples: int | None) -> dict[str, Any]:
+    """One run in a fresh interpreter: no TensorFlow state carried from the previous run."""
+    env = dict(os.environ)
+    if full_samples:
+        env["FULL_RETRAIN_NIST_SAMPLES"] = str(full_samples)
+    command = [PYTHON, "-m", "bench.bench_retrain", "--child", str(uploads)]
+    if full:
+        command.append("--full")
+    print(f"# {'full' if full else 'warm'} retrain, {uploads} uploads ...", flush=True)
+    out = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    print(
+        f"# -> {result['status']} ({result['decision']}), {result['wall_seconds']:.1f} s: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in result["phases"].items()),
+        flush=True,
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--uploads", type=int, nargs="*", default=[0, 100, 1000])
+    parser.add_argument("--full", action="store_true", help="also a full retrain on all NIST")
+    parser.add_argument(
+        "--full-samples", type=int, help="also a full retrain, on this many NIST images"
+    )
+    parser.add_argument("--full-uploads", type=int, default=100, help="uploads in the full run")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    add_quiet_option(parser)
+    args = parser.parse_args(argv)
+
+    if args.child is not None:  # the measured process
+        print(json.dumps(one_run(args.child, args.full), default=str))
+        return
+
+    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
+    watch = BusyWatch().start()
+    info = machine_info()
+    results = [run_in_child(n, False, None) for n in args.uploads]
+    if args.full or args.full_samples:
+        results.append(run_in_child(args.full_uploads, True, args.full_samples))
+    load_end = load_average()
+    watch.stop()
+
+    print()
+    print(machine_markdown(info))
+    if quiet is not None:
+        print(f"Quiet-machine check: {quiet}.")
+    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
+    print(watch.summary())
+    print()
+    phase_names = list(PHASES.values())
+    rows = []
+    for r in results:
+        m = r["metrics"]
+        seen = (r["train_size_per_epoch"] or 0) * (r["epochs"] or 0)
+        kind = "full" if r["full"] else "warm"
+        rows.append(
+            [
+                kind,
+                r["uploads"],
+                m.get("nist_train_images", ""),
+                f"{m.get('epochs', '')} x {r['train_size_per_epoch']:,}",
+                round(r["wall_seconds"], 1),
+                *[round(r["phases"].get(p, 0.0), 1) for p in phase_names],
+                round(seen / r["train_seconds"]) if r["train_seconds"] else "",
+                f"{r['status']}, {r['decision']}",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "retrain",
+                "uploads",
+                "NIST images",
+                "epochs x images per epoch",
+                "wall s (execute_run)",
+                *[f"{p} s" for p in phase_names],
+                "training images/s",
+                "result",
+            ],
+            rows,
+        )
+    )
+    path = save_results(
+        "retrain",
+        {
+            "machine": info,
+            "quiet": quiet,
+            "load_end": load_end,
+            "other_work": sorted(watch.seen),
+            "results": results,
+        },
+    )
+    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

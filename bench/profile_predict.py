@@ -1,0 +1,299 @@
+"""Where the time of a prediction goes: py-spy samples the API's workers under load.
+
+    .venv/bin/python -m bench.profile_predict [--duration 20] [--svg var/bench/predict.svg]
+
+The service runs as in bench_predict (uvicorn, 2 workers, throwaway Postgres database) while
+bench/httpload.py sends `POST /v1/predictions` from 16 clients, once with a 28x28 PNG and once
+with a 280x280 canvas PNG. `py-spy record --subprocesses --nonblocking` samples both workers
+(py-spy needs ptrace; it is in the `dev` extra). The samples are grouped by what the stack is
+doing (decode, preprocess, ONNX Runtime, multipart parsing, ...) and the busiest functions
+are listed by their own samples.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from bench.bench_predict import WORKERS
+from bench.common import (
+    REPO_ROOT,
+    BusyWatch,
+    add_quiet_option,
+    canvas_png,
+    drop_redis_queue,
+    load_average,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    nist_glyphs,
+    save_results,
+    service_env,
+    small_png,
+    throwaway_database,
+    uvicorn_server,
+    wait_until_quiet,
+)
+from bench.httpload import Request, fixed, multipart, run_load
+
+# What a stack is doing, by the first pattern found in it (most specific first).
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("ONNX Runtime session.run", ("onnxruntime_inference_collection.py",)),
+    ("preprocess_image (core/preprocessing.py)", ("core/preprocessing.py",)),
+    ("decode_image (core/images.py: Pillow decode, sha256)", ("core/images.py",)),
+    ("multipart form parsing", ("multipart", "formparsers")),
+    ("Prometheus metrics", ("prometheus_client",)),
+    ("response model, validation, JSON", ("pydantic", "jsonable_encoder", "serialize_response")),
+    ("model lookup, top-5, rest of the route", ("api/routers/",)),
+    ("FastAPI/Starlette routing, dependencies", ("fastapi/", "starlette/")),
+    ("uvicorn HTTP protocol, access log", ("uvicorn/", "httptools", "logging/")),
+    ("event loop and thread pool hand-off (Python)", ("asyncio/", "anyio/", "threading.py")),
+]
+
+
+def py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        raise SystemExit("py-spy not found: pip install -e '.[dev]' (or pip install py-spy)")
+    return found
+
+
+def parse_collapsed(path: Path) -> list[tuple[list[str], int]]:
+    """py-spy's raw (collapsed) output: one `frame;frame;... count` line per distinct stack."""
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+# Leaf frames of threads that wait rather than work. In this container py-spy cannot tell idle
+# threads from busy ones (it counts the thread pool's idle workers as active), so they are
+# set apart by their leaf frame instead.
+WAITING = (
+    "Condition.wait (",
+    "Event.wait (",
+    "_worker (concurrent/futures/thread.py",
+    "Connection._recv (",
+    "Connection._poll (",
+    "_wait_for_tstate_lock (",
+    "select (",
+)
+# Where uvloop runs C code, the Python stack ends in the loop's run call: socket I/O and HTTP
+# parsing in C, or waiting in epoll; py-spy cannot tell which.
+EVENT_LOOP_C = "Runner.run (asyncio/runners.py"
+WAITING_NAME = "(threads waiting: not counted in the shares)"
+
+
+def categorise(stacks: list[tuple[list[str], int]]) -> tuple[Counter[str], Counter[str]]:
+    """(samples per category, own samples per leaf function); waiting threads apart."""
+    categories: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    for frames, count in stacks:
+        leaf = shorten(frames[-1])
+        if leaf.startswith(WAITING):
+            categories[WAITING_NAME] += count
+            continue
+        if leaf.startswith(EVENT_LOOP_C):
+            name = "uvloop's C event loop (socket I/O, HTTP parsing, or epoll wait)"
+        else:
+            joined = ";".join(frames)
+            name = next(
+                (name for name, patterns in CATEGORIES if any(p in joined for p in patterns)),
+                "other",
+            )
+        categories[name] += count
+        leaves[leaf] += count
+    return categories, leaves
+
+
+def preprocessing_steps(stacks: list[tuple[list[str], int]]) -> Counter[str]:
+    """Inside preprocess_image: samples by its deepest own function (the step it was in)."""
+    steps: Counter[str] = Counter()
+    for frames, count in stacks:
+        own = [f for f in frames if "core/preprocessing.py" in f]
+        if own and not shorten(frames[-1]).startswith(WAITING):
+            steps[own[-1].partition(" (")[0]] += count
+    return steps
+
+
+def shorten(frame: str) -> str:
+    """`func (path/to/site-packages/pkg/mod.py:12)` -> `func (pkg/mod.py)`."""
+    function, _, location = frame.partition(" (")
+    location = location.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3.11/", str(REPO_ROOT) + "/"):
+        if marker in location:
+            location = location.split(marker, 1)[1]
+    return f"{function} ({location})" if location else function
+
+
+def profile(server_pid: int, url: str, request: Request, seconds: float, out: Path) -> Any:
+    """Run the load for `seconds` + 2 while py-spy samples the workers for `seconds`."""
+    command = [py_spy(), "record", "--pid", str(server_pid), "--subprocesses", "--nonblocking"]
+    command += ["--rate", "100", "--duration", str(int(seconds)), "--format", "raw"]
+    command += ["--output", str(out)]
+    result: dict[str, Any] = {}
+
+    def load() -> None:
+        result["load"] = run_load(url, fixed(request), 16, duration=seconds + 3)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(1)
+    spy = subprocess.run(command, capture_output=True, text=True, check=False)
+    thread.join()
+    if spy.returncode != 0 or not out.exists():
+        raise SystemExit(f"py-spy failed ({spy.returncode}): {spy.stderr[-2000:]}")
+    return result["load"]
+
+
+def route_split(url: str, request: Request, count: int = 300) -> dict[str, float]:
+    """One client, one request at a time: the route's own timings against the whole latency
+    (medians, ms). What is left is HTTP, multipart, framework and thread hand-off."""
+    import httpx
+
+    seen: dict[str, list[float]] = {"latency_ms": [], "decode_ms": [], "preprocess_ms": []}
+    seen["inference_ms"] = []
+    with httpx.Client(base_url=url) as client:
+        for index in range(count + 20):
+            start = time.perf_counter()
+            response = client.post(request.path, content=request.content, headers=request.headers)
+            latency = (time.perf_counter() - start) * 1000
+            response.raise_for_status()
+            if index < 20:  # warm-up
+                continue
+            seen["latency_ms"].append(latency)
+            for key, value in response.json()["timings"].items():
+                seen[key].append(value)
+    split = {key: median(values) for key, values in seen.items()}
+    split["rest_ms"] = split["latency_ms"] - sum(
+        split[k] for k in ("decode_ms", "preprocess_ms", "inference_ms")
+    )
+    return split
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--top", type=int, default=12, help="functions listed per image")
+    add_quiet_option(parser)
+    args = parser.parse_args(argv)
+
+    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
+    watch = BusyWatch().start()
+    info = machine_info()
+    glyphs, _ = nist_glyphs(1)
+    images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
+    results: dict[str, Any] = {}
+    queue = f"hwr-bench-profile-{int(time.time())}"
+    with tempfile.TemporaryDirectory() as tmp, throwaway_database() as database:
+        try:
+            env = service_env(database, queue)
+            with uvicorn_server("api.main:app", env, workers=WORKERS) as server:
+                for what, data in images.items():
+                    body, headers = multipart(files=[("image", "glyph.png", data)])
+                    request = Request("POST", "/v1/predictions", body, headers)
+                    split = route_split(server.url, request)
+                    run_load(server.url, fixed(request), 16, duration=3)  # warm-up
+                    out = Path(tmp) / f"{len(results)}.txt"
+                    load = profile(server.process.pid, server.url, request, args.duration, out)
+                    stacks = parse_collapsed(out)
+                    categories, leaves = categorise(stacks)
+                    results[what] = {
+                        "load": load,
+                        "split": split,
+                        "categories": categories,
+                        "leaves": leaves,
+                        "steps": preprocessing_steps(stacks),
+                    }
+                    print(f"# {what}: {load.rps:.1f} req/s while sampled", flush=True)
+        finally:
+            drop_redis_queue(queue)
+    load_end = load_average()
+    watch.stop()
+
+    print()
+    print(machine_markdown(info))
+    if quiet is not None:
+        print(f"Quiet-machine check: {quiet}.")
+    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
+    print(watch.summary())
+    print()
+    rows = [
+        [
+            what,
+            round(r["split"]["latency_ms"], 2),
+            round(r["split"]["decode_ms"], 2),
+            round(r["split"]["preprocess_ms"], 2),
+            round(r["split"]["inference_ms"], 2),
+            round(r["split"]["rest_ms"], 2),
+        ]
+        for what, r in results.items()
+    ]
+    print(
+        markdown_table(
+            [
+                "one request at a time (medians)",
+                "latency ms (client)",
+                "decode ms",
+                "preprocess ms",
+                "inference ms",
+                "rest: HTTP, multipart, framework ms",
+            ],
+            rows,
+        )
+    )
+    for what, r in results.items():
+        waiting = r["categories"].get(WAITING_NAME, 0)
+        total = sum(r["categories"].values()) - waiting
+        print(
+            f"\n{what}, 16 clients, {r['load'].rps:.1f} req/s while sampled; {total:,} samples "
+            f"of working threads ({waiting:,} of waiting threads set apart)"
+        )
+        print()
+        rows = [
+            [name, n, f"{n / total:.1%}" if name != WAITING_NAME else ""]
+            for name, n in r["categories"].most_common()
+        ]
+        print(markdown_table(["what the worker was doing", "samples", "share"], rows))
+        print()
+        rows = [[name, n, f"{n / total:.1%}"] for name, n in r["leaves"].most_common(args.top)]
+        print(markdown_table(["busiest functions (own samples)", "samples", "share"], rows))
+        print()
+        steps = r["steps"]
+        inside = sum(steps.values())
+        rows = [[f"`{name}`", n, f"{n / inside:.1%}"] for name, n in steps.most_common(8)]
+        print(markdown_table(["inside preprocess_image: step", "samples", "share"], rows))
+    path = save_results(
+        "profile",
+        {
+            "machine": info,
+            "quiet": quiet,
+            "load_end": load_end,
+            "other_work": sorted(watch.seen),
+            "results": {
+                what: {
+                    "rps": r["load"].rps,
+                    "split": r["split"],
+                    "categories": dict(r["categories"]),
+                    "leaves": dict(r["leaves"].most_common(60)),
+                    "steps": dict(r["steps"]),
+                }
+                for what, r in results.items()
+            },
+        },
+    )
+    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
