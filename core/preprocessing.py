@@ -22,7 +22,6 @@ Steps:
 from collections.abc import Iterable
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 MODEL_INPUT_NAME = "image"
@@ -95,6 +94,21 @@ def nist_to_model_input(images: np.ndarray) -> np.ndarray:
     return (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
 
 
+def _percentile(values: np.ndarray, q: float) -> np.ndarray:
+    """np.percentile(values, q) along the last axis (all of a 1-D or flattened 2-D array),
+    linear interpolation; a partition instead of numpy's general machinery, which costs more
+    than the work on images this small."""
+    if values.ndim == 2:
+        values = values.ravel()
+    count = values.shape[-1]
+    position = q / 100 * (count - 1)
+    lower = int(position)
+    upper = min(lower + 1, count - 1)
+    parted = np.partition(values, (lower, upper), axis=-1)
+    below, above = parted[..., lower], parted[..., upper]
+    return below + (above - below) * (position - lower)
+
+
 # --- 1. Grayscale ---------------------------------------------------------------------------
 
 
@@ -153,8 +167,8 @@ def _bright_ink(gray: np.ndarray) -> tuple[np.ndarray, bool]:
     """Bright ink on a dark background, and whether the picture was dark ink on light."""
     frame = max(1, round(0.03 * min(gray.shape)))
     border = np.concatenate([gray[:frame], gray[-frame:], gray[:, :frame].T, gray[:, -frame:].T], 1)
-    background = float(np.median(border))
-    darkest, brightest = np.percentile(gray, [0.1, 99.9])
+    background = float(_percentile(border, 50))
+    darkest, brightest = float(_percentile(gray, 0.1)), float(_percentile(gray, 99.9))
     # The ink is the extreme farther from the background: dark pen on grey paper or chalk on
     # a blackboard alike.
     if background - darkest > brightest - background:
@@ -175,13 +189,13 @@ def _normalise_contrast(ink: np.ndarray, on_paper: bool) -> np.ndarray:
     else:
         residual = ink - background
     residual = np.clip(residual, 0.0, None)
-    median = float(np.median(residual))
-    spread = 1.4826 * float(np.median(np.abs(residual - median)))  # noise sigma, robustly
+    median = float(_percentile(residual, 50))
+    spread = 1.4826 * float(_percentile(np.abs(residual - median), 50))  # noise sigma, robustly
     floor = median + 5.0 * spread
     strong = residual[residual > floor]
     if strong.size < _MIN_INK_PIXELS:
         return np.zeros_like(residual)
-    level = float(np.percentile(strong, 90))  # the level of the strokes' cores
+    level = float(_percentile(strong, 90))  # the level of the strokes' cores
     if level - floor < _MIN_CONTRAST:
         return np.zeros_like(residual)
     return np.clip((residual - floor) / (level - floor), 0.0, 1.0)
@@ -199,15 +213,35 @@ def _background(ink: np.ndarray) -> np.ndarray:
     rows, cols = -(-height // block), -(-width // block)
     padded = np.pad(ink, ((0, rows * block - height), (0, cols * block - width)), mode="edge")
     blocks = padded.reshape(rows, block, cols, block).transpose(0, 2, 1, 3).reshape(rows, cols, -1)
-    grid = np.percentile(blocks, 20, axis=2).astype(np.float32)
-    grid = _filter3x3(_filter3x3(grid, np.min), np.max)
+    grid = _percentile(blocks, 20).astype(np.float32)
+    grid = _filter3x3(_filter3x3(grid, np.minimum), np.maximum)
     smooth = Image.fromarray(grid).resize((cols * block, rows * block), Image.Resampling.BILINEAR)
     return np.asarray(smooth, dtype=np.float32)[:height, :width]
 
 
-def _filter3x3(grid: np.ndarray, reduce: np.ufunc) -> np.ndarray:
-    padded = np.pad(grid, 1, mode="edge")
-    return reduce(sliding_window_view(padded, (3, 3)), axis=(2, 3))
+def _filter3x3(grid: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    """Each cell combined (np.minimum, np.maximum, np.add) with its 3x3 neighbourhood; beyond
+    the border the edge repeats."""
+    return _window_filter(grid, 1, combine, edge=True)
+
+
+def _window_filter(image: np.ndarray, radius: int, combine: np.ufunc, edge: bool) -> np.ndarray:
+    """A square (2 radius + 1) window filter: min, max and sum are separable, so one axis at a
+    time, with shifted slices (no padding, no sliding-window reduction: both cost more than
+    the work on images this small). Beyond the border the edge repeats (`edge`) or nothing
+    counts, which is zero padding for a max over non-negative values and for a sum."""
+    result = image.copy()
+    for axis in (0, 1):
+        source = result.copy() if axis else image
+        out = result if axis == 0 else result.T
+        source = source if axis == 0 else source.T
+        for k in range(1, radius + 1):
+            combine(out[k:], source[:-k], out=out[k:])
+            combine(out[:-k], source[k:], out=out[:-k])
+            if edge:
+                combine(out[:k], source[:1], out=out[:k])
+                combine(out[-k:], source[-1:], out=out[-k:])
+    return result
 
 
 def _stretch(ink: np.ndarray) -> np.ndarray:
@@ -215,7 +249,7 @@ def _stretch(ink: np.ndarray) -> np.ndarray:
     visible = ink[ink > 0.05]
     if visible.size == 0:
         return ink
-    return np.clip(ink / max(float(np.percentile(visible, 90)), 1e-6), 0.0, 1.0)
+    return np.clip(ink / max(float(_percentile(visible, 90)), 1e-6), 0.0, 1.0)
 
 
 # --- 4. The ink's box -----------------------------------------------------------------------
@@ -225,7 +259,7 @@ def _ink_box(ink: np.ndarray) -> tuple[float, float, float, float] | None:
     """(top, bottom, left, right) edges of the strokes, in pixel units; None if no ink."""
     strokes = ink > _INK_THRESHOLD
     # A stroke pixel with fewer than two stroke neighbours is a speck.
-    neighbours = _filter3x3(strokes.astype(np.float32), np.sum) - strokes
+    neighbours = _filter3x3(strokes.astype(np.uint8), np.add) - strokes
     strokes &= neighbours >= 2
     if strokes.sum() < _MIN_INK_PIXELS:
         return None
@@ -275,9 +309,7 @@ def _thicken_thin_strokes(ink: np.ndarray, min_width: float) -> np.ndarray:
 
 
 def _max_filter(ink: np.ndarray, radius: int) -> np.ndarray:
-    size = 2 * radius + 1
-    grown = sliding_window_view(np.pad(ink, ((radius, radius), (0, 0))), size, axis=0).max(-1)
-    return sliding_window_view(np.pad(grown, ((0, 0), (radius, radius))), size, axis=1).max(-1)
+    return _window_filter(ink, radius, np.maximum, edge=False)  # ink >= 0
 
 
 # --- 6. Resampling --------------------------------------------------------------------------
