@@ -32,7 +32,12 @@ def get_or_404(session: Session, model: type[Row], key: int, code: str, what: st
     return row
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def current_settings() -> Settings:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.
+    return get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
 
 
 def sent_once(*fields: str) -> Any:

@@ -58,6 +58,22 @@ def accepted_types() -> list[str]:
     return sorted(set(ACCEPTED_FORMATS.values()))
 
 
+def pixel_count(data: bytes) -> int | None:
+    """width x height from the image's header, without decoding it. None where there is no
+    header to read, or Pillow refuses to open it at all (far past its bomb limit): either
+    way `decode_image` refuses such bytes at once."""
+    sniffed = sniff_format(data)
+    if sniffed is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data), formats=[sniffed]).size
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        return None
+    return width * height
+
+
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode an uploaded image fully, or raise ImageError saying what is wrong with it."""
     if not data:

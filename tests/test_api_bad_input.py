@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from core.config import get_settings
+from core.images import pixel_count
 from db.models import Sample
 from db.session import get_sessionmaker
 from tests.imagegen import noise_png, png, png_header_only
@@ -167,3 +168,14 @@ def test_unknown_source(client: TestClient) -> None:
 def test_not_multipart_at_all(client: TestClient) -> None:
     reply = client.post("/v1/samples", json={"label": "7"})
     assert_error(reply, 422, "invalid_request", "image")
+
+
+def test_pixel_count_reads_only_the_header() -> None:
+    # How the predict route tells a picture cheap enough for the event loop from one that goes
+    # to the thread pool: a bomb's header must be counted without decoding it.
+    assert pixel_count(png(size=(40, 30))) == 1200
+    assert pixel_count(png_header_only(5_000, 4_000)) == 20_000_000
+    assert pixel_count(png_header_only(50_000, 50_000)) is None  # Pillow refuses to open it
+    assert pixel_count(b"GIF89a but nothing after") is None
+    assert pixel_count(png()[:20]) is None
+    assert pixel_count(b"<svg/>") is None

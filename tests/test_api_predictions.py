@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
@@ -33,12 +34,16 @@ def test_known_nist_images_are_predicted_correctly(client: TestClient) -> None:
     assert correct >= 48, f"{correct}/60 correct"  # the bundled model is ~90% on this holdout
 
 
-def test_a_photo_of_dark_ink_on_paper_is_read_like_the_scan(client: TestClient) -> None:
+@pytest.mark.parametrize(
+    "side",
+    [300, 1200],  # predicted on the event loop; in the thread pool (over INLINE_MAX_PIXELS)
+)
+def test_a_photo_of_dark_ink_on_paper_is_read_like_the_scan(client: TestClient, side: int) -> None:
     images, _ = balanced_holdout(40)
     agree = 0
     for pixels in images:
         scan = Image.fromarray(pixels)
-        photo = ImageOps.invert(scan).resize((300, 300), Image.Resampling.BICUBIC).convert("RGB")
+        photo = ImageOps.invert(scan).resize((side, side), Image.Resampling.BICUBIC).convert("RGB")
         replies = [
             client.post("/v1/predictions", files={"image": ("x", encode(img, "JPEG"))}).json()
             for img in (scan.convert("RGB"), photo)

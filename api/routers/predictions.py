@@ -5,15 +5,16 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.deps import SettingsDep, sent_once
 from api.errors import ApiError
 from api.inference import LoadedModel, ModelServer
-from api.routers.samples import ERRORS, read_image
+from api.routers.samples import ERRORS, check_image
 from api.schemas import ErrorOut
 from core.config import Settings
-from core.images import DecodedImage, ImageError, decode_image
+from core.images import DecodedImage, ImageError, decode_image, pixel_count
 from core.preprocessing import preprocess_image
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
@@ -81,16 +82,33 @@ def ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
+# A picture up to this size (a canvas drawing, a scanned glyph) is predicted right on the
+# event loop: it takes a few ms at most, less than the hop to the thread pool and back. A
+# bigger one (a phone photo, a bomb-sized PNG) goes to the thread pool so that the loop keeps
+# answering other requests meanwhile.
+INLINE_MAX_PIXELS = 320 * 320
+
+
 @router.post("", responses=NO_MODEL, dependencies=[sent_once("image")])
-def predict(
+async def predict(
     image: Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP or GIF")],
     request: Request,
     settings: SettingsDep,
 ) -> Prediction:
     """Predict the character in one image."""
     model = serving_model(request)  # held for the whole request, even if a swap happens
+    # Reading one byte past the limit tells "too large" from "exactly at the limit".
+    data = await image.read(settings.max_upload_bytes + 1)
+    pixels = pixel_count(data)
+    if pixels is None or pixels <= INLINE_MAX_PIXELS:  # None: not an image, refused at once
+        return predict_image(data, model, settings)
+    return await run_in_threadpool(predict_image, data, model, settings)
+
+
+def predict_image(data: bytes, model: LoadedModel, settings: Settings) -> Prediction:
+    """Decode, preprocess and run one image: the whole prediction of `POST /v1/predictions`."""
     start = time.perf_counter()
-    _, decoded = read_image(image, settings.max_upload_bytes, settings.max_image_pixels)
+    decoded = check_image(data, settings.max_upload_bytes, settings.max_image_pixels)
     decode_ms = ms_since(start)
     start = time.perf_counter()
     batch = preprocess_image(decoded.image)[np.newaxis, :, :, np.newaxis]

@@ -78,8 +78,13 @@ def match_label(label: str, label_set: LabelSet) -> tuple[str, bool]:
 def read_image(image: UploadFile, max_bytes: int, max_pixels: int) -> tuple[bytes, DecodedImage]:
     # Reading one byte past the limit tells "too large" from "exactly at the limit".
     data = image.file.read(max_bytes + 1)
+    return data, check_image(data, max_bytes, max_pixels)
+
+
+def check_image(data: bytes, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """The decoded image, or the 4xx ApiError that says what is wrong with it."""
     try:
-        return data, decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+        return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
     except ImageError as exc:
         raise ApiError(
             IMAGE_STATUS[exc.code],
