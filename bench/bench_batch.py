@@ -25,13 +25,10 @@ import numpy as np
 from bench.bench_predict import WORKERS, serving_session
 from bench.common import (
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     add_quiet_option,
     cpu_seconds,
     drop_redis_queue,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     ratio,
@@ -41,7 +38,6 @@ from bench.common import (
     throwaway_database,
     uvicorn_server,
     verdict,
-    wait_until_quiet,
 )
 from bench.httpload import Request, fixed, multipart, percentile, run_load
 
@@ -129,9 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     glyphs, _ = nist_glyphs(BATCH)
     pngs = [small_png(g) for g in glyphs]
     body, headers = multipart(files=[("images", f"{i}.png", data) for i, data in enumerate(pngs)])
@@ -167,15 +161,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
         finally:
             drop_redis_queue(queue)
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print(
         f"Server's own split of one batch (median of 20, ms): decode {timings['decode_ms']}, "
         f"preprocess {timings['preprocess_ms']}, inference {timings['inference_ms']}."
@@ -219,10 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "batch",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "args": vars(args),
             "server_timings": timings,
             "http": http,

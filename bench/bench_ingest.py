@@ -22,16 +22,13 @@ import psycopg
 from bench.bench_predict import WORKERS
 from bench.common import (
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     SampleRow,
     add_quiet_option,
     canvas_png,
     copy_samples,
     cpu_seconds,
     drop_redis_queue,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     ratio,
@@ -41,7 +38,6 @@ from bench.common import (
     tagged_png,
     throwaway_database,
     uvicorn_server,
-    wait_until_quiet,
 )
 from bench.httpload import Request, multipart, run_load
 
@@ -95,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     per_size = args.uploads + args.warmup
     print(f"# encoding {per_size * len(args.sizes):,} distinct canvas uploads", flush=True)
     batches = [upload_requests(per_size, i * per_size) for i in range(len(args.sizes))]
@@ -144,15 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
         finally:
             drop_redis_queue(queue)
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print()
     first = results[0]
     rows = []
@@ -192,10 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "ingest",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "args": vars(args),
             "results": results,
         },

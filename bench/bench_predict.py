@@ -27,15 +27,12 @@ import numpy as np
 
 from bench.common import (
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     Server,
     add_quiet_option,
     canvas_png,
     cpu_seconds,
     drop_redis_queue,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     ratio,
@@ -45,7 +42,6 @@ from bench.common import (
     throwaway_database,
     uvicorn_server,
     verdict,
-    wait_until_quiet,
 )
 from bench.httpload import (
     LoadResult,
@@ -211,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     glyphs, labels = nist_glyphs(1)
     images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
     print(f"# image: NIST test image 0 (label {labels[0]!r}); sizes", flush=True)
@@ -242,8 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     keras_answers: dict[str, str] = {}
     if not args.skip_keras:
         keras, keras_answers = run_server("keras", "bench.keras_app:app", {}, requests, args)
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     def get(rows: list[Measured], client: str, what: str, concurrency: int) -> Measured | None:
         return next(
@@ -256,11 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print(f"Answers (label, confidence): ours {our_answers}; Keras app {keras_answers}.")
     print()
     rows = []
@@ -349,10 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "predict",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "args": vars(args),
             "answers": {"ours": our_answers, "keras": keras_answers},
             "http": [{**asdict(m), "load": asdict(m.load)} for m in ours + keras],

@@ -16,18 +16,14 @@ from typing import Any
 
 from bench.common import (
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     add_quiet_option,
     canvas_png,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     photo_jpeg,
     save_results,
     small_png,
-    wait_until_quiet,
 )
 from bench.httpload import percentile
 
@@ -55,9 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from core.images import decode_image
     from core.preprocessing import preprocess_image
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     settings = get_settings()
     limits = {"max_bytes": 64 * 1024 * 1024, "max_pixels": settings.max_image_pixels}
     glyphs, _ = nist_glyphs(1)
@@ -87,15 +81,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
         )
         print(f"# {name}: decode {d_us:,.0f} us, preprocess {p_us:,.0f} us", flush=True)
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print()
     print(
         markdown_table(
@@ -116,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "preprocess",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "images": raw,
         },
     )

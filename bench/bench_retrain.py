@@ -28,20 +28,16 @@ from bench.common import (
     NIST_DATA_DIR,
     PYTHON,
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     SampleRow,
     add_quiet_option,
     canvas_png,
     copy_samples,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     save_results,
     tagged_png,
     throwaway_database,
-    wait_until_quiet,
 )
 
 PHASES = {
@@ -185,21 +181,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(one_run(args.child, args.full), default=str))
         return
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     results = [run_in_child(n, False, None) for n in args.uploads]
     if args.full or args.full_samples:
         results.append(run_in_child(args.full_uploads, True, args.full_samples))
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print()
     phase_names = list(PHASES.values())
     rows = []
@@ -237,10 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "retrain",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "results": results,
         },
     )

@@ -204,6 +204,41 @@ class BusyWatch:
         return "**Other work ran during the measurement**: " + "; ".join(sorted(self.seen))
 
 
+class BenchRun:
+    """What every benchmark records around its measurements: whether the machine was quiet
+    (after waiting up to `wait_quiet` seconds for it), which other work ran meanwhile, the
+    machine and the load at the end."""
+
+    def __init__(self, wait_quiet: float = 0.0) -> None:
+        self.quiet = wait_until_quiet(wait_quiet) if wait_quiet else None
+        self.watch = BusyWatch().start()
+        self.info = machine_info()
+        self.load_end: tuple[float, float, float] | None = None
+
+    def finish(self) -> None:
+        self.load_end = load_average()
+        self.watch.stop()
+
+    def header(self) -> str:
+        """The Markdown lines printed above the tables."""
+        lines = [machine_markdown(self.info)]
+        if self.quiet is not None:
+            lines.append(f"Quiet-machine check: {self.quiet}.")
+        if self.load_end is not None:
+            lines.append(f"Load average at end: {' / '.join(f'{x:.2f}' for x in self.load_end)}.")
+        lines.append(self.watch.summary())
+        return "\n".join(lines)
+
+    def record(self) -> dict[str, Any]:
+        """The same, for the raw results file."""
+        return {
+            "machine": self.info,
+            "quiet": self.quiet,
+            "load_end": self.load_end,
+            "other_work": sorted(self.watch.seen),
+        }
+
+
 def add_quiet_option(parser: Any) -> None:
     parser.add_argument(
         "--wait-quiet",

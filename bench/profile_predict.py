@@ -26,13 +26,10 @@ from typing import Any
 from bench.bench_predict import WORKERS
 from bench.common import (
     REPO_ROOT,
-    BusyWatch,
+    BenchRun,
     add_quiet_option,
     canvas_png,
     drop_redis_queue,
-    load_average,
-    machine_info,
-    machine_markdown,
     markdown_table,
     nist_glyphs,
     save_results,
@@ -40,7 +37,6 @@ from bench.common import (
     small_png,
     throwaway_database,
     uvicorn_server,
-    wait_until_quiet,
 )
 from bench.httpload import Request, fixed, multipart, run_load
 
@@ -188,9 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_quiet_option(parser)
     args = parser.parse_args(argv)
 
-    quiet = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
-    watch = BusyWatch().start()
-    info = machine_info()
+    run = BenchRun(args.wait_quiet)
     glyphs, _ = nist_glyphs(1)
     images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
     results: dict[str, Any] = {}
@@ -218,15 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     print(f"# {what}: {load.rps:.1f} req/s while sampled", flush=True)
         finally:
             drop_redis_queue(queue)
-    load_end = load_average()
-    watch.stop()
+    run.finish()
 
     print()
-    print(machine_markdown(info))
-    if quiet is not None:
-        print(f"Quiet-machine check: {quiet}.")
-    print(f"Load average at end: {' / '.join(f'{x:.2f}' for x in load_end)}.")
-    print(watch.summary())
+    print(run.header())
     print()
     rows = [
         [
@@ -276,10 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = save_results(
         "profile",
         {
-            "machine": info,
-            "quiet": quiet,
-            "load_end": load_end,
-            "other_work": sorted(watch.seen),
+            **run.record(),
             "results": {
                 what: {
                     "rps": r["load"].rps,
