@@ -5,7 +5,8 @@
 Side by side, on the same images and the same machine:
 - ours: `POST /v1/predictions` of the service (uvicorn, 2 workers, a throwaway Postgres
   database, the bundled model installed at start), at concurrency 1 and 16;
-- the HTTP floor: the same server's `GET /healthz` (no work at all);
+- the HTTP floor: the same server's `GET /healthz` (no work at all), the best of
+  `--healthz-runs` runs;
 - the compute floor: decode + preprocess + ONNX Runtime in-process, per image, with the
   server's session settings; one process for concurrency 1, two (one per uvicorn worker) for 16;
 - the usual alternative: bench/keras_app.py, Keras `model.predict` per request, served the same
@@ -191,7 +192,23 @@ def run_server(
         }
         for concurrency in args.concurrency:
             for what, request in requests.items():
-                measured += measure(server, name, what, request, concurrency, args)
+                if what != "/healthz":
+                    measured += measure(server, name, what, request, concurrency, args)
+                    continue
+                # Which of the uvicorn workers accepts each kept-alive connection is luck: a
+                # run where most land on one worker halves /healthz. The floor is the best
+                # of several runs, so a ratio to it is never flattered by an unlucky floor.
+                tries = [
+                    measure(server, name, what, request, concurrency, args)
+                    for _ in range(args.healthz_runs)
+                ]
+                for client in {m.client for m in tries[0]}:
+                    measured.append(
+                        max(
+                            (m for run in tries for m in run if m.client == client),
+                            key=lambda m: m.load.rps,
+                        )
+                    )
     return measured, answers
 
 
@@ -200,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--healthz-runs", type=int, default=3, help="/healthz runs; the best is the floor"
+    )
     parser.add_argument("--skip-keras", action="store_true")
     parser.add_argument(
         "--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check"
