@@ -11,7 +11,7 @@ gate and the registry write included. Phases are timed by wrapping the functions
 execute_run calls (load NIST, load uploads, train, export ONNX, evaluate, register).
 
 A warm retrain uses RETRAIN_EPOCHS=2 and RETRAIN_NIST_SAMPLES=30000 (the defaults); `--full`
-runs a full retrain from scratch (FULL_RETRAIN_EPOCHS=4 on all NIST training images, ~10+
+runs a full retrain from scratch (FULL_RETRAIN_EPOCHS=4 on all NIST training images, ~3
 minutes on 2 cores), `--full-samples N` the same on N NIST images.
 """
 
