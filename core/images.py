@@ -2,10 +2,13 @@
 
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
+
+from core.preprocessing import WORKING_SIDE
 
 # Formats we accept, by Pillow's name, with the content type we store and serve back.
 ACCEPTED_FORMATS: dict[str, str] = {
@@ -26,6 +29,10 @@ _MAGIC: list[tuple[bytes, str]] = [
 ]
 
 
+# Decoding may stop at this longer side (JPEG only): preprocessing works at WORKING_SIDE.
+DECODE_SIDE = WORKING_SIDE
+
+
 class ImageError(ValueError):
     """A user image we cannot accept; `code` names the problem for the API reply."""
 
@@ -37,12 +44,19 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # upright (EXIF orientation applied), first frame, fully loaded
+    image: Image.Image  # upright (EXIF orientation applied), first frame, fully loaded;
+    # a big JPEG is decoded at a reduced scale (longer side >= DECODE_SIDE)
     format: str
     content_type: str
     width: int
     height: int
     sha256: str
+
+
+def _reduced_size(width: int, height: int, side: int) -> tuple[int, int]:
+    """The size with the longer side brought down to `side` (never up), aspect kept."""
+    scale = min(1.0, side / max(width, height))
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -103,6 +117,12 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             if width == 0 or height == 0:
                 raise ImageError("empty_image", "the image has no pixels")
             image.seek(0)  # the first frame of an animation
+            if sniffed == "JPEG":
+                # JPEG can decode straight at 1/2 .. 1/8 scale (DCT scaling): a phone photo
+                # costs a fraction of its full decode, and preprocessing would reduce it to
+                # this size anyway. The whole stream is still decoded, so damage still fails.
+                image.draft(None, _reduced_size(width, height, DECODE_SIDE))
+            drafted = image.size
             image.load()
             upright = ImageOps.exif_transpose(image)
     except ImageError:
@@ -118,11 +138,13 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
         raise ImageError(
             "undecodable_image", f"the {sniffed} image could not be decoded: {exc}"
         ) from exc
+    # The stored size is the picture's own, upright (EXIF orientations 5-8 swap the sides).
+    swapped = upright.size != drafted
     return DecodedImage(
         image=upright,
         format=sniffed,
         content_type=ACCEPTED_FORMATS[sniffed],
-        width=upright.width,
-        height=upright.height,
+        width=height if swapped else width,
+        height=width if swapped else height,
         sha256=hashlib.sha256(data).hexdigest(),
     )

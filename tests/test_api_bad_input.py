@@ -5,13 +5,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 
 from core.config import get_settings
-from core.images import pixel_count
+from core.images import DECODE_SIDE, decode_image, pixel_count
 from db.models import Sample
 from db.session import get_sessionmaker
-from tests.imagegen import noise_png, png, png_header_only
+from tests.imagegen import encode, noise_png, png, png_header_only
 
 
 def stored_count() -> int:
@@ -179,3 +180,13 @@ def test_pixel_count_reads_only_the_header() -> None:
     assert pixel_count(b"GIF89a but nothing after") is None
     assert pixel_count(png()[:20]) is None
     assert pixel_count(b"<svg/>") is None
+
+
+def test_a_big_jpeg_is_decoded_no_bigger_than_preprocessing_needs() -> None:
+    photo = Image.new("L", (4000, 3000), 230)
+    ImageDraw.Draw(photo).line([(1500, 800), (2400, 2200)], fill=20, width=120)
+    decoded = decode_image(encode(photo, "JPEG"), max_bytes=10**8, max_pixels=10**8)
+    assert (decoded.width, decoded.height) == (4000, 3000)  # the picture's own size is stored
+    assert DECODE_SIDE <= max(decoded.image.size) < 2 * DECODE_SIDE  # 1/4 scale: 1000x750
+    png = decode_image(encode(photo, "PNG"), max_bytes=10**8, max_pixels=10**8)
+    assert png.image.size == (4000, 3000)  # only JPEG decodes at a reduced scale

@@ -294,13 +294,15 @@ def test_cmyk_jpeg_is_accepted(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("orientation", [6, 8, 3])
-def test_exif_rotation_is_honoured(client: TestClient, orientation: int) -> None:
+@pytest.mark.parametrize("scale", [1, 10])  # 10: a big JPEG, decoded at a reduced scale
+def test_exif_rotation_is_honoured(client: TestClient, orientation: int, scale: int) -> None:
     character, _ = nist_image(2)
     upright = Image.new("L", (180, 112), 0)  # wider than tall: a quarter turn shows in the size
     upright.paste(character, (34, 0))
+    upright = upright.resize((180 * scale, 112 * scale), Image.Resampling.BICUBIC)
     data = jpeg_with_orientation(upright, orientation)
     stored = store(client, data)
-    assert (stored["width"], stored["height"]) == (180, 112)
+    assert (stored["width"], stored["height"]) == (180 * scale, 112 * scale)
     turned = predict(client, data)
     straight = predict(client, encode(upright.convert("RGB"), "JPEG", quality=100))
     assert turned["label"] == straight["label"]
