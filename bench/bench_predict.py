@@ -202,10 +202,10 @@ def run_server(
                     measure(server, name, what, request, concurrency, args)
                     for _ in range(args.healthz_runs)
                 ]
-                for client in {m.client for m in tries[0]}:
+                for first in tries[0]:  # one per client, in the order they ran
                     measured.append(
                         max(
-                            (m for run in tries for m in run if m.client == client),
+                            (m for run in tries for m in run if m.client == first.client),
                             key=lambda m: m.load.rps,
                         )
                     )

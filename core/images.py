@@ -29,6 +29,9 @@ _MAGIC: list[tuple[bytes, str]] = [
 ]
 
 
+# What Pillow raises on bytes it cannot read as the image they claim to be.
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
+
 # Decoding may stop at this longer side (JPEG only): preprocessing works at WORKING_SIDE.
 DECODE_SIDE = WORKING_SIDE
 
@@ -80,12 +83,18 @@ def pixel_count(data: bytes) -> int | None:
     if sniffed is None:
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = Image.open(io.BytesIO(data), formats=[sniffed]).size
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        width, height = _open_header(data, sniffed).size
+    except (*_UNREADABLE, Image.DecompressionBombError):
         return None
     return width * height
+
+
+def _open_header(data: bytes, sniffed: str) -> Image.Image:
+    """Pillow's lazy open: the header is read, the pixels are not; only the sniffed decoder."""
+    with warnings.catch_warnings():
+        # Pillow warns before it raises on big images; the callers check the size themselves.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data), formats=[sniffed])
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
@@ -103,28 +112,25 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             "the file is not a PNG, JPEG, WebP, BMP or GIF image (checked by its content)",
         )
     try:
-        with warnings.catch_warnings():
-            # Pillow warns before it raises on big images; we check the size ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[sniffed])
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    "image_too_many_pixels",
-                    f"the image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels} pixels",
-                )
-            if width == 0 or height == 0:
-                raise ImageError("empty_image", "the image has no pixels")
-            image.seek(0)  # the first frame of an animation
-            if sniffed == "JPEG":
-                # JPEG can decode straight at 1/2 .. 1/8 scale (DCT scaling): a phone photo
-                # costs a fraction of its full decode, and preprocessing would reduce it to
-                # this size anyway. The whole stream is still decoded, so damage still fails.
-                image.draft(None, _reduced_size(width, height, DECODE_SIDE))
-            drafted = image.size
-            image.load()
-            upright = ImageOps.exif_transpose(image)
+        image = _open_header(data, sniffed)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                "image_too_many_pixels",
+                f"the image is {width}x{height} = {width * height} pixels; "
+                f"the limit is {max_pixels} pixels",
+            )
+        if width == 0 or height == 0:
+            raise ImageError("empty_image", "the image has no pixels")
+        image.seek(0)  # the first frame of an animation
+        if sniffed == "JPEG":
+            # JPEG can decode straight at 1/2 .. 1/8 scale (DCT scaling): a phone photo
+            # costs a fraction of its full decode, and preprocessing would reduce it to
+            # this size anyway. The whole stream is still decoded, so damage still fails.
+            image.draft(None, _reduced_size(width, height, DECODE_SIDE))
+        drafted = image.size
+        image.load()
+        upright = ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -134,7 +140,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             "image_too_many_pixels",
             f"the image has too many pixels to decode safely; the limit is {max_pixels} pixels",
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise ImageError(
             "undecodable_image", f"the {sniffed} image could not be decoded: {exc}"
         ) from exc
