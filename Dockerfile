@@ -4,7 +4,7 @@
 # docker-compose.yml builds both. Stages:
 #   base        python:3.11-slim, non-root user, dependencies of the package and its `api` extra
 #   worker-deps base + the `worker` extra (TensorFlow); a layer of its own, built before the source
-#   api         base + the source                     (the API never imports TensorFlow)
+#   api         base + api, core, db, domain and the bundled model (no worker, no trainer code)
 #   worker      worker-deps + the source
 
 FROM python:3.11-slim AS base
@@ -46,8 +46,9 @@ COPY alembic.ini ./
 COPY api/ api/
 COPY core/ core/
 COPY db/ db/
-COPY worker/ worker/
-COPY trainer/ trainer/
+COPY domain/ domain/
+# The bundled starter model only (installed as version 1 on first start); no trainer code.
+COPY trainer/bundled/ trainer/bundled/
 COPY scripts/ scripts/
 # Editable: the modules are imported from /app, where alembic.ini and the migrations are.
 RUN pip install --no-cache-dir --no-deps --editable ".[api]" \
@@ -63,6 +64,7 @@ COPY alembic.ini ./
 COPY api/ api/
 COPY core/ core/
 COPY db/ db/
+COPY domain/ domain/
 COPY worker/ worker/
 COPY trainer/ trainer/
 COPY scripts/ scripts/

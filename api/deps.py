@@ -10,6 +10,7 @@ from api.errors import ApiError
 from core.config import Settings, get_settings
 from core.labels import LabelSet
 from db.session import get_db
+from domain.predictor import ImageLimits, Predictor
 
 SessionDep = Annotated[Session, Depends(get_db)]
 
@@ -94,3 +95,21 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+
+async def get_predictor(request: Request, settings: SettingsDep) -> Predictor:
+    """A predictor on the model serving now, held for the whole request even if a swap
+    happens meanwhile; 503 until a model is loaded. async: no thread-pool hop per request."""
+    server = request.app.state.model_server
+    model = server.current or server.refresh()
+    if model is None:
+        raise ApiError(
+            503,
+            "no_model",
+            "no model is serving yet: train one or install the bundled model",
+            headers={"Retry-After": "10"},
+        )
+    return Predictor(model, ImageLimits(settings.max_upload_bytes, settings.max_image_pixels))
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]

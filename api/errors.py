@@ -10,6 +10,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorOut
+from core.images import ImageError, accepted_types
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +31,33 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.context = context
+
+
+# The error replies every route may give, declared once for the OpenAPI schema.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)
+} | {503: {"model": ErrorOut, "description": "The database is not reachable; retry shortly"}}
+NO_MODEL = ERRORS | {503: {"model": ErrorOut, "description": "No model serving yet"}}
+
+IMAGE_STATUS = {
+    "empty_image": 422,
+    "image_too_large": 413,
+    "image_too_many_pixels": 413,
+    "unsupported_image": 415,
+    "undecodable_image": 422,
+}
+
+
+def image_error(exc: ImageError, max_bytes: int, max_pixels: int) -> ApiError:
+    """The 4xx reply for an image we cannot accept, with what the client needs to fix it."""
+    return ApiError(
+        IMAGE_STATUS[exc.code],
+        exc.code,
+        exc.message,
+        allowed_types=accepted_types(),
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+    )
 
 
 def error_response(

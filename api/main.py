@@ -12,12 +12,12 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
-from api.inference import ModelServer
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from api.routers import health, models, predictions, samples, training_runs
 from core.config import get_settings
-from db.registry import install_bundled_model
 from db.session import get_sessionmaker
+from domain.predictor import ModelServer
+from domain.registry import install_bundled
 
 settings = get_settings()
 logging.basicConfig(
@@ -54,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.model_server = server
     try:
         with get_sessionmaker()() as session:
-            install_bundled_model(session)
+            install_bundled(session)
         server.refresh()
     except Exception:  # start anyway: /readyz tells, predictions answer 503 until a model loads
         log.exception("could not load a model at start")

@@ -1,8 +1,19 @@
-"""Response bodies, as the OpenAPI schema shows them."""
+"""Request and response bodies, as the OpenAPI schema shows them: every route's in one place."""
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Machine-readable code")
+    detail: str = Field(description="What is wrong, for a person")
+
+
+# --- Samples --------------------------------------------------------------------------------
 
 
 class SampleOut(BaseModel):
@@ -15,7 +26,7 @@ class SampleOut(BaseModel):
     height: int
     content_type: str
     source: str
-    holdout: bool = Field(description="Kept for evaluating models rather than for training")
+    evaluation: bool = Field(description="Kept for judging candidate models, not for training")
     created_at: datetime
 
 
@@ -27,12 +38,97 @@ class SamplePage(BaseModel):
 class SampleStats(BaseModel):
     total: int
     training: int
-    holdout: int
+    evaluation: int
     by_label: dict[str, int]
     new_since_last_training_run: int
     retrain_threshold: int
 
 
-class ErrorOut(BaseModel):
-    error: str = Field(description="Machine-readable code")
-    detail: str = Field(description="What is wrong, for a person")
+# --- Predictions ----------------------------------------------------------------------------
+
+
+class CandidateOut(BaseModel):
+    label: str
+    probability: float
+
+
+class TimingsOut(BaseModel):
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+
+
+class PredictionOut(BaseModel):
+    label: str
+    confidence: float = Field(description="Probability of `label`")
+    top: list[CandidateOut] = Field(description="The 5 most likely labels, best first")
+    model_version: int
+    timings: TimingsOut
+    input: str | None = Field(
+        default=None,
+        description="With ?include=input: the 28x28 picture the model saw, as a base64 PNG",
+    )
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    filename: str | None
+    label: str | None = None
+    confidence: float | None = None
+    top: list[CandidateOut] | None = None
+    error: str | None = Field(default=None, description="Set when this image was not usable")
+    detail: str | None = None
+
+
+class BatchPredictionOut(BaseModel):
+    model_version: int
+    results: list[BatchItemOut]
+    timings: TimingsOut
+
+
+# --- Models ---------------------------------------------------------------------------------
+
+
+class ModelOut(BaseModel):
+    version: int
+    status: str
+    labels: str
+    architecture: str
+    onnx_sha256: str
+    onnx_bytes: int
+    metrics: dict[str, Any]
+    training_run_id: int | None
+    created_at: datetime
+    activated_at: datetime | None
+
+
+class ModelDetail(ModelOut):
+    report: dict[str, Any]
+
+
+# --- Training runs --------------------------------------------------------------------------
+
+
+class TrainingRunOut(BaseModel):
+    id: int
+    status: str
+    trigger: str
+    full_retrain: bool
+    progress: float
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any] | None
+    decision: str | None
+    decision_reason: str | None
+    error: str | None
+    sample_watermark: int
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class TrainingRunRequest(BaseModel):
+    full_retrain: bool = Field(
+        default=False, description="Train from scratch on all NIST data instead of warm-starting"
+    )

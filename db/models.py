@@ -73,9 +73,9 @@ class Sample(Base):
     label: Mapped[str] = mapped_column(String(1))
     submitted_label: Mapped[str] = mapped_column(String(1))
     source: Mapped[str] = mapped_column(String(16), default=SampleSource.upload.value)
-    # Kept for evaluating candidates rather than for training; decided once, at insert,
-    # from the image hash, so it never changes.
-    holdout: Mapped[bool] = mapped_column(Boolean)
+    # An evaluation sample: kept for judging candidates rather than for training; decided
+    # once, at insert, so it never changes.
+    evaluation: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

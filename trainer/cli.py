@@ -16,6 +16,8 @@ import numpy as np
 
 from core.config import get_settings
 from core.labels import LabelSet
+from core.model_report import ModelReport
+from trainer.config import TrainingConfig
 from trainer.data import NIST_EMNIST_URL, NistData, fetch_emnist, load_nist
 
 DEFAULT_OUT = Path("artifacts") / "model"
@@ -90,48 +92,39 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_and_save(data: NistData, args: argparse.Namespace, command: str) -> dict[str, Any]:
-    """Train, then write model.onnx, model.weights.h5 and the report into args.out."""
-    from trainer.evaluate import evaluate_onnx
-    from trainer.export import export_onnx
-    from trainer.train import train_model
-
-    trained = train_model(
-        data,
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    return TrainingConfig(
         architecture=args.arch,
         epochs=args.epochs,
         augment=args.augment,
         batch_size=args.batch_size,
         class_balance=args.class_balance,
         max_train=args.max_train,
-        initial_weights=getattr(args, "initial_weights", None),
         seed=args.seed,
     )
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    trained.model.save_weights(out / "model.weights.h5")
-    export_onnx(trained.model, out / "model.onnx")
-    training = {
-        "architecture": trained.architecture,
-        "parameters": trained.model.count_params(),
-        "epochs": trained.epochs,
-        "augment": trained.augment,
-        "class_balance": args.class_balance,
-        "batch_size": args.batch_size,
-        "train_size": trained.train_size,
-        "seconds": round(trained.train_seconds, 1),
-        "cpu_cores": os.cpu_count(),
-        "command": command,
-    }
-    return evaluate_onnx(out / "model.onnx", data, out, training, trained.history)
 
 
-def print_headline(report: dict[str, Any]) -> None:
-    metrics = report["metrics"]
-    print(f"test accuracy {metrics['test_accuracy']:.2%}")
-    for key, value in metrics.items():
-        if key.startswith("accuracy/holdout/"):
-            print(f"{key.removeprefix('accuracy/')}: {value:.2%}")
+def train_and_save(data: NistData, args: argparse.Namespace, command: str) -> ModelReport:
+    """Train, then write model.onnx, model.weights.h5 and the report into args.out."""
+    from trainer.pipeline import save_model_dir, train_and_evaluate
+
+    initial = getattr(args, "initial_weights", None)
+    artifacts = train_and_evaluate(
+        data,
+        training_config(args),
+        initial_weights=initial.read_bytes() if initial else None,
+        notes={"command": command},
+        verbose="auto",
+    )
+    save_model_dir(artifacts, args.out)
+    return artifacts.report
+
+
+def print_headline(report: ModelReport) -> None:
+    print(f"test accuracy {report.metrics.test_accuracy:.2%}")
+    for name, result in report.evaluation.items():
+        if name.startswith("holdout/"):
+            print(f"{name}: {result.accuracy:.2%}")
 
 
 def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
@@ -156,17 +149,16 @@ def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
     return table
 
 
-def _row(run: str, report: dict[str, Any]) -> dict[str, Any]:
-    metrics, training = report["metrics"], report["training"]
+def _row(run: str, report: ModelReport) -> dict[str, Any]:
     return {
         "run": run,
-        "parameters": training.get("parameters"),
-        "onnx_kib": round(report["model"]["onnx_bytes"] / 1024),
-        "epochs": training.get("epochs"),
-        "test_accuracy": metrics["test_accuracy"],
-        "holdout_accuracy": metrics["holdout_accuracy"],
-        "holdout_slice": metrics["holdout_slice"],
-        "seconds": training.get("seconds"),
+        "parameters": report.model.parameters,
+        "onnx_kib": round(report.model.onnx_bytes / 1024),
+        "epochs": report.training.get("epochs"),
+        "test_accuracy": report.metrics.test_accuracy,
+        "holdout_accuracy": report.metrics.holdout_accuracy,
+        "holdout_slice": report.metrics.holdout_slice,
+        "seconds": report.training.get("seconds"),
     }
 
 

@@ -18,6 +18,14 @@ import numpy as np
 import onnxruntime as ort
 
 from core.labels import LabelSet
+from core.model_report import (
+    ClassScore,
+    Confusion,
+    ModelFile,
+    ModelReport,
+    SetScore,
+    headline_metrics,
+)
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
 from trainer.data import NistData
 
@@ -44,11 +52,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     )
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelSet) -> dict[str, Any]:
+def score(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelSet) -> SetScore:
     """Accuracy, per-class accuracy and the most confused pairs of one set of predictions."""
     counts = confusion_matrix(y_true, y_pred, len(labels))
     per_class = {
-        c: {"accuracy": float(counts[i, i] / counts[i].sum()), "images": int(counts[i].sum())}
+        c: ClassScore(accuracy=float(counts[i, i] / counts[i].sum()), images=int(counts[i].sum()))
         for i, c in enumerate(labels.characters)
         if counts[i].sum()
     }
@@ -56,23 +64,28 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, labels: LabelSet) -> dict[str,
     np.fill_diagonal(errors, 0)
     worst = np.argsort(errors, axis=None)[::-1][:TOP_CONFUSIONS]
     confused = [
-        {
-            "true": labels.characters[t],
-            "predicted": labels.characters[p],
-            "count": int(errors[t, p]),
-            "share_of_true": float(errors[t, p] / counts[t].sum()),
-        }
+        Confusion(
+            true=labels.characters[t],
+            predicted=labels.characters[p],
+            count=int(errors[t, p]),
+            share_of_true=float(errors[t, p] / counts[t].sum()),
+        )
         for t, p in zip(*np.unravel_index(worst, errors.shape), strict=True)
         if errors[t, p] > 0
     ]
-    return {
-        "images": len(y_true),
-        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
-        "balanced_accuracy": float(np.mean([v["accuracy"] for v in per_class.values()])),
-        "per_class": per_class,
-        "most_confused": confused,
-        "confusion": counts.tolist(),
-    }
+    return SetScore(
+        images=len(y_true),
+        accuracy=float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        balanced_accuracy=float(np.mean([v.accuracy for v in per_class.values()]))
+        if per_class
+        else 0.0,
+        per_class=per_class,
+        most_confused=confused,
+        confusion=counts.tolist(),
+    )
+
+
+LabelledImages = tuple[np.ndarray, np.ndarray]  # uint8 (N, 28, 28) glyphs, (N,) class indices
 
 
 def main_holdout(data: NistData) -> str | None:
@@ -80,80 +93,103 @@ def main_holdout(data: NistData) -> str | None:
     return next(iter(data.holdout), None)
 
 
-def evaluate_onnx(
-    model_path: Path,
-    data: NistData,
-    out_dir: Path | None = None,
-    training: dict[str, Any] | None = None,
-    history: dict[str, list[float]] | None = None,
-) -> dict[str, Any]:
-    """Score the ONNX model on the test split and every holdout slice; write the report.
-
-    `training` (architecture, epochs, seconds...) and `history` (Keras's) go into the report
-    when given; otherwise those of an existing report.json next to the model are kept.
-    """
-    model_path = Path(model_path)
-    out_dir = Path(out_dir or model_path.parent)
-    previous = _read_json(out_dir / "report.json")
-    training = training if training is not None else previous.get("training", {})
-    history = history if history is not None else previous.get("history", {})
-
-    evaluations = {
+def nist_sets(data: NistData) -> dict[str, LabelledImages]:
+    """The NIST sets every model is scored on: the test split and each holdout slice."""
+    return {
         "test": (data.x_test, data.y_test),
         **{f"holdout/{k}": v for k, v in data.holdout.items()},
     }
-    results = {}
-    for name, (x, y) in evaluations.items():
-        predicted = onnx_probabilities(model_path, x).argmax(axis=1)
-        results[name] = score(y, predicted, data.labels)
 
-    headline = main_holdout(data)
-    onnx_bytes = model_path.read_bytes()
-    report = {
-        "labels": data.labels.characters,
-        "architecture": training.get("architecture", previous.get("architecture", "unknown")),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "metrics": {
-            "test_accuracy": results["test"]["accuracy"],
-            "holdout_slice": headline,
-            "holdout_accuracy": results[f"holdout/{headline}"]["accuracy"] if headline else None,
-            **{f"accuracy/{k}": v["accuracy"] for k, v in results.items()},
-        },
-        "model": {
-            "file": model_path.name,
-            "onnx_bytes": len(onnx_bytes),
-            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-            "parameters": training.get("parameters"),
-        },
-        "training": training,
-        "history": history,
-        "data": {
-            "train": len(data.y_train),
-            "validation": len(data.y_val),
-            "test": len(data.y_test),
-            "holdout": {k: len(v[1]) for k, v in data.holdout.items()},
-            "class_counts": data.class_counts,
-            "pool": data.stats,
-        },
-        "evaluation": results,
+
+def evaluate_sets(
+    onnx: Path | bytes, sets: dict[str, LabelledImages], labels: LabelSet
+) -> dict[str, SetScore]:
+    """Score an ONNX model (with ONNX Runtime, as the service runs it) on each named set."""
+    return {
+        name: score(y, onnx_probabilities(onnx, x).argmax(axis=1), labels)
+        for name, (x, y) in sets.items()
+        if len(y)
     }
+
+
+def data_sizes(data: NistData) -> dict[str, Any]:
+    return {
+        "train": len(data.y_train),
+        "validation": len(data.y_val),
+        "test": len(data.y_test),
+        "holdout": {k: len(v[1]) for k, v in data.holdout.items()},
+        "class_counts": data.class_counts,
+        "pool": data.stats,
+    }
+
+
+def build_report(
+    onnx: bytes,
+    data: NistData,
+    evaluation: dict[str, SetScore],
+    architecture: str,
+    training: dict[str, Any],
+    history: dict[str, list[float]],
+) -> ModelReport:
+    return ModelReport(
+        labels=data.labels.characters,
+        architecture=architecture,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        metrics=headline_metrics(evaluation, main_holdout(data)),
+        model=ModelFile(
+            onnx_bytes=len(onnx),
+            onnx_sha256=hashlib.sha256(onnx).hexdigest(),
+            parameters=training.get("parameters"),
+        ),
+        training=training,
+        history=history,
+        data=data_sizes(data),
+        evaluation=evaluation,
+    )
+
+
+def evaluate_onnx(model_path: Path, data: NistData, out_dir: Path | None = None) -> ModelReport:
+    """Score an ONNX model file on the NIST sets and (re)write its report next to it (or in
+    `out_dir`), keeping the training record and history of an existing report there."""
+    model_path = Path(model_path)
+    out_dir = Path(out_dir or model_path.parent)
+    previous = _read_json(out_dir / "report.json")
+    onnx = model_path.read_bytes()
+    report = build_report(
+        onnx,
+        data,
+        evaluate_sets(onnx, nist_sets(data), data.labels),
+        previous.get("architecture", "unknown"),
+        previous.get("training", {}),
+        previous.get("history", {}),
+    )
+    write_report(report, out_dir)
+    return report
+
+
+def write_report(report: ModelReport, out_dir: Path) -> None:
+    """report.json, report.md, labels.txt and the plots (confusion matrices, curves)."""
+    labels = LabelSet(report.labels)
     out_dir.mkdir(parents=True, exist_ok=True)
+    headline = report.metrics.holdout_slice
     plot_confusion(
-        np.array(results["test"]["confusion"]), data.labels, "test split", out_dir / "confusion.png"
+        np.array(report.evaluation["test"].confusion),
+        labels,
+        "test split",
+        out_dir / "confusion.png",
     )
     if headline:
         plot_confusion(
-            np.array(results[f"holdout/{headline}"]["confusion"]),
-            data.labels,
+            np.array(report.evaluation[f"holdout/{headline}"].confusion),
+            labels,
             f"holdout {headline}",
             out_dir / "confusion-holdout.png",
         )
-    if history:
-        plot_curves(history, out_dir / "curves.png")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    if report.history:
+        plot_curves(report.history, out_dir / "curves.png")
+    (out_dir / "report.json").write_text(report.model_dump_json(indent=1) + "\n")
     (out_dir / "report.md").write_text(report_markdown(report))
-    (out_dir / "labels.txt").write_text(data.labels.characters + "\n")
-    return report
+    (out_dir / "labels.txt").write_text(report.labels + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -197,14 +233,14 @@ def plot_curves(history: dict[str, list[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    metrics, model, training = report["metrics"], report["model"], report["training"]
+def report_markdown(report: ModelReport) -> str:
+    model, training = report.model, report.training
     lines = [
-        f"# Model report: {report['architecture']}, {len(report['labels'])} classes",
+        f"# Model report: {report.architecture}, {len(report.labels)} classes",
         "",
-        f"Labels: `{report['labels']}`  ",
-        f"Created: {report['created_at']}  ",
-        f"ONNX: {model['onnx_bytes'] / 1024:.0f} KiB, sha256 `{model['onnx_sha256'][:16]}…`",
+        f"Labels: `{report.labels}`  ",
+        f"Created: {report.created_at}  ",
+        f"ONNX: {model.onnx_bytes / 1024:.0f} KiB, sha256 `{model.onnx_sha256[:16]}…`",
     ]
     if training:
         lines += [
@@ -213,7 +249,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             "",
             "| parameters | epochs | augmentation | images per epoch | seconds | command |",
             "|---|---|---|---|---|---|",
-            f"| {training.get('parameters', '?'):,} | {training.get('epochs', '?')} "
+            f"| {training.get('parameters') or 0:,} | {training.get('epochs', '?')} "
             f"| {'yes' if training.get('augment') else 'no'} | {training.get('train_size', 0):,} "
             f"| {training.get('seconds', 0):.0f} | `{training.get('command', '')}` |",
         ]
@@ -224,36 +260,30 @@ def report_markdown(report: dict[str, Any]) -> str:
         "| data | images | accuracy | balanced |",
         "|---|---|---|---|",
     ]
-    for name, result in report["evaluation"].items():
-        accuracy, balanced = result["accuracy"], result["balanced_accuracy"]
-        lines.append(f"| {name} | {result['images']:,} | {accuracy:.2%} | {balanced:.2%} |")
-    headline = metrics.get("holdout_slice")
+    for name, result in report.evaluation.items():
+        lines.append(
+            f"| {name} | {result.images:,} | {result.accuracy:.2%} "
+            f"| {result.balanced_accuracy:.2%} |"
+        )
+    headline = report.metrics.holdout_slice
     for name in ["test", *([f"holdout/{headline}"] if headline else [])]:
-        result = report["evaluation"][name]
-        lines += [
-            "",
-            f"## Most confused, {name}",
-            "",
-            "| true | predicted | count | share of true |",
-        ]
-        lines.append("|---|---|---|---|")
-        lines += [
-            f"| {c['true']} | {c['predicted']} | {c['count']} | {c['share_of_true']:.1%} |"
-            for c in result["most_confused"]
-        ]
-        lines += [
-            "",
-            f"## Per-class accuracy, {name}",
-            "",
-            "| class | accuracy | images |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {c} | {v['accuracy']:.1%} | {v['images']} |" for c, v in result["per_class"].items()
-        ]
+        lines += _set_details(name, report.evaluation[name])
     lines += ["", "![confusion](confusion.png)", ""]
     if headline:
         lines += ["![confusion on the holdout](confusion-holdout.png)", ""]
-    if report.get("history"):
+    if report.history:
         lines += ["![training curves](curves.png)", ""]
     return "\n".join(lines)
+
+
+def _set_details(name: str, result: SetScore) -> list[str]:
+    lines = ["", f"## Most confused, {name}", "", "| true | predicted | count | share of true |"]
+    lines.append("|---|---|---|---|")
+    lines += [
+        f"| {c.true} | {c.predicted} | {c.count} | {c.share_of_true:.1%} |"
+        for c in result.most_confused
+    ]
+    lines += ["", f"## Per-class accuracy, {name}", "", "| class | accuracy | images |"]
+    lines.append("|---|---|---|")
+    lines += [f"| {c} | {v.accuracy:.1%} | {v.images} |" for c, v in result.per_class.items()]
+    return lines

@@ -1,8 +1,8 @@
 """Training: NIST data (plus optional user samples) -> a trained Keras model.
 
-`train_model` is what the CLI runs and what a worker calls to retrain: it takes extra
-samples (oversampled), can start from saved weights, and reports progress to a callback
-that may also stop the run.
+`train_model` is the one training loop, for the CLI and for a worker's retrain (both through
+trainer.pipeline): a `TrainingConfig` says how, `ExtraSamples` adds user samples (repeated),
+saved weights give a warm start, and a progress callback may also stop the run.
 """
 
 import time
@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from core.labels import LabelSet
 from trainer.augment import Distortion, random_distortion
+from trainer.config import ExtraSamples, TrainingConfig
 from trainer.data import NistData
 from trainer.model import build_model
 
@@ -38,9 +39,7 @@ ProgressHook = Callable[[TrainingProgress], bool | None]
 class TrainedModel:
     model: keras.Model
     labels: LabelSet
-    architecture: str
-    epochs: int
-    augment: bool
+    config: TrainingConfig
     train_size: int  # images per epoch, extra samples and their copies included
     train_seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -124,60 +123,55 @@ def class_weights(y: np.ndarray, num_classes: int, power: float) -> dict[int, fl
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def training_arrays(
+    data: NistData, config: TrainingConfig, extra: ExtraSamples | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The NIST training images (all, or a fixed random `max_train` of them) plus the extra
+    samples' copies."""
+    x_train, y_train = data.x_train, data.y_train
+    if config.max_train is not None and config.max_train < len(y_train):
+        rng = np.random.default_rng(config.seed)
+        chosen = np.sort(rng.choice(len(y_train), config.max_train, replace=False))
+        x_train, y_train = x_train[chosen], y_train[chosen]
+    if extra is not None and len(extra):
+        x_train = np.concatenate([x_train, *[np.asarray(extra.x, np.uint8)] * extra.copies])
+        y_train = np.concatenate([y_train, *[np.asarray(extra.y, np.int32)] * extra.copies])
+    return x_train, y_train
+
+
 def train_model(
     data: NistData,
-    architecture: str = "cnn",
-    epochs: int = 4,
-    augment: bool = True,
+    config: TrainingConfig = TrainingConfig(),
     *,
-    batch_size: int = 128,
-    learning_rate: float = 3e-3,
-    class_balance: float = 0.5,
-    max_per_class: int | None = None,
-    max_train: int | None = None,
-    extra_x: np.ndarray | None = None,
-    extra_y: np.ndarray | None = None,
-    oversample: int = 1,
+    extra: ExtraSamples | None = None,
     initial_weights: Path | None = None,
     progress: ProgressHook | None = None,
     progress_every: int = 50,
     callbacks: list[keras.callbacks.Callback] | None = None,
-    seed: int = 0,
     verbose: int | str = "auto",
 ) -> TrainedModel:
-    """Train `architecture` on data.x_train (+ extra samples), validating on data.x_val.
+    """Train `config.architecture` on data.x_train (+ extra samples), validating on data.x_val.
 
-    extra_x, extra_y: more samples (uint8 (N, 28, 28) as core.preprocessing makes them,
-        times 255; class indices), appended `oversample` times so that a few hundred user
-        samples weigh against 170,000 NIST images.
     initial_weights: a model.weights.h5 of the same architecture and label set (warm start).
-    class_balance: 0 trains on NIST's natural class frequencies, 1 weighs every class
-        equally; in between trades overall accuracy for accuracy on rare classes.
-    max_per_class: each epoch sees at most this many images of a class (None: all).
     progress: called every `progress_every` steps and at each epoch's end.
     """
-    keras.utils.set_random_seed(seed)
-    x_train, y_train = data.x_train, data.y_train
-    if max_train is not None and max_train < len(y_train):
-        chosen = np.random.default_rng(seed).choice(len(y_train), max_train, replace=False)
-        x_train, y_train = x_train[np.sort(chosen)], y_train[np.sort(chosen)]
-    if extra_x is not None and extra_y is not None and len(extra_y):
-        x_train = np.concatenate([x_train, *[np.asarray(extra_x, np.uint8)] * oversample])
-        y_train = np.concatenate([y_train, *[np.asarray(extra_y, np.int32)] * oversample])
+    keras.utils.set_random_seed(config.seed)
+    x_train, y_train = training_arrays(data, config, extra)
 
     num_classes = len(data.labels)
-    model = build_model(architecture, num_classes)
+    model = build_model(config.architecture, num_classes)
     if initial_weights is not None:
         model.load_weights(initial_weights)
 
-    rng = np.random.default_rng(seed)
-    orders = [epoch_order(y_train, max_per_class, rng) for _ in range(epochs)]
+    rng = np.random.default_rng(config.seed)
+    epochs, batch_size = config.epochs, config.batch_size
+    orders = [epoch_order(y_train, config.max_per_class, rng) for _ in range(epochs)]
     steps = int(np.ceil(len(orders[0]) / batch_size))
     # One cycle of cosine decay with a short warm-up: no schedule to tune per run length.
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate / 10,
+        initial_learning_rate=config.learning_rate / 10,
         decay_steps=max(1, epochs * steps - steps // 4),
-        warmup_target=learning_rate,
+        warmup_target=config.learning_rate,
         warmup_steps=steps // 4,
         alpha=0.01,
     )
@@ -193,7 +187,7 @@ def train_model(
         y_train,
         batch_size,
         order=np.concatenate(orders),
-        augment=Distortion() if augment else None,
+        augment=Distortion() if config.augment else None,
     ).repeat()
     val_set = make_dataset(data.x_val, data.y_val, 512)
     all_callbacks = list(callbacks or [])
@@ -208,7 +202,7 @@ def train_model(
         validation_data=val_set if len(data.y_val) else None,
         epochs=epochs,
         steps_per_epoch=steps,
-        class_weight=class_weights(y_train[orders[0]], num_classes, class_balance),
+        class_weight=class_weights(y_train[orders[0]], num_classes, config.class_balance),
         callbacks=all_callbacks,
         verbose=verbose,
     )
@@ -216,9 +210,7 @@ def train_model(
     return TrainedModel(
         model=model,
         labels=data.labels,
-        architecture=architecture,
-        epochs=epochs,
-        augment=augment,
+        config=config,
         train_size=len(orders[0]),
         train_seconds=seconds,
         history={k: [float(v) for v in values] for k, values in history.history.items()},

@@ -2,43 +2,36 @@
 
 import logging
 
+from core.config import get_settings
+from db.session import get_sessionmaker
+from domain import runs
+from domain.queue import RECONCILE_TASK, TRAIN_TASK, publish_training
 from worker.celery_app import app
-from worker.triggers import open_run, runs_to_enqueue
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="worker.tasks.retrain_if_due")
-def retrain_if_due() -> int | None:
-    """Enqueued after each stored upload: opens a training run when the threshold is crossed."""
-    run_id = open_run("threshold")
-    if run_id is not None:
-        log.info("training run %s queued", run_id)
-        train.delay(run_id)
-    return run_id
-
-
-@app.task(name="worker.tasks.train")
+@app.task(name=TRAIN_TASK)
 def train(run_id: int) -> str:
     """Carry out one training run. Safe to deliver twice: only one worker can claim it."""
-    from worker.training import execute_run
+    from worker.training import execute_run  # TensorFlow loads here, in the worker only
 
     return execute_run(run_id)
 
 
-@app.task(name="worker.tasks.reconcile")
+@app.task(name=RECONCILE_TASK)
 def reconcile() -> list[int]:
     """Run by beat every minute: re-derive due work from the database and enqueue it.
 
     Catches a threshold crossing whose message was lost with the broker, a queued run whose
     message was lost, and a running run whose worker died (no heartbeat).
     """
-    run_id = open_run("reconcile")
-    due = runs_to_enqueue()
-    if run_id is not None and run_id not in due:
-        due.append(run_id)
-    for due_id in due:
-        train.delay(due_id)
+    settings = get_settings()
+    with get_sessionmaker()() as session:
+        runs.open_run(session, "reconcile", threshold=settings.retrain_threshold)
+        due = runs.runs_to_enqueue(session, settings.run_stale_seconds, settings.max_run_attempts)
+    for run_id in due:
+        publish_training(run_id, app)
     if due:
         log.info("reconcile enqueued training runs %s", due)
     return due

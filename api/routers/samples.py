@@ -2,11 +2,10 @@
 
 import base64
 import binascii
-from typing import Annotated, Any
+import re
+from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, UploadFile, status
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 
 from api.deps import (
     BIGINT_MAX,
@@ -18,32 +17,14 @@ from api.deps import (
     get_or_404,
     sent_once,
 )
-from api.errors import ApiError
-from api.queue import enqueue_retrain_check
-from api.schemas import ErrorOut, SampleOut, SamplePage, SampleStats
-from core.images import DecodedImage, ImageError, accepted_types, decode_image
+from api.errors import ERRORS, ApiError, image_error
+from api.schemas import SampleOut, SamplePage, SampleStats
+from core.images import ImageError, accepted_types, decode_image
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Sample, SampleSource
-from db.queries import new_training_samples
+from domain import runs, samples
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)
-} | {503: {"model": ErrorOut, "description": "The database is not reachable; retry shortly"}}
-
-IMAGE_STATUS = {
-    "empty_image": 422,
-    "image_too_large": 413,
-    "image_too_many_pixels": 413,
-    "unsupported_image": 415,
-    "undecodable_image": 422,
-}
-
-
-def is_holdout(sha256: str) -> bool:
-    """About 10% of samples are kept for evaluation; the hash decides, so it never changes."""
-    return int(sha256[:8], 16) % 10 == 0
 
 
 def to_out(sample: Sample) -> SampleOut:
@@ -57,7 +38,7 @@ def to_out(sample: Sample) -> SampleOut:
         height=sample.height,
         content_type=sample.content_type,
         source=sample.source,
-        holdout=sample.holdout,
+        evaluation=sample.evaluation,
         created_at=sample.created_at,
     )
 
@@ -75,27 +56,6 @@ def match_label(label: str, label_set: LabelSet) -> tuple[str, bool]:
     return match.label, match.merged
 
 
-def read_image(image: UploadFile, max_bytes: int, max_pixels: int) -> tuple[bytes, DecodedImage]:
-    # Reading one byte past the limit tells "too large" from "exactly at the limit".
-    data = image.file.read(max_bytes + 1)
-    return data, check_image(data, max_bytes, max_pixels)
-
-
-def check_image(data: bytes, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """The decoded image, or the 4xx ApiError that says what is wrong with it."""
-    try:
-        return decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
-    except ImageError as exc:
-        raise ApiError(
-            IMAGE_STATUS[exc.code],
-            exc.code,
-            exc.message,
-            allowed_types=accepted_types(),
-            max_bytes=max_bytes,
-            max_pixels=max_pixels,
-        ) from exc
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -109,66 +69,52 @@ def create_sample(
     settings: SettingsDep,
     label_set: LabelSetDep,
     response: Response,
-    background: BackgroundTasks,
     source: Annotated[SampleSource, Form()] = SampleSource.upload,
 ) -> SampleOut:
-    """Store a labelled image. The same bytes with the same label again return the stored one."""
+    """Store a labelled image. The same bytes with the same label again return the stored one.
+    The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain."""
     stored_label, _ = match_label(label, label_set)
-    data, decoded = read_image(image, settings.max_upload_bytes, settings.max_image_pixels)
-
-    existing = session.scalar(select(Sample).where(Sample.sha256 == decoded.sha256))
-    if existing is None:
-        sample = Sample(
-            sha256=decoded.sha256,
-            image=data,
-            content_type=decoded.content_type,
-            width=decoded.width,
-            height=decoded.height,
-            label=stored_label,
-            submitted_label=label,
-            source=source.value,
-            holdout=is_holdout(decoded.sha256),
+    # Reading one byte past the limit tells "too large" from "exactly at the limit".
+    data = image.file.read(settings.max_upload_bytes + 1)
+    try:
+        decoded = decode_image(
+            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
         )
-        session.add(sample)
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another request stored the same bytes between our read and our insert.
-            session.rollback()
-            existing = session.scalar(select(Sample).where(Sample.sha256 == decoded.sha256))
-            if existing is None:
-                raise
-        else:
-            background.add_task(enqueue_retrain_check)
-            return to_out(sample)
-
-    if existing.label != stored_label:
+    except ImageError as exc:
+        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
+    try:
+        sample, created = samples.store(session, data, decoded, stored_label, label, source)
+    except samples.LabelConflict as exc:
         raise ApiError(
             409,
             "label_conflict",
-            f"this image is already stored with label {existing.label!r}",
-            stored_label=existing.label,
-            sample_id=existing.id,
-        )
-    response.status_code = status.HTTP_200_OK
-    return to_out(existing)
+            str(exc),
+            stored_label=exc.existing.label,
+            sample_id=exc.existing.id,
+        ) from exc
+    if created:
+        runs.start_if_due(session, settings.retrain_threshold)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return to_out(sample)
 
 
 def encode_cursor(sample_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{sample_id}".encode()).decode()
 
 
+_CURSOR = re.compile(r"id:([1-9][0-9]{0,18})")
+
+
 def decode_cursor(cursor: str) -> int:
+    """The sample id of a cursor this API returned; exactly that form, nothing looser."""
     try:
-        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind != "id":
-            raise ValueError(kind)
-        sample_id = int(value)
-        if not 0 < sample_id <= BIGINT_MAX:  # a forged id Postgres would refuse with a 500
-            raise ValueError(value)
-        return sample_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from exc
+        match = _CURSOR.fullmatch(base64.urlsafe_b64decode(cursor.encode()).decode("ascii"))
+    except (ValueError, binascii.Error, UnicodeError):
+        match = None
+    if match is None or encode_cursor(int(match[1])) != cursor or int(match[1]) > BIGINT_MAX:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned")
+    return int(match[1])
 
 
 @router.get("", responses=ERRORS)
@@ -180,30 +126,23 @@ def list_samples(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> SamplePage:
     """Samples, newest first. Follow `next_cursor` for older ones."""
-    query = select(Sample).order_by(Sample.id.desc()).limit(limit + 1)
-    if label is not None:
-        query = query.where(Sample.label == match_label(label, label_set)[0])
-    if cursor is not None:
-        query = query.where(Sample.id < decode_cursor(cursor))
-    rows = list(session.scalars(query))
+    wanted = match_label(label, label_set)[0] if label is not None else None
+    before = decode_cursor(cursor) if cursor is not None else None
+    rows = samples.page(session, wanted, before, limit + 1)
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return SamplePage(items=[to_out(s) for s in rows[:limit]], next_cursor=next_cursor)
 
 
 @router.get("/stats", responses=ERRORS)
 def sample_stats(session: SessionDep, settings: SettingsDep) -> SampleStats:
-    """Counts per label, training/holdout split, and progress toward the next retrain."""
-    by_label = dict(
-        session.execute(select(Sample.label, func.count()).group_by(Sample.label)).all()
-    )
-    holdout = session.scalar(select(func.count()).where(Sample.holdout.is_(True))) or 0
-    total = sum(by_label.values())
+    """Counts per label, training/evaluation split, and progress toward the next retrain."""
+    counts = samples.counts(session)
     return SampleStats(
-        total=total,
-        training=total - holdout,
-        holdout=holdout,
-        by_label=dict(sorted(by_label.items())),
-        new_since_last_training_run=new_training_samples(session),
+        total=counts.total,
+        training=counts.training,
+        evaluation=counts.evaluation,
+        by_label=counts.by_label,
+        new_since_last_training_run=counts.new_training_samples,
         retrain_threshold=settings.retrain_threshold,
     )
 
@@ -217,6 +156,7 @@ def get_sample(sample_id: RowId, session: SessionDep) -> SampleOut:
     return to_out(get_sample_or_404(session, sample_id))
 
 
+@router.head("/{sample_id}/image", include_in_schema=False)
 @router.get(
     "/{sample_id}/image",
     response_class=Response,
@@ -245,6 +185,5 @@ def get_sample_image(sample_id: RowId, session: SessionDep) -> Response:
 )
 def delete_sample(sample_id: RowId, session: SessionDep) -> Response:
     """Admin: remove a sample (for example one with a wrong label)."""
-    session.delete(get_sample_or_404(session, sample_id))
-    session.commit()
+    samples.delete(session, get_sample_or_404(session, sample_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

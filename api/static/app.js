@@ -224,7 +224,7 @@ async function loadActive() {
   $("acc-holdout").textContent = Number.isFinite(metrics.holdout_accuracy)
     ? `${percent(metrics.holdout_accuracy)} (${metrics.holdout_slice || "holdout"})`
     : "–";
-  $("acc-uploads").textContent = percent(metrics.uploads_eval_accuracy);
+  $("acc-evaluation").textContent = percent(metrics.evaluation_samples_accuracy);
   if (model.labels !== labels) fillLabelPicker(model.labels);
   if (shownModel !== model.version) {
     shownModel = model.version;
@@ -415,7 +415,7 @@ async function submitAdminToken(event) {
 async function loadStats() {
   const { body: stats } = await api("/v1/samples/stats");
   $("sample-count").textContent = stats.total;
-  $("sample-split").textContent = `${stats.training} training, ${stats.holdout} holdout`;
+  $("sample-split").textContent = `${stats.training} training, ${stats.evaluation} evaluation`;
   const missing = Math.max(0, stats.retrain_threshold - stats.new_since_last_training_run);
   $("next-retrain").textContent =
     `${missing} new sample${missing === 1 ? "" : "s"} until the next automatic retrain.`;

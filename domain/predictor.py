@@ -1,0 +1,178 @@
+"""Predicting: image bytes -> decode and check -> preprocess -> ONNX Runtime -> top k.
+
+`Predictor` is the one place this happens: the API's routes, the web page's calls and the
+benchmarks all use it. `ModelServer` holds the model that serves in this process and follows
+the registry's active version; a request takes a reference to the current `LoadedModel` and
+uses it to the end, so a swap never disturbs a request in flight.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from core.images import ImageError, decode_image
+from core.labels import LabelSet
+from core.preprocessing import MODEL_INPUT_SHAPE, preprocess_image
+from db.models import ModelVersion
+from db.session import get_sessionmaker
+from domain.registry import active_version, active_version_number
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    labels: LabelSet
+    session: ort.InferenceSession
+    input_name: str
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 28, 28, 1) float32 in [0, 1] -> (N, classes) probabilities."""
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def load_model(onnx: bytes | Path, version: int, labels: str, intra_op_threads: int = 1):
+    options = ort.SessionOptions()
+    # Parallelism comes from concurrent requests and uvicorn workers; one thread per run
+    # keeps a request from competing with the others for the same cores.
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = onnx if isinstance(onnx, bytes) else str(onnx)
+    session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    return LoadedModel(version, LabelSet(labels), session, session.get_inputs()[0].name)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Timings:
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    top: list[Candidate]
+    glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+class Predictor:
+    """One model's predictions on image bytes; bad images raise (or, in a batch, are returned
+    as) core.images.ImageError."""
+
+    def __init__(self, model: LoadedModel, limits: ImageLimits, top_k: int = TOP_K) -> None:
+        self.model, self.limits, self.top_k = model, limits, top_k
+
+    def top(self, probabilities: np.ndarray) -> list[Candidate]:
+        best = np.argsort(probabilities)[::-1][: self.top_k]
+        characters = self.model.labels.characters
+        return [Candidate(characters[i], float(probabilities[i])) for i in best]
+
+    def _decode(self, data: bytes):  # -> DecodedImage
+        return decode_image(
+            data, max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels
+        )
+
+    def predict(self, data: bytes) -> tuple[Prediction, Timings]:
+        start = time.perf_counter()
+        decoded = self._decode(data)
+        decode_ms = _ms_since(start)
+        start = time.perf_counter()
+        glyph = preprocess_image(decoded.image)
+        preprocess_ms = _ms_since(start)
+        start = time.perf_counter()
+        probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis])[0]
+        inference_ms = _ms_since(start)
+        top = self.top(probabilities)
+        prediction = Prediction(top[0].label, top[0].probability, top, glyph)
+        return prediction, Timings(decode_ms, preprocess_ms, inference_ms)
+
+    def predict_many(self, images: list[bytes]) -> tuple[list[Prediction | ImageError], Timings]:
+        """Every image in one model run; a bad image gets its error in its place."""
+        start = time.perf_counter()
+        results: list[Prediction | ImageError | None] = [None] * len(images)
+        decoded = {}
+        for index, data in enumerate(images):
+            try:
+                decoded[index] = self._decode(data)
+            except ImageError as exc:
+                results[index] = exc
+        decode_ms = _ms_since(start)
+        start = time.perf_counter()
+        order = sorted(decoded)
+        glyphs = np.zeros((len(order), *MODEL_INPUT_SHAPE[:2]), np.float32)
+        for row, index in enumerate(order):
+            glyphs[row] = preprocess_image(decoded[index].image)
+        preprocess_ms = _ms_since(start)
+        start = time.perf_counter()
+        if order:
+            probabilities = self.model.probabilities(glyphs[..., np.newaxis])
+            for row, index in enumerate(order):
+                top = self.top(probabilities[row])
+                results[index] = Prediction(top[0].label, top[0].probability, top, glyphs[row])
+        inference_ms = _ms_since(start)
+        done = [r for r in results if r is not None]
+        return done, Timings(decode_ms, preprocess_ms, inference_ms)
+
+
+class ModelServer:
+    """Holds the model that serves in this process and follows the registry's active version."""
+
+    def __init__(self, intra_op_threads: int = 1) -> None:
+        self.intra_op_threads = intra_op_threads
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()  # one load at a time; reads never wait on it
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def refresh(self) -> LoadedModel | None:
+        """Load the active version if it is not the one serving. Returns what now serves."""
+        with self._lock, get_sessionmaker()() as session:
+            number = active_version_number(session)
+            if number is None or (self._current and self._current.version == number):
+                return self._current
+            version = active_version(session)
+            if version is None:  # deactivated between the two reads; the next poll sees it
+                return self._current
+            return self._swap(version)
+
+    def _swap(self, version: ModelVersion) -> LoadedModel:
+        started = time.perf_counter()
+        loaded = load_model(version.onnx, version.version, version.labels, self.intra_op_threads)
+        previous = self._current
+        self._current = loaded  # the swap: one reference assignment
+        log.info(
+            "serving model version %s (was %s), loaded in %.0f ms",
+            loaded.version,
+            previous.version if previous else None,
+            (time.perf_counter() - started) * 1000,
+        )
+        return loaded

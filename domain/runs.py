@@ -1,0 +1,186 @@
+"""Training runs: when one opens, who carries it out, and how it moves until it ends.
+
+The run's row is its state; a queue message only names it. Every change of a run's status is
+written here (`register_candidate` in domain.registry ends a successful run through `succeed`
+inside its own transaction).
+"""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.models import RunStatus, Sample, TrainingRun
+from domain.queue import publish_training
+
+OPEN_STATUSES = (RunStatus.queued, RunStatus.running)
+
+
+class RunTakenOver(Exception):
+    """The reconciler gave this run to another attempt; this one must not write results."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_run_id(session: Session) -> int | None:
+    """The run queued or running now, if any (at most one: `uq_training_runs_one_open`)."""
+    return session.scalar(select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)))
+
+
+def last_watermark(session: Session) -> int:
+    """The newest sample id that a training run has already taken in (0 before any run)."""
+    return session.scalar(select(func.coalesce(func.max(TrainingRun.sample_watermark), 0))) or 0
+
+
+def new_training_samples(session: Session, at_most: int | None = None) -> int:
+    """Training samples (not kept for evaluation) stored since the last run's watermark;
+    counting stops at `at_most`, so that deciding on a threshold reads at most that many rows."""
+    query = select(Sample.id).where(
+        Sample.id > last_watermark(session), Sample.evaluation.is_(False)
+    )
+    if at_most is not None:
+        query = query.limit(at_most)
+    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
+def open_run(
+    session: Session, trigger: str, *, threshold: int | None, full_retrain: bool = False
+) -> int | None:
+    """Open a queued run taking in every sample stored so far; its id, or None.
+
+    None when a run is already queued or running, or when fewer than `threshold` new training
+    samples have arrived (`threshold=None`: open whatever the count, an admin's request).
+    Safe under concurrency: of two processes that both decide to open a run, the unique index
+    lets one insert succeed.
+    """
+    if open_run_id(session) is not None:
+        return None
+    if threshold is not None and new_training_samples(session, at_most=threshold) < threshold:
+        return None
+    watermark = session.scalar(select(func.coalesce(func.max(Sample.id), 0))) or 0
+    run = TrainingRun(
+        status=RunStatus.queued,
+        trigger=trigger,
+        full_retrain=full_retrain,
+        sample_watermark=watermark,
+        progress=0.0,
+        epoch=0,
+        epochs=0,
+        attempts=0,
+    )
+    session.add(run)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return None
+    return run.id
+
+
+def start_if_due(session: Session, threshold: int) -> int | None:
+    """Where a retrain starts on its own: open a run if `threshold` new training samples have
+    arrived, and hand it to a worker. Cheap enough to ask after every upload (it reads at most
+    `threshold` rows); the message goes out only when a run opens."""
+    run_id = open_run(session, "threshold", threshold=threshold)
+    if run_id is not None:
+        publish_training(run_id)
+    return run_id
+
+
+def start_now(session: Session, full_retrain: bool) -> int | None:
+    """An admin's retrain, whatever the count; None while another run is open."""
+    run_id = open_run(session, "manual", threshold=None, full_retrain=full_retrain)
+    if run_id is not None:
+        publish_training(run_id)
+    return run_id
+
+
+def claim(session: Session, run_id: int) -> int | None:
+    """Queued -> running, atomically: of two workers given the same run, one gets it.
+
+    Returns the attempt number, which fences every later write: an attempt the reconciler
+    has given up on (no heartbeat) can no longer change the run or register a model.
+    """
+    claimed = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.queued)
+        .values(
+            status=RunStatus.running,
+            attempts=TrainingRun.attempts + 1,
+            started_at=now(),
+            heartbeat_at=now(),
+            progress=0.0,
+            error=None,
+        )
+    ).rowcount
+    attempt = session.scalar(select(TrainingRun.attempts).where(TrainingRun.id == run_id))
+    session.commit()
+    return attempt if claimed == 1 else None
+
+
+def record_progress(session: Session, run_id: int, attempt: int, **values: Any) -> None:
+    """Progress, epoch, epochs: written with a heartbeat if this attempt still owns the run;
+    RunTakenOver otherwise."""
+    updated = session.execute(
+        update(TrainingRun)
+        .where(
+            TrainingRun.id == run_id,
+            TrainingRun.attempts == attempt,
+            TrainingRun.status == RunStatus.running,
+        )
+        .values(**values, heartbeat_at=now())
+    ).rowcount
+    session.commit()
+    if updated != 1:
+        raise RunTakenOver(f"training run {run_id} attempt {attempt} no longer owns the run")
+
+
+def fail(session: Session, run_id: int, attempt: int, error: str) -> None:
+    """The attempt ended in an error: the run is failed, the registry untouched."""
+    record_progress(
+        session, run_id, attempt, status=RunStatus.failed, finished_at=now(), error=error[-4000:]
+    )
+
+
+def lock_owned_run(session: Session, run_id: int, attempt: int) -> TrainingRun:
+    """The run row, locked for this transaction, if this attempt still owns it."""
+    run = session.scalar(select(TrainingRun).where(TrainingRun.id == run_id).with_for_update())
+    if run is None or run.attempts != attempt or run.status != RunStatus.running:
+        raise RunTakenOver(f"training run {run_id} attempt {attempt} no longer owns the run")
+    return run
+
+
+def succeed(run: TrainingRun, metrics: dict[str, Any], decision: str, reason: str) -> None:
+    """Mark a locked, owned run as finished with the gate's decision (the caller commits)."""
+    run.status = RunStatus.succeeded
+    run.progress = 1.0
+    run.metrics = metrics
+    run.decision = decision
+    run.decision_reason = reason
+    run.finished_at = now()
+
+
+def runs_to_enqueue(session: Session, stale_seconds: float, max_attempts: int) -> list[int]:
+    """Runs that need a message: queued ones (their message may be lost; a duplicate is
+    harmless because claiming is atomic) and running ones whose worker stopped beating,
+    which go back to queued, or to failed once they have used up their attempts."""
+    stale_before = now() - timedelta(seconds=stale_seconds)
+    stale = or_(TrainingRun.heartbeat_at.is_(None), TrainingRun.heartbeat_at < stale_before)
+    dead = session.scalars(
+        select(TrainingRun).where(TrainingRun.status == RunStatus.running, stale).with_for_update()
+    )
+    for run in dead:
+        if run.attempts >= max_attempts:
+            run.status = RunStatus.failed
+            run.finished_at = now()
+            run.error = f"gave up after {run.attempts} attempts (worker lost each time)"
+        else:
+            run.status = RunStatus.queued  # the next claim starts it over
+    session.commit()
+    return list(
+        session.scalars(select(TrainingRun.id).where(TrainingRun.status == RunStatus.queued))
+    )

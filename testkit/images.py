@@ -1,0 +1,119 @@
+"""Image files for tests and benchmarks: drawn strokes, NIST glyphs as PNG and canvas
+drawings, photos, and deliberately broken or hostile files."""
+
+import io
+import random
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def stroke_image(seed: int, size: tuple[int, int] = (64, 64), mode: str = "L") -> Image.Image:
+    """A random scribble, white on black; distinct seeds give distinct images."""
+    rng = random.Random(seed)
+    image = Image.new(mode, size, 0)
+    draw = ImageDraw.Draw(image)
+    points = [(rng.randrange(size[0]), rng.randrange(size[1])) for _ in range(5)]
+    draw.line(points, fill=255 if mode == "L" else (255,) * len(mode), width=max(2, size[0] // 12))
+    return image
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def png(seed: int = 0, size: tuple[int, int] = (64, 64)) -> bytes:
+    return encode(stroke_image(seed, size))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels (a decompression bomb's header), no real data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def noise_png(size: tuple[int, int], seed: int = 0) -> bytes:
+    """Random RGB noise: it barely compresses, so its byte size is about 3 bytes per pixel."""
+    rng = random.Random(seed)
+    return encode(Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3)))
+
+
+def png_of_exactly(size_bytes: int, seed: int = 0) -> bytes:
+    """A valid PNG of exactly `size_bytes` bytes: a drawn image plus a private ancillary chunk
+    (decoders skip it) of padding, for testing a byte limit at its boundary."""
+    base = png(seed)
+    padding = size_bytes - len(base) - 12  # a chunk is length, type, payload, CRC
+    if padding < 0:
+        raise ValueError(f"a PNG cannot be as small as {size_bytes} bytes here")
+    payload = b"\x00" * padding
+    kind = b"prVt"
+    chunk = (
+        struct.pack(">I", padding)
+        + kind
+        + payload
+        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    )
+    ihdr_end = 8 + 25  # signature, then the IHDR chunk (13 bytes of payload)
+    return base[:ihdr_end] + chunk + base[ihdr_end:]
+
+
+def jpeg_with_orientation(upright: Image.Image, orientation: int = 6) -> bytes:
+    """A JPEG whose pixels are stored turned, with the EXIF Orientation tag that turns them back
+    upright (6: the viewer rotates 90 degrees clockwise), as phone cameras write them."""
+    inverse = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(inverse[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored.convert("RGB"), "JPEG", quality=100, exif=exif.tobytes())
+
+
+def small_png(glyph: np.ndarray) -> bytes:
+    """A NIST image as a 28x28 grayscale PNG (a few hundred bytes)."""
+    return encode(Image.fromarray(glyph, mode="L"))
+
+
+def canvas_png(glyph: np.ndarray) -> bytes:
+    """What the web page's drawing board sends: a 280x280 RGBA PNG, white strokes on opaque
+    black, the glyph drawn large with smooth edges."""
+    big = Image.fromarray(glyph, mode="L").resize((280, 280), Image.Resampling.BICUBIC)
+    big = big.point(lambda v: 255 if v > 110 else 0).filter(ImageFilter.GaussianBlur(1.2))
+    return encode(big.convert("RGBA"))
+
+
+def photo_jpeg(width: int = 3000, height: int = 4000, seed: int = 0) -> bytes:
+    """A phone photo of one character on paper: 12 MP JPEG, uneven light, sensor noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 200 + 40 * (xx / width) - 30 * (yy / height)  # a shadow across the sheet
+    paper = np.stack([light, light * 0.97, light * 0.9], axis=-1)
+    paper += rng.normal(0, 4, paper.shape).astype(np.float32)
+    photo = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8), "RGB")
+    pen = ImageDraw.Draw(photo)
+    cx, cy, size = width / 2, height / 2, min(width, height) / 4
+    pen.line([(cx - size, cy + size), (cx, cy - size), (cx + size, cy + size)], (40, 40, 50), 60)
+    pen.line([(cx - size / 2, cy + size / 5), (cx + size / 2, cy + size / 5)], (40, 40, 50), 60)
+    return encode(photo, "JPEG", quality=90)
+
+
+def tagged_png(png_data: bytes, tag: str) -> bytes:
+    """The same PNG with a tEXt chunk after its header: same pixels, distinct bytes (and so a
+    distinct sha256), without encoding the image again."""
+    payload = b"tag\x00" + tag.encode()
+    chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload))
+    header_end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, 13 bytes, CRC
+    return png_data[:header_end] + chunk + png_data[header_end:]

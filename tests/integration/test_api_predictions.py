@@ -1,0 +1,133 @@
+"""/v1/predictions with the bundled model, through HTTP, on real NIST images."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
+
+from testkit.images import encode, png, png_header_only
+from testkit.nist import balanced_holdout
+from testkit.stack import REPO_ROOT
+from tests.integration.conftest import TEST_ENV
+
+
+def test_known_nist_images_are_predicted_correctly(client: TestClient) -> None:
+    images, labels = balanced_holdout(60)
+    correct = 0
+    for pixels, label in zip(images, labels, strict=True):
+        reply = client.post(
+            "/v1/predictions", files={"image": ("x.png", encode(Image.fromarray(pixels)))}
+        )
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["model_version"] == 1
+        assert len(body["top"]) == 5
+        assert body["top"][0]["label"] == body["label"]
+        assert body["confidence"] == body["top"][0]["probability"]
+        assert [c["probability"] for c in body["top"]] == sorted(
+            (c["probability"] for c in body["top"]), reverse=True
+        )
+        assert set(body["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms"}
+        correct += body["label"] == label
+    assert correct >= 48, f"{correct}/60 correct"  # the bundled model is ~90% on this holdout
+
+
+@pytest.mark.parametrize(
+    "side",
+    [300, 1200],  # predicted on the event loop; in the thread pool (over INLINE_MAX_PIXELS)
+)
+def test_a_photo_of_dark_ink_on_paper_is_read_like_the_scan(client: TestClient, side: int) -> None:
+    images, _ = balanced_holdout(40)
+    agree = 0
+    for pixels in images:
+        scan = Image.fromarray(pixels)
+        photo = ImageOps.invert(scan).resize((side, side), Image.Resampling.BICUBIC).convert("RGB")
+        replies = [
+            client.post("/v1/predictions", files={"image": ("x", encode(img, "JPEG"))}).json()
+            for img in (scan.convert("RGB"), photo)
+        ]
+        agree += replies[0]["label"] == replies[1]["label"]
+    assert agree >= 34, f"{agree}/40 agree"
+
+
+def test_batch_answers_in_order_with_errors_for_bad_images(client: TestClient) -> None:
+    images, labels = balanced_holdout(10)
+    files = [("images", (f"{i}.png", encode(Image.fromarray(p)))) for i, p in enumerate(images)]
+    files.insert(3, ("images", ("bad.png", b"not an image")))
+    files.insert(6, ("images", ("bomb.png", png_header_only(50_000, 50_000))))
+    reply = client.post("/v1/predictions/batch", files=files)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [r["index"] for r in results] == list(range(12))
+    assert results[3]["error"] == "unsupported_image" and results[3]["label"] is None
+    assert results[6]["error"] == "image_too_many_pixels"
+    good = [r for r in results if r["error"] is None]
+    assert [r["filename"] for r in good] == [f"{i}.png" for i in range(10)]
+    assert sum(r["label"] == label for r, label in zip(good, labels, strict=True)) >= 7
+
+
+def test_batch_over_the_limit_is_refused(client: TestClient) -> None:
+    from core.config import get_settings
+
+    limit = get_settings().max_batch_images
+    files = [("images", (f"{i}.png", png(i, (8, 8)))) for i in range(limit + 1)]
+    reply = client.post("/v1/predictions/batch", files=files)
+    assert reply.status_code == 413
+    assert reply.json()["error"] == "too_many_images"
+
+
+def test_bad_image_is_a_4xx(client: TestClient) -> None:
+    reply = client.post("/v1/predictions", files={"image": ("x.png", b"\x89PNG\r\n\x1a\nbroken")})
+    assert reply.status_code == 422
+    assert reply.json()["error"] == "undecodable_image"
+    assert client.post("/v1/predictions").status_code == 422
+
+
+def test_blank_image_still_gets_an_answer(client: TestClient) -> None:
+    reply = client.post(
+        "/v1/predictions", files={"image": ("x.png", encode(Image.new("L", (50, 50), 0)))}
+    )
+    assert reply.status_code == 200
+    assert 0.0 <= reply.json()["confidence"] <= 1.0
+
+
+def test_the_api_process_never_imports_tensorflow_the_trainer_or_the_worker() -> None:
+    # A fresh interpreter: the test process itself may have imported TensorFlow for the trainer.
+    # It predicts, starts a run through the admin route, then uploads past the threshold.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi.testclient import TestClient
+        from api.main import app
+        from testkit.images import png
+        admin = {{"Authorization": "Bearer {TEST_ENV["ADMIN_TOKEN"]}"}}
+        with TestClient(app) as client:
+            reply = client.post("/v1/predictions", files={{"image": ("x.png", png(1))}})
+            assert reply.status_code == 200, reply.text
+            reply = client.post("/v1/predictions/batch", files=[("images", ("x.png", png(2)))])
+            assert reply.status_code == 200, reply.text
+            reply = client.post("/v1/training-runs", headers=admin)
+            assert reply.status_code == 201, reply.text
+            for seed in range(12):
+                files = {{"image": ("x.png", png(1000 + seed))}}
+                reply = client.post("/v1/samples", files=files, data={{"label": "3"}})
+                assert reply.status_code == 201, reply.text
+            assert client.post("/v1/models/1/activate", headers=admin).status_code == 200
+        top = ("tensorflow", "keras", "trainer", "worker")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in top)
+        print("LOADED", loaded)
+        sys.exit(1 if loaded else 0)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**TEST_ENV, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

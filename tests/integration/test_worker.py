@@ -1,0 +1,108 @@
+"""The retrain trigger: decided in the database, exactly once, through a real Celery worker."""
+
+import subprocess
+import threading
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from core.config import get_settings
+from db.models import RunStatus, Sample, TrainingRun
+from db.session import get_sessionmaker
+from domain import runs
+from testkit.images import png
+from tests.integration.conftest import wait_for
+
+
+def open_run(trigger: str) -> int | None:
+    with get_sessionmaker()() as session:
+        return runs.open_run(session, trigger, threshold=get_settings().retrain_threshold)
+
+
+def training_runs() -> list[TrainingRun]:
+    with get_sessionmaker()() as session:
+        return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+
+
+def add_samples(count: int, start: int, evaluation: bool = False) -> None:
+    with get_sessionmaker()() as session:
+        for i in range(start, start + count):
+            session.add(
+                Sample(
+                    sha256=f"{i:064x}",
+                    image=b"x",
+                    content_type="image/png",
+                    width=1,
+                    height=1,
+                    label="1",
+                    submitted_label="1",
+                    source="upload",
+                    evaluation=evaluation,
+                )
+            )
+        session.commit()
+
+
+def test_not_due_below_threshold_and_evaluation_samples_do_not_count() -> None:
+    add_samples(4, 0)
+    add_samples(10, 100, evaluation=True)
+    assert open_run("threshold") is None
+    assert training_runs() == []
+
+
+def test_concurrent_checks_open_exactly_one_run() -> None:
+    add_samples(5, 0)  # threshold is 5 in tests
+    results: list[int | None] = []
+    barrier = threading.Barrier(12)
+
+    def check() -> None:
+        barrier.wait()
+        results.append(open_run("threshold"))
+
+    threads = [threading.Thread(target=check) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    opened = training_runs()
+    assert len(opened) == 1
+    assert [r for r in results if r is not None] == [opened[0].id]
+    assert opened[0].status == RunStatus.queued
+    assert opened[0].sample_watermark == 5
+
+
+def test_next_run_counts_only_samples_after_the_watermark() -> None:
+    add_samples(5, 0)
+    first = open_run("threshold")
+    assert first is not None
+    with get_sessionmaker()() as session:
+        session.get(TrainingRun, first).status = RunStatus.succeeded
+        session.commit()
+    add_samples(4, 10)
+    assert open_run("threshold") is None
+    add_samples(1, 20)
+    second = open_run("threshold")
+    assert second is not None and second != first
+
+
+def test_uploads_through_the_api_reach_the_real_worker(
+    client: TestClient, celery_worker: subprocess.Popen[bytes]
+) -> None:
+    training = 0
+    seed = 0
+    while training < 5:
+        reply = client.post(
+            "/v1/samples", files={"image": ("x.png", png(seed), "image/png")}, data={"label": "2"}
+        )
+        assert reply.status_code == 201
+        training += not reply.json()["evaluation"]
+        seed += 1
+    opened = wait_for(training_runs, timeout=30)
+    assert len(opened) == 1
+    assert opened[0].trigger == "threshold"
+    with get_sessionmaker()() as session:
+        newest = session.scalar(select(Sample.id).order_by(Sample.id.desc()).limit(1))
+    assert opened[0].sample_watermark == newest
+    # The run's one message reached the real worker, which claimed the run.
+    wait_for(lambda: training_runs()[0].status != RunStatus.queued, timeout=30)
+    assert celery_worker.poll() is None

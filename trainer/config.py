@@ -1,0 +1,35 @@
+"""How a model is trained, without TensorFlow: the CLI and the worker build these cheaply."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train: the CLI's flags and the worker's settings both become one of these."""
+
+    architecture: str = "cnn"
+    epochs: int = 4
+    augment: bool = True
+    batch_size: int = 128
+    learning_rate: float = 3e-3  # peak of the one-cycle cosine schedule
+    # 0 trains on NIST's natural class frequencies, 1 weighs every class equally; in between
+    # trades overall accuracy for accuracy on rare classes.
+    class_balance: float = 0.5
+    max_per_class: int | None = None  # each epoch sees at most this many images of a class
+    max_train: int | None = None  # a random subset of the NIST training split (None: all)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExtraSamples:
+    """Samples beyond NIST (users' uploads), repeated `copies` times per epoch so that a few
+    hundred of them weigh against 170,000 NIST images."""
+
+    x: np.ndarray  # uint8 (N, 28, 28), as core.preprocessing makes them, times 255
+    y: np.ndarray  # (N,) class indices
+    copies: int = 1
+
+    def __len__(self) -> int:
+        return len(self.y)

@@ -1,0 +1,75 @@
+"""Train -> export -> evaluate -> report: the one pipeline behind `python -m trainer train` and
+a worker's retrain. What comes out (ONNX bytes, Keras weights, a ModelReport) is what the
+registry stores, or what the CLI writes into a model directory.
+"""
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.model_report import ModelReport
+from trainer.config import ExtraSamples, TrainingConfig
+from trainer.data import NistData
+from trainer.evaluate import LabelledImages, build_report, evaluate_sets, nist_sets, write_report
+from trainer.export import export_onnx
+from trainer.train import ProgressHook, train_model
+
+
+@dataclass(frozen=True)
+class TrainedArtifacts:
+    onnx: bytes
+    weights: bytes  # Keras model.weights.h5: what a later retrain warm-starts from
+    report: ModelReport
+
+
+def train_and_evaluate(
+    data: NistData,
+    config: TrainingConfig,
+    *,
+    extra: ExtraSamples | None = None,
+    extra_sets: dict[str, LabelledImages] | None = None,
+    initial_weights: bytes | None = None,
+    progress: ProgressHook | None = None,
+    notes: dict[str, object] | None = None,
+    verbose: int | str = 0,
+) -> TrainedArtifacts:
+    """Train a model, export it to ONNX and score it on the NIST sets plus `extra_sets`.
+
+    notes: more facts for the report's training record (the CLI's command, the run id...).
+    """
+    with tempfile.TemporaryDirectory() as workdir:
+        initial = None
+        if initial_weights is not None:
+            initial = Path(workdir) / "initial.weights.h5"
+            initial.write_bytes(initial_weights)
+        trained = train_model(
+            data, config, extra=extra, initial_weights=initial, progress=progress, verbose=verbose
+        )
+        onnx = export_onnx(trained.model, Path(workdir) / "model.onnx").read_bytes()
+        weights_path = Path(workdir) / "model.weights.h5"
+        trained.model.save_weights(weights_path)
+        weights = weights_path.read_bytes()
+
+    evaluation = evaluate_sets(onnx, nist_sets(data) | (extra_sets or {}), data.labels)
+    training = {
+        **asdict(config),
+        "parameters": trained.model.count_params(),
+        "train_size": trained.train_size,
+        "extra_samples": len(extra) if extra is not None else 0,
+        "extra_copies": extra.copies if extra is not None else 0,
+        "warm_start": initial_weights is not None,
+        "seconds": round(trained.train_seconds, 1),
+        "cpu_cores": os.cpu_count(),
+        **(notes or {}),
+    }
+    report = build_report(onnx, data, evaluation, config.architecture, training, trained.history)
+    return TrainedArtifacts(onnx=onnx, weights=weights, report=report)
+
+
+def save_model_dir(artifacts: TrainedArtifacts, out_dir: Path) -> None:
+    """model.onnx, model.weights.h5 and the report (JSON, Markdown, plots) in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.onnx").write_bytes(artifacts.onnx)
+    (out_dir / "model.weights.h5").write_bytes(artifacts.weights)
+    write_report(artifacts.report, out_dir)
