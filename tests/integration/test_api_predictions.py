@@ -1,9 +1,12 @@
 """/v1/predictions with the bundled model, through HTTP, on real NIST images."""
 
+import base64
+import io
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
@@ -92,6 +95,28 @@ def test_blank_image_still_gets_an_answer(client: TestClient) -> None:
     )
     assert reply.status_code == 200
     assert 0.0 <= reply.json()["confidence"] <= 1.0
+
+
+def test_include_input_returns_the_28x28_picture_the_model_saw(client: TestClient) -> None:
+    images, _ = balanced_holdout(3)
+    # The glyph drawn dark on white paper at 4x: the model sees it white on black, 28x28.
+    paper = ImageOps.invert(Image.fromarray(images[2])).resize((112, 112))
+    reply = client.post(
+        "/v1/predictions", params={"include": "input"}, files={"image": ("x.png", encode(paper))}
+    )
+    assert reply.status_code == 200, reply.text
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(reply.json()["input"]))))
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    assert seen.max() == 255 and seen[0].max() < 64  # bright ink, dark border
+    # Close to the NIST original (which is itself the model's kind of input).
+    difference = np.abs(seen.astype(float) - images[2].astype(float)).mean()
+    assert difference < 40, difference
+    plain = client.post("/v1/predictions", files={"image": ("x.png", encode(paper))}).json()
+    assert plain["input"] is None and plain["label"] == reply.json()["label"]
+    wrong = client.post(
+        "/v1/predictions", params={"include": "everything"}, files={"image": ("x.png", png(3))}
+    )
+    assert wrong.status_code == 422 and "include" in wrong.json()["detail"]
 
 
 def test_the_api_process_never_imports_tensorflow_the_trainer_or_the_worker() -> None:

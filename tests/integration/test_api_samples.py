@@ -1,5 +1,6 @@
 """POST/GET/DELETE /v1/samples against the real Postgres."""
 
+import base64
 import hashlib
 
 import httpx
@@ -7,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from api.routers.samples import encode_cursor
 from db.models import Sample
 from db.session import get_sessionmaker
 from testkit.images import encode, png, stroke_image
@@ -224,3 +226,26 @@ def test_admin_routes_are_closed_when_no_token_is_configured(
     assert reply.json()["error"] == "admin_disabled"
     assert "ADMIN_TOKEN" in reply.json()["detail"]
     assert stored_count() == 1
+
+
+@pytest.mark.parametrize("body", [b"id:1_0", b"id: 7", b"id:+7", b"id:07", b"ID:7", b"id:7\n"])
+def test_a_cursor_is_read_strictly(client: TestClient, body: bytes) -> None:
+    # int() would take "1_0" as 10 and " 7" as 7: only the exact form the API writes is taken.
+    for index in range(12):
+        upload(client, png(900 + index), "5")
+    cursor = base64.urlsafe_b64encode(body).decode()
+    reply = client.get("/v1/samples", params={"cursor": cursor})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_cursor"
+    assert client.get("/v1/samples", params={"cursor": encode_cursor(7)}).status_code == 200
+
+
+def test_head_on_a_sample_image_gives_its_headers_and_no_body(client: TestClient) -> None:
+    data = png(950)
+    sample = upload(client, data, "6").json()
+    reply = client.head(f"/v1/samples/{sample['id']}/image")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "image/png"
+    assert reply.headers["etag"] == f'"{sample["sha256"]}"'
+    assert reply.content == b""
+    assert client.head("/v1/samples/999999/image").status_code == 404
