@@ -31,11 +31,13 @@ def train_and_evaluate(
     extra_sets: dict[str, LabelledImages] | None = None,
     initial_weights: bytes | None = None,
     progress: ProgressHook | None = None,
+    every_slice: bool = True,
     notes: dict[str, object] | None = None,
     verbose: int | str = 0,
 ) -> TrainedArtifacts:
     """Train a model, export it to ONNX and score it on the NIST sets plus `extra_sets`.
 
+    every_slice: score on every NIST holdout slice, or only the headline one (a retrain).
     notes: more facts for the report's training record (the CLI's command, the run id...).
     """
     with tempfile.TemporaryDirectory() as workdir:
@@ -51,7 +53,8 @@ def train_and_evaluate(
         trained.model.save_weights(weights_path)
         weights = weights_path.read_bytes()
 
-    evaluation = evaluate_sets(onnx, nist_sets(data) | (extra_sets or {}), data.labels)
+    sets = nist_sets(data, every_slice) | (extra_sets or {})
+    evaluation = evaluate_sets(onnx, sets, data.labels)
     training = {
         **asdict(config),
         "parameters": trained.model.count_params(),

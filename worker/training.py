@@ -173,6 +173,7 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
         extra_sets=evaluation_sets(plan),
         initial_weights=plan.initial_weights,
         progress=ProgressWriter(plan.run_id, plan.attempt),
+        every_slice=False,  # the gate compares the test split and the headline holdout slice
         notes={"training_run": plan.run_id},
     )
 
@@ -187,7 +188,7 @@ def judge(
         runs.record_progress(session, plan.run_id, plan.attempt, progress=TRAINING_SHARE + 0.02)
     active = None
     if plan.serving is not None:
-        sets = nist_sets(plan.data) | evaluation_sets(plan)
+        sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
         scores = evaluate_sets(plan.serving.onnx, sets, plan.data.labels)
         active = headline_metrics(scores, main_holdout(plan.data))
     decision = gate(artifacts.report.metrics, active, settings.gate_max_nist_drop)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from core.config import Settings, get_settings
 from core.labels import LabelSet
-from testkit.stack import free_port
+from testkit.stack import free_port, wait_until
 from tests.integration.conftest import ADMIN_TOKEN, add_model_version, wait_for
 from tests.integration.test_stack import Stack, replace_option, running_stack
 from tests.unit.test_compose import command_args
@@ -183,13 +183,18 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
         pytest.fail(f"only {training_uploads} training uploads among {len(order)}")
     assert n + 1 < len(order)
 
+    seen: list[dict] = []
+
     def finished_run() -> dict | None:
         stack.alive("worker", "api")
-        runs = http.get("/v1/training-runs").json()
-        done = [r for r in runs if r["status"] in ("succeeded", "failed")]
+        seen[:] = http.get("/v1/training-runs").json()
+        done = [r for r in seen if r["status"] in ("succeeded", "failed")]
         return done[0] if done else None
 
-    run = wait_for(finished_run, timeout=300, interval=1)
+    try:
+        run = wait_until(finished_run, 300, "the training run finishing", interval=1)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}; runs: {seen}\n{stack.logs()}")
     assert run["trigger"] == "threshold" and run["status"] == "succeeded", run
     assert run["decision"] == "promoted", run["decision_reason"]
     (promoted,) = [m for m in http.get("/v1/models").json() if m["status"] == "active"]
