@@ -25,6 +25,20 @@ logging.basicConfig(
 )
 log = logging.getLogger(__name__)
 
+# /readyz is the containers' healthcheck (every 10 s): no log line for it. The API never
+# migrates (the migrate service does); alembic's MigrationContext logs two INFO lines a call.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def not_a_health_check(record: logging.LogRecord) -> bool:
+    """uvicorn's access lines: (client, method, path, http version, status) as arguments."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not (len(args) >= 3 and args[2] in HEALTH_PATHS)
+
+
+logging.getLogger("uvicorn.access").addFilter(not_a_health_check)
+
 # The web page: plain HTML, CSS and one script, no build step.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
         default=REPO_ROOT.parent / "shared" / "data",
         description="Directory with the EMNIST files (emnist/ and emnist-holdout/).",
     )
+    cache_dir: Path = Field(
+        default=REPO_ROOT / "var" / "cache",
+        description="Writable directory for derived data (the de-duplicated NIST pool).",
+    )
 
     # What the model recognises.
     labels: str = Field(default=EMNIST_BALANCED_LABELS, description="The label set.")

@@ -18,7 +18,7 @@ from core.config import get_settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
 from trainer.config import TrainingConfig
-from trainer.data import NIST_EMNIST_URL, NistData, fetch_emnist, load_nist
+from trainer.data import NIST_EMNIST_URL, POOL_SPLITS, NistData, fetch_emnist, load_nist
 
 DEFAULT_OUT = Path("artifacts") / "model"
 
@@ -61,18 +61,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
 
-    fetch = commands.add_parser("fetch", help="download NIST's EMNIST archive into DATA_DIR/emnist")
+    fetch = commands.add_parser(
+        "fetch", help="fill DATA_DIR/emnist and DATA_DIR/emnist-holdout from NIST's archive"
+    )
     fetch.add_argument("--data-dir", type=Path, help="default: NIST_DATA_DIR")
-    fetch.add_argument("--url", default=NIST_EMNIST_URL)
-    fetch.add_argument("--splits", help="comma-separated, e.g. byclass-test,bymerge-test")
+    fetch.add_argument(
+        "--source",
+        "--url",
+        default=NIST_EMNIST_URL,
+        help="gzip.zip (URL or path), a directory holding it, or a directory laid out like "
+        "NIST_DATA_DIR (emnist/, emnist-holdout/) to copy; default: NIST's download",
+    )
+    fetch.add_argument(
+        "--splits", default=",".join(POOL_SPLITS), help="splits for emnist/, comma-separated"
+    )
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m trainer " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.command == "fetch":
-        splits = args.splits.split(",") if args.splits else None
         data_dir = args.data_dir or get_settings().nist_data_dir
-        for path in fetch_emnist(data_dir, args.url, splits):
+        for path in fetch_emnist(data_dir, args.source, args.splits.split(",")):
             print(path)
         return 0
 

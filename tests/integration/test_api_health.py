@@ -1,5 +1,8 @@
 """/healthz, /readyz, /metrics and the OpenAPI document."""
 
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -16,6 +19,19 @@ def test_readyz_reports_database_and_migration(client: TestClient) -> None:
     reply = client.get("/readyz")
     assert reply.status_code == 200
     assert reply.json() == {"status": "ok", "database": "ok", "migrations": head_revision()}
+
+
+def test_readyz_logs_nothing_at_info(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """/readyz is the container healthcheck: a line per call would flood the logs."""
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert client.get("/readyz").status_code == 200
+    # uvicorn's access line, as uvicorn writes it (the test client has no uvicorn).
+    access = logging.getLogger("uvicorn.access")
+    for path in ("/readyz", "/healthz", "/v1/models"):
+        access.info('%s - "%s %s HTTP/%s" %d', "172.18.0.1:5000", "GET", path, "1.1", 200)
+    server_lines = [r.getMessage() for r in caplog.records if r.name != "httpx"]
+    assert server_lines == ['172.18.0.1:5000 - "GET /v1/models HTTP/1.1" 200']
 
 
 def test_readyz_is_503_when_migrations_are_behind(client: TestClient) -> None:

@@ -99,6 +99,7 @@ class Stack:
             env.pop(key, None)
         env["TASK_QUEUE"] = self.queue
         env.pop("NIST_DATA_DIR")  # /data/nist is the container's; this machine's data instead
+        env.pop("CACHE_DIR")  # the container's volume; this checkout's var/cache instead
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.tmp_path / "prometheus")
             (self.tmp_path / "prometheus").mkdir(exist_ok=True)

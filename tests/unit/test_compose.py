@@ -174,10 +174,16 @@ def dockerfile_stages() -> dict[str, Stage]:
 
     stages: dict[str, Stage] = {}
     current: Stage | None = None
+    global_args: dict[str, str] = {}  # ARG before the first FROM: name -> default
     for instruction in logical:
         keyword, _, rest = instruction.partition(" ")
         keyword = keyword.upper()
+        if keyword == "ARG" and current is None:  # a global ARG: its default may name the base
+            name, _, default = rest.strip().partition("=")
+            global_args[name] = default
+            continue
         if keyword == "FROM":
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m[1]], rest)
             words = [w for w in rest.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
             current = stages[name] = Stage(name=name, base=words[0])
@@ -185,6 +191,11 @@ def dockerfile_stages() -> dict[str, Stage]:
             assert current is not None, f"{keyword} before any FROM"
             current.instructions.append((keyword, rest.strip()))
     return stages
+
+
+def stage_order() -> list[str]:
+    """The Dockerfile's stage names in file order (the classic builder's build order)."""
+    return list(dockerfile_stages())
 
 
 def stage_chain(stages: dict[str, Stage], name: str) -> list[Stage]:
@@ -250,7 +261,7 @@ def pyproject() -> dict[str, Any]:
 
 
 def test_the_five_services_with_their_images() -> None:
-    services = load_compose()["services"]
+    services = resolved_compose()["services"]
     assert {"postgres", "redis", *APP_SERVICES} <= set(services)
     assert re.fullmatch(r"postgres:16([.-][\w.-]+)?", services["postgres"]["image"])
     assert re.fullmatch(r"redis:7([.-][\w.-]+)?", services["redis"]["image"])
@@ -363,14 +374,143 @@ def test_commands_use_the_real_entry_points() -> None:
     assert "--concurrency=1" in command_args(services["worker"])
 
 
-def test_api_port_and_metrics_directory() -> None:
+def app_user_ids() -> tuple[str, str]:
+    """(uid, gid) of the user the Dockerfile's images run as."""
+    text = " ".join(r for s in dockerfile_stages().values() for k, r in s.instructions)
+    uid = re.search(r"useradd\b[^&]*--uid (\d+)", text)
+    gid = re.search(r"groupadd\b[^&]*--gid (\d+)", text)
+    assert uid and gid, "the Dockerfile must create its user with a fixed uid and gid"
+    return uid[1], gid[1]
+
+
+def tmpfs_options(service: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{target: {option: value}} of a service's tmpfs mounts."""
+    tmpfs = service.get("tmpfs") or []
+    found = {}
+    for entry in [tmpfs] if isinstance(tmpfs, str) else tmpfs:
+        target, _, options = entry.partition(":")
+        found[target] = dict(o.partition("=")[::2] for o in options.split(",") if o)
+    return found
+
+
+def test_api_metrics_directory_is_a_tmpfs_of_the_app_user() -> None:
+    """A plain tmpfs comes back root-owned 0755 after `docker compose restart` (runc): every
+    uvicorn worker then dies on PermissionError. uid/gid/mode keep it the app user's."""
     api = resolved_compose()["services"]["api"]
-    assert any(str(p).endswith(":8000") or p == {"target": 8000} for p in api["ports"])
     directory = service_environment(api).get("PROMETHEUS_MULTIPROC_DIR")
     assert directory, "several uvicorn workers need PROMETHEUS_MULTIPROC_DIR for /metrics"
-    tmpfs = api.get("tmpfs") or []
-    tmpfs = [tmpfs] if isinstance(tmpfs, str) else tmpfs
-    assert directory in [t.split(":")[0] for t in tmpfs] or directory in mounts(api)
+    options = tmpfs_options(api).get(directory)
+    assert options is not None, f"{directory} must be a tmpfs (fresh at each start)"
+    uid, gid = app_user_ids()
+    assert (options.get("uid"), options.get("gid")) == (uid, gid), options
+    assert options.get("mode") and int(options["mode"], 8) & 0o700 == 0o700, options
+
+
+def test_the_proxy_publishes_the_api_port_and_the_api_scales() -> None:
+    """`up --scale api=N` needs an api without a host port: the proxy publishes API_PORT."""
+    services = resolved_compose()["services"]
+    assert not services["api"].get("ports"), "a published api port forbids --scale api=N"
+    proxy = services["proxy"]
+    (published,) = proxy["ports"]
+    host, container = str(published).rsplit(":", 1)
+    assert host == read_env_example()["API_PORT"]
+    assert depends_on(proxy).get("api") == "service_healthy"
+    (conf_source, _) = mounts(proxy)["/etc/nginx/conf.d/default.conf"]
+    conf = (REPO_ROOT / conf_source).read_text()
+    assert re.search(rf"^\s*listen {container};", conf, re.MULTILINE)
+    api_args = command_args(services["api"])
+    # Resolved per request through Docker's DNS: every replica, no reload on scaling.
+    assert "resolver 127.0.0.11" in conf
+    assert f"http://api:{api_args[api_args.index('--port') + 1]}" in conf
+    assert re.search(r"proxy_pass \$\w+;", conf), "proxy_pass through a variable (re-resolved)"
+    # Uploads and batches must reach the API's own limits (JSON errors), not nginx's 1m.
+    from core.config import Settings
+
+    size = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert size and int(size[1]) * 2**20 > Settings(_env_file=None).max_batch_bytes
+
+
+def test_every_written_path_belongs_to_the_app_user_and_survives_recreation() -> None:
+    """Each directory a process writes to is a named volume whose mount point the image
+    makes and gives to the app user (a fresh volume takes that owner), or a tmpfs."""
+    compose = resolved_compose()
+    services = compose["services"]
+    made_for_app = " ".join(
+        r for s in dockerfile_stages().values() for k, r in s.instructions if k == "RUN"
+    )
+    writable = {
+        "worker": [
+            service_environment(services["worker"])["NIST_DATA_DIR"],
+            service_environment(services["worker"])["CACHE_DIR"],
+        ],
+        "beat": ["/var/lib/beat"],
+        "nist-data": [service_environment(services["nist-data"])["NIST_DATA_DIR"]],
+    }
+    for name, paths in writable.items():
+        for path in paths:
+            source, read_only = mounts(services[name])[path]
+            assert source in compose["volumes"] and not read_only, (name, path)
+            assert re.search(rf"mkdir -p [^&]*{re.escape(path)}\b", made_for_app), path
+            assert re.search(rf"chown app:app [^&]*{re.escape(path)}\b", made_for_app), path
+    # CACHE_DIR is a setting (trainer/data.py's pool cache): every app service points it there.
+    for name in APP_SERVICES:
+        assert service_environment(services[name])["CACHE_DIR"] == "/var/cache/handwriting"
+
+
+def test_nist_data_service_loads_the_volume_from_nist_source() -> None:
+    compose = resolved_compose()
+    service = compose["services"]["nist-data"]
+    assert service.get("profiles"), "a one-shot run by hand, not started by `up`"
+    assert service.get("restart") == "no"
+    args = command_args(service)
+    assert args[:4] == ["python", "-m", "trainer", "fetch"]
+    source_mount = args[args.index("--source") + 1]
+    volumes = mounts(service)
+    assert volumes[NIST_MOUNT] == ("nist-data", False)
+    source, read_only = volumes[source_mount]
+    assert source == "./nist-source" and read_only  # NIST_SOURCE empty in .env.example
+    raw_volumes = load_compose()["services"]["nist-data"]["volumes"]
+    assert f"${{NIST_SOURCE:-./nist-source}}:{source_mount}:ro" in raw_volumes
+    assert build_target(service) == build_target(compose["services"]["worker"])  # the trainer
+    # The one command README gives for it.
+    assert "docker compose run --rm nist-data" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_monitoring_profile_scrapes_every_api_replica_and_runs_flower() -> None:
+    services = resolved_compose()["services"]
+    prometheus, flower = services["prometheus"], services["flower"]
+    assert prometheus["profiles"] == ["monitoring"] == flower["profiles"]
+    (config_source, _) = mounts(prometheus)["/etc/prometheus/prometheus.yml"]
+    config = yaml.safe_load((REPO_ROOT / config_source).read_text())
+    (api_job,) = [j for j in config["scrape_configs"] if j["job_name"] == "api"]
+    (discovery,) = api_job["dns_sd_configs"]  # one target per replica, found through DNS
+    api_args = command_args(services["api"])
+    assert discovery["names"] == ["api"] and discovery["type"] == "A"
+    assert str(discovery["port"]) == api_args[api_args.index("--port") + 1]
+    assert api_job.get("metrics_path", "/metrics") == "/metrics"
+    args = command_args(flower)
+    assert args[:4] == ["celery", "-A", "worker.celery_app", "flower"]
+    assert build_target(flower) == build_target(services["worker"])
+    assert "monitoring" in installed_extras(dockerfile_stages(), build_target(flower))
+    monitoring_extra = pyproject()["project"]["optional-dependencies"]["monitoring"]
+    assert any(r.startswith("flower") for r in monitoring_extra)
+    # Dashboards that can revoke tasks are published on the host's loopback only.
+    for service in (prometheus, flower):
+        assert all(str(p).startswith("127.0.0.1:") for p in service["ports"]), service["ports"]
+
+
+def test_gpu_worker_is_an_opt_in_profile_with_tensorflow_cuda() -> None:
+    services = resolved_compose()["services"]
+    gpu = services["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert command_args(gpu) == command_args(services["worker"])
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    extras = pyproject()["project"]["optional-dependencies"]
+    assert any(r.startswith("tensorflow[and-cuda]") for r in extras["worker-gpu"])
+    stages = dockerfile_stages()
+    assert "worker-gpu" in installed_extras(stages, build_target(gpu))
+    assert "worker" not in installed_extras(stages, build_target(gpu)), "two TensorFlows"
 
 
 def test_beat_schedule_lives_on_a_volume() -> None:
@@ -440,11 +580,21 @@ def test_env_example_values_are_valid_and_match_the_defaults(
         monkeypatch.delenv(name.upper(), raising=False)
     example = Settings(_env_file=ENV_EXAMPLE)  # type: ignore[call-arg]
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    deployment_specific = {"database_url", "broker_url", "nist_data_dir", "admin_token"}
+    deployment_specific = {
+        "database_url",
+        "broker_url",
+        "nist_data_dir",
+        "cache_dir",
+        "admin_token",
+    }
     for name in Settings.model_fields.keys() - deployment_specific:
         assert getattr(example, name) == getattr(defaults, name), f"{name.upper()} differs"
     assert example.broker_url == "redis://redis:6379/0"
     assert str(example.nist_data_dir) == NIST_MOUNT
+    assert (
+        str(example.cache_dir)
+        == service_environment(resolved_compose()["services"]["worker"])["CACHE_DIR"]
+    )
     # The URL that .env gives is the one compose builds from the POSTGRES_* values.
     api = resolved_compose()["services"]["api"]
     assert service_environment(api)["DATABASE_URL"] == example.database_url
@@ -475,6 +625,58 @@ def test_api_image_has_no_tensorflow_and_worker_image_has_it() -> None:
     assert "worker" in installed_extras(stages, worker_target)
     api_root = stage_chain(stages, api_target)[0]
     assert stage_chain(stages, worker_target)[0] is api_root
+
+
+def test_classic_builder_builds_no_tensorflow_for_the_api_target() -> None:
+    """The classic builder builds every stage that comes before the target in the file."""
+    stages = dockerfile_stages()
+    api_target = build_target(load_compose()["services"]["api"])
+    order = stage_order()
+    before_api = order[: order.index(api_target) + 1]
+    chain = [stage.name for stage in stage_chain(stages, api_target)]
+    assert before_api == chain, f"{api_target} target also builds {set(before_api) - set(chain)}"
+
+
+def test_base_image_is_a_build_argument_with_the_official_default() -> None:
+    """PYTHON_IMAGE: python:3.11-slim, or scripts/build-base-images.sh's Debian-built one."""
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS base$", dockerfile, re.MULTILINE)
+    raw = load_compose()["services"]
+    defaults = read_env_example()
+    for name, service in raw.items():
+        if "build" in service:
+            assert service["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
+        elif name in ("postgres", "redis", "proxy", "prometheus"):
+            variable = re.fullmatch(r"\$\{(\w+_IMAGE):-([^}]+)\}", service["image"])
+            assert variable, f"{name}: the image must be a variable with the official default"
+            assert defaults[variable[1]] == variable[2], variable[1]
+    script = (REPO_ROOT / "scripts" / "build-base-images.sh").read_text()
+    for variable in ("PYTHON_IMAGE", "POSTGRES_IMAGE", "REDIS_IMAGE", "NGINX_IMAGE"):
+        assert re.search(rf"^{variable}=handwriting-base/", script, re.MULTILINE), variable
+
+
+def test_readme_and_compose_header_give_the_same_commands() -> None:
+    """The production section of README.md is what the compose file's header (and the smoke
+    test, scripts/compose-smoke.sh) runs."""
+
+    def commands(text: str) -> list[str]:
+        found = re.findall(
+            r"^(?:#[ \t]+)?((?:NIST_SOURCE=\S+ )?docker compose [^#\n]*?)[ \t]*(?:#.*)?$",
+            text,
+            re.MULTILINE,
+        )
+        return [" ".join(c.split()) for c in found]
+
+    header = COMPOSE_FILE.read_text().split("\n\n", 1)[0]
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Production") :]
+    section = section[: section.index("\n## ", 1)]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block, "README's production section starts with a sh block"
+    assert commands(header) and commands(block[1]) == commands(header)
+    smoke = (REPO_ROOT / "scripts" / "compose-smoke.sh").read_text()
+    assert "run --rm nist-data" in smoke and "up -d --wait" in smoke and " build" in smoke
 
 
 def test_dockerfile_base_is_slim_non_root_and_cache_free() -> None:

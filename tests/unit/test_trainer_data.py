@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import EMNIST_BALANCED_LABELS, Settings
+from core.config import EMNIST_BALANCED_LABELS, Settings, get_settings
 from core.labels import LabelSet
 from trainer.data import (
+    HOLDOUT_SLICES,
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    POOL_SPLITS,
     NistData,
     NistDataError,
     class_lookup,
@@ -208,24 +210,37 @@ def test_each_label_set_loads_with_all_its_classes(
 # --- Fetching the official archive --------------------------------------------------------
 
 
-def test_fetch_unpacks_the_official_archive_layout(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, 50).astype(np.uint8)
+def official_archive(tmp_path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """A gzip.zip laid out like NIST's: gzip/emnist-{split}-{images,labels}-..., mappings."""
     staging = tmp_path / "staging"
-    staging.mkdir()
-    write_idx(staging / "images", IMAGES_MAGIC, images.transpose(0, 2, 1))
-    write_idx(staging / "labels", LABELS_MAGIC, labels)
+    staging.mkdir(exist_ok=True)
     archive = tmp_path / "gzip.zip"
     with zipfile.ZipFile(archive, "w") as zf:
-        zf.write(staging / "images", "gzip/emnist-digits-test-images-idx3-ubyte.gz")
-        zf.write(staging / "labels", "gzip/emnist-digits-test-labels-idx1-ubyte.gz")
-        zf.writestr("gzip/emnist-digits-mapping.txt", "".join(f"{d} {48 + d}\n" for d in range(10)))
+        for split, (images, labels) in splits.items():
+            write_idx(staging / "images", IMAGES_MAGIC, images.transpose(0, 2, 1))
+            write_idx(staging / "labels", LABELS_MAGIC, labels)
+            zf.write(staging / "images", f"gzip/emnist-{split}-images-idx3-ubyte.gz")
+            zf.write(staging / "labels", f"gzip/emnist-{split}-labels-idx1-ubyte.gz")
+        mapping = "".join(f"{d} {48 + d}\n" for d in range(10))
+        for kind in ("digits", "mnist"):
+            zf.writestr(f"gzip/emnist-{kind}-mapping.txt", mapping)
         zf.writestr("gzip/emnist-letters-test-images-idx3-ubyte.gz", b"not wanted")
         zf.writestr("../../emnist-escape.txt", b"must not leave the target")
+    return archive
+
+
+def random_split(seed: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    return images, rng.integers(0, 10, count).astype(np.uint8)
+
+
+def test_fetch_unpacks_the_official_archive_layout(tmp_path: Path) -> None:
+    images, labels = random_split(0, 50)
+    archive = official_archive(tmp_path, {"digits-test": (images, labels)})
 
     data_dir = tmp_path / "data"
-    written = fetch_emnist(data_dir, archive.as_uri(), splits=["digits-test"])
+    written = fetch_emnist(data_dir, archive.as_uri(), splits=["digits-test"], holdout={})
     assert [p.name for p in written] == [
         "emnist-digits-mapping.txt",
         "emnist-digits-test-images-idx3-ubyte.gz",
@@ -241,14 +256,101 @@ def test_fetch_unpacks_the_official_archive_layout(tmp_path: Path) -> None:
     assert data.holdout == {}
 
     # A plain path works too; no name in the archive leads out of the target directory.
-    everything = fetch_emnist(tmp_path / "again", str(archive))
-    assert len(everything) == 5
-    assert all(p.parent == tmp_path / "again" / "emnist" for p in everything)
+    again = fetch_emnist(tmp_path / "again", str(archive), ["digits-test"], holdout={})
+    assert [p.name for p in again] == [p.name for p in written]
     assert not list(tmp_path.glob("emnist-escape.txt"))
     assert not list(tmp_path.glob("again/emnist-escape.txt"))
-    # An archive without EMNIST files is refused.
+    # An archive without EMNIST files is refused, and so is one without the default splits.
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as zf:
         zf.writestr("readme.txt", "nothing here")
     with pytest.raises(NistDataError):
-        fetch_emnist(tmp_path / "none", str(empty))
+        fetch_emnist(tmp_path / "none", str(empty), holdout={})
+    with pytest.raises(NistDataError, match="balanced-train"):
+        fetch_emnist(tmp_path / "none", str(archive))
+
+
+def test_fetch_cuts_the_holdout_slices_from_the_train_splits(tmp_path: Path) -> None:
+    pool_images, pool_labels = random_split(1, 40)
+    train_images, train_labels = random_split(2, 30)
+    # Image 12 of the train split is also in the pool: the pool must drop it (holdout wins).
+    pool_images[0] = train_images[12]
+    archive = official_archive(
+        tmp_path,
+        {"mnist-test": (pool_images, pool_labels), "mnist-train": (train_images, train_labels)},
+    )
+    data_dir = tmp_path / "data"
+    written = fetch_emnist(data_dir, str(archive), ["mnist-test"], {"mnist-train": (10, 19)})
+    holdout_dir = data_dir / "emnist-holdout"
+    assert sorted(p.name for p in holdout_dir.iterdir()) == [
+        "emnist-mnist-mapping.txt",
+        "emnist-mnist-train-10-19-images-idx3-ubyte.gz",
+        "emnist-mnist-train-10-19-labels-idx1-ubyte.gz",
+    ]
+    assert {p.parent for p in written} == {data_dir / "emnist", holdout_dir}
+    cut = read_idx_images(holdout_dir / "emnist-mnist-train-10-19-images-idx3-ubyte.gz")
+    assert np.array_equal(cut, train_images[10:20])
+    cut_labels = read_idx_labels(holdout_dir / "emnist-mnist-train-10-19-labels-idx1-ubyte.gz")
+    assert np.array_equal(cut_labels, train_labels[10:20])
+
+    data = load_nist(data_dir, LabelSet(DIGITS), cache_dir=None)
+    assert list(data.holdout) == ["mnist-train-10-19"]
+    assert np.array_equal(data.holdout["mnist-train-10-19"][0], train_images[10:20])
+    pool = np.concatenate([data.x_train, data.x_val, data.x_test])
+    assert len(pool) == 39 and pixel_hashes(train_images[12:13])[0] not in pixel_hashes(pool)
+
+    # A slice past the end of the split is refused, not cut short.
+    with pytest.raises(NistDataError, match=r"25\.\.34"):
+        fetch_emnist(tmp_path / "short", str(archive), ["mnist-test"], {"mnist-train": (25, 34)})
+
+
+def test_fetch_copies_a_data_directory(tmp_path: Path) -> None:
+    images, labels = random_split(3, 30)
+    archive = official_archive(
+        tmp_path, {"mnist-test": (images, labels), "mnist-train": (images, labels)}
+    )
+    first = tmp_path / "first"
+    written = fetch_emnist(first, str(archive), ["mnist-test"], {"mnist-train": (0, 4)})
+    # A directory holding gzip.zip is read as the archive.
+    assert fetch_emnist(tmp_path / "beside", str(tmp_path), ["mnist-test"], {"mnist-train": (0, 4)})
+    copied = fetch_emnist(tmp_path / "copy", str(first))
+    assert [p.relative_to(tmp_path / "copy") for p in copied] == [
+        p.relative_to(first) for p in written
+    ]
+    for path in written:
+        assert (tmp_path / "copy" / path.relative_to(first)).read_bytes() == path.read_bytes()
+
+
+@needs_data
+def test_fetch_defaults_match_the_shared_data_layout() -> None:
+    """POOL_SPLITS and HOLDOUT_SLICES give the file names of NIST_DATA_DIR."""
+    pool = {p.name for p in (DATA_DIR / "emnist").glob("emnist-*-images-idx3-ubyte.gz")}
+    assert pool == {f"emnist-{s}-images-idx3-ubyte.gz" for s in POOL_SPLITS}
+    holdout = {p.name for p in (DATA_DIR / "emnist-holdout").glob("emnist-*-images-*")}
+    assert holdout == {
+        f"emnist-{split}-{first}-{last}-images-idx3-ubyte.gz"
+        for split, (first, last) in HOLDOUT_SLICES.items()
+    }
+
+
+def test_the_pool_cache_goes_to_the_cache_dir_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the containers the code's directory is read-only: CACHE_DIR points at a volume."""
+    images, labels = random_split(4, 30)
+    archive = official_archive(tmp_path, {"mnist-test": (images, labels)})
+    data_dir = tmp_path / "data"
+    fetch_emnist(data_dir, str(archive), ["mnist-test"], holdout={})
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("CACHE_DIR", str(cache_dir))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().cache_dir == cache_dir
+        first = load_nist(data_dir, LabelSet(DIGITS))
+        cached = list(cache_dir.glob("emnist-pool-*.npz"))
+        assert len(cached) == 1
+        again = load_nist(data_dir, LabelSet(DIGITS))  # read back from the cache file
+        assert np.array_equal(again.x_train, first.x_train)
+    finally:
+        monkeypatch.delenv("CACHE_DIR")
+        get_settings.cache_clear()
