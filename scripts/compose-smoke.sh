@@ -174,6 +174,20 @@ down_up() {
   up_healthy
 }
 
+# The api image has neither TensorFlow nor the worker's or the trainer's code (issue 13).
+api_image_is_lean() {
+  docker run --rm --entrypoint python handwriting-service-api:smoke -c '
+import importlib.util, sys
+def present(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+found = [m for m in ("tensorflow", "keras", "trainer.pipeline", "worker.tasks") if present(m)]
+print("api image holds", found or "none of tensorflow, keras, trainer, worker")
+sys.exit(1 if found else 0)' >&2 || fail "the api image holds training code"
+}
+
 monitoring() {
   up_healthy --profile monitoring
   python3 "$WORKDIR/scripts/compose_smoke.py" "http://127.0.0.1:$PROMETHEUS_PORT" \
@@ -214,6 +228,7 @@ main() {
   write_env
   timed "base images" choose_base_images
   timed "build" "${C[@]}" build
+  api_image_is_lean
   if [ "${1:-}" = --build-only ]; then
     report
     return
