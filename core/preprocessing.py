@@ -76,27 +76,30 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     layout: (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) BGR or (H, W, 4) BGRA; uint8,
     uint16 or float in [0, 1]) or any PIL image. A picture without ink gives all zeros.
     """
-    gray = grayscale(image)
-    thumb = _to_unit(_reduce(gray, THUMB_SIDE))
-    measured = _measure_paper(thumb)
-    if measured is None:
-        return _empty()
-    paper, ink = measured
-    if max(gray.shape) <= THUMB_SIDE:  # a small picture: finished as it is
-        return _glyph(ink, paper.floor)
-    box = _coarse_box(ink, paper.floor)
-    if box is None:
-        return _empty()
-    # Finished on the window around the glyph, at a finer resolution than the thumbnail.
-    return _glyph(_window_ink(gray, thumb.shape, box, paper))
+    return preprocess_batch([image])[0, :, :, 0]
 
 
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
-    """Several pictures -> float32 (N, 28, 28, 1), the model's input."""
-    glyphs = [preprocess_image(image) for image in images]
-    if not glyphs:
-        return np.zeros((0, *MODEL_INPUT_SHAPE), dtype=np.float32)
-    return np.stack(glyphs)[..., np.newaxis]
+    """Several pictures -> float32 (N, 28, 28, 1), the model's input.
+
+    Small pictures of one size (a batch of scanned characters) are measured and finished
+    together, array operations over the whole stack; a picture gives the same glyph whatever
+    it is sent with."""
+    grays = [grayscale(image) for image in images]
+    glyphs = np.zeros((len(grays), MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
+    alike: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
+    for index, gray in enumerate(grays):
+        if max(gray.shape) <= THUMB_SIDE:
+            alike.setdefault((gray.shape, gray.dtype), []).append(index)
+        else:
+            glyphs[index] = _picture(gray)
+    for indices in alike.values():
+        stack = _to_unit(np.stack([grays[i] for i in indices]))
+        finished, general = _small_pictures(stack)
+        glyphs[indices] = finished
+        for position in np.flatnonzero(general):  # uneven light, lines: one at a time
+            glyphs[indices[position]] = _picture(grays[indices[position]])
+    return glyphs[..., np.newaxis]
 
 
 def nist_to_model_input(images: np.ndarray) -> np.ndarray:
@@ -121,6 +124,25 @@ def _quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
 
 def _empty() -> np.ndarray:
     return np.zeros((MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
+
+
+def _picture(gray: np.ndarray) -> np.ndarray:
+    """One picture, looked at on its own: a big one, or a small one under uneven light or
+    on printed lines. -> (28, 28)."""
+    small = max(gray.shape) <= THUMB_SIDE
+    thumb = _to_unit(gray if small else _reduce(gray, THUMB_SIDE))
+    measured = _measure_paper(thumb)
+    if measured is None:
+        return _empty()
+    paper, ink = measured
+    if small:  # finished as it is
+        return _finish(ink[np.newaxis], np.array([paper.floor]))[0]
+    box = _coarse_box(ink, paper.floor)
+    if box is None:
+        return _empty()
+    # Finished on the window around the glyph, at a finer resolution than the thumbnail.
+    window = _window_ink(gray, thumb.shape, box, paper)
+    return _finish(window[np.newaxis], np.array([_noise_floor(window)]))[0]
 
 
 # --- 1. Grayscale ---------------------------------------------------------------------------
@@ -369,6 +391,59 @@ def _noise_floor(ink: np.ndarray) -> float:
     return median + _NOISE_SIGMAS * sigma
 
 
+def _small_pictures(pictures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Small pictures of one size (N, H, W) float -> their glyphs (N, 28, 28), measured and
+    finished together where the paper is even and has no printed lines (the usual scan);
+    the others are flagged (N,) for `_picture`, which looks at them one by one."""
+    count = len(pictures)
+    border = _border_stack(pictures)
+    low, level, high = _row_quantiles(border, (0.1, 0.5, 0.9))
+    darkest, brightest = _row_quantiles(pictures.reshape(count, -1), (0.002, 0.998))
+    dark_ink = level - darkest > brightest - level
+    contrast = np.where(dark_ink, level - darkest, brightest - level)
+    uneven = high - low > _UNEVEN * (brightest - darkest)
+    scale = np.where(dark_ink, -1.0 / np.maximum(level, 0.05), 1.0)
+    ink = (pictures - level[:, None, None].astype(np.float32)) * scale[:, None, None].astype(
+        np.float32
+    )
+    ceiling = 0.1 * ink.max(axis=(1, 2))
+    crossed = (ink.min(axis=2).max(axis=1) > ceiling) | (ink.min(axis=1).max(axis=1) > ceiling)
+    (deviation,) = _row_quantiles(np.abs(border - level[:, None].astype(np.float32)), (0.5,))
+    floor = _NOISE_SIGMAS * 1.4826 * deviation * np.abs(scale)
+    glyphs = _finish(ink, floor)
+    glyphs[contrast <= 0] = 0.0
+    return glyphs, (uneven | crossed) & (contrast > 0)
+
+
+def _border_stack(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (N, border pixels), the same frame as `_border`."""
+    frame = max(1, round(0.03 * min(images.shape[1:])))
+    count = len(images)
+    return np.concatenate(
+        [
+            images[:, :frame].reshape(count, -1),
+            images[:, -frame:].reshape(count, -1),
+            images[:, frame:-frame, :frame].reshape(count, -1),
+            images[:, frame:-frame, -frame:].reshape(count, -1),
+        ],
+        axis=1,
+    )
+
+
+def _row_quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[np.ndarray]:
+    """`_quantiles` of each row of (N, M) values: float64 (N,) per fraction."""
+    last = values.shape[1] - 1
+    positions = [q * last for q in fractions]
+    lower = [int(p) for p in positions]
+    parted = np.partition(values, sorted({*lower, *(min(i + 1, last) for i in lower)}), axis=1)
+    result = []
+    for position, i in zip(positions, lower, strict=True):
+        below = parted[:, i].astype(np.float64)
+        above = parted[:, min(i + 1, last)].astype(np.float64)
+        result.append(below + (above - below) * (position - i))
+    return result
+
+
 # --- 3. The window around the glyph ---------------------------------------------------------
 
 
@@ -447,42 +522,54 @@ def _span(start: float, end: float, scale: float, grid: int, limit: int) -> tupl
 # --- 4-6. The glyph -------------------------------------------------------------------------
 
 
-def _glyph(ink: np.ndarray, floor: float | None = None) -> np.ndarray:
-    """Ink (bright, background ~0) of a window around one glyph -> the 28x28 model input.
-    `floor`: its noise floor, where already measured."""
-    normalised = _normalise(ink, _noise_floor(ink) if floor is None else floor)
-    if normalised is None:
-        return _empty()
-    strokes = np.greater(normalised, _INK_THRESHOLD).view(np.uint8)
-    normalised = _sharpen(normalised, strokes)
-    box = _components_box(strokes)
-    if box is None:
-        return _empty()
-    top, bottom, left, right = _trimmed_box(strokes, box)
-    scale = GLYPH_BOX / max(bottom - top, right - left)  # window px -> output px
-    normalised = _normalise_strokes(normalised, strokes, scale)
-    centre = ((top + bottom) / 2, (left + right) / 2)
-    glyph = _resample(normalised, centre, scale)
-    peak = cv2.minMaxLoc(glyph)[1]
-    if peak <= 0:
-        return _empty()
-    glyph *= np.float32(1 / peak)  # EMNIST glyphs peak at 1
-    return np.minimum(glyph, np.float32(1.0), out=glyph)
+def _finish(ink: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """Ink (N, H, W), bright over a background ~0, of windows around one glyph each, and
+    each one's noise floor -> the (N, 28, 28) model inputs; array operations over the whole
+    stack, one small OpenCV call per glyph for its connected components."""
+    stretched, empty = _normalise(ink, floor)
+    strokes = stretched > _INK_THRESHOLD
+    stretched = _sharpen(stretched, strokes)
+    boxes = np.zeros((len(ink), 4), dtype=np.int64)
+    for index in np.flatnonzero(~empty):
+        box = _components_box(strokes[index].view(np.uint8))
+        if box is None:
+            empty[index] = True
+        else:
+            boxes[index] = box
+    top, bottom, left, right = _trimmed_boxes(strokes, boxes)
+    scale = GLYPH_BOX / np.maximum(np.maximum(bottom - top, right - left), 1)
+    _normalise_strokes(stretched, strokes, scale, empty)
+    glyphs = _resample(stretched, (top + bottom) / 2, (left + right) / 2, scale)
+    peak = glyphs.max(axis=(1, 2))
+    empty |= peak <= 0
+    glyphs *= (1.0 / np.where(empty, 1.0, peak)).astype(np.float32)[:, None, None]
+    glyphs[empty] = 0.0  # EMNIST glyphs peak at 1; no ink, no glyph
+    return np.minimum(glyphs, np.float32(1.0), out=glyphs)
 
 
-def _normalise(ink: np.ndarray, floor: float) -> np.ndarray | None:
-    """Ink stretched between the noise floor (0) and the strokes' level (1); None: no ink."""
-    strong = ink[ink > floor]
-    if strong.size < _MIN_INK_PIXELS:
-        return None
-    (level,) = _quantiles(strong, (0.9,))  # the level of the strokes' cores
-    if level - floor < _MIN_CONTRAST:
-        return None
-    gain = 1 / (level - floor)
-    stretched = cv2.addWeighted(ink, gain, ink, 0.0, -floor * gain)  # (ink - floor) * gain
-    # Clipped to [0, 1] by two thresholds: cheaper than np.clip on arrays this small.
-    cv2.threshold(stretched, 1.0, 1.0, cv2.THRESH_TRUNC, dst=stretched)
-    return cv2.threshold(stretched, 0.0, 0.0, cv2.THRESH_TOZERO, dst=stretched)[1]
+def _normalise(ink: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ink stretched between the noise floor (0) and the strokes' level (1), and which of
+    the stack has no ink at all."""
+    count = len(ink)
+    flat = ink.reshape(count, -1)
+    strong = (flat > floor[:, None].astype(np.float32)).sum(axis=1)
+    if count == 1:  # one partition beats a sort
+        values = flat[0][flat[0] > np.float32(floor[0])]
+        level = np.array(_quantiles(values, (0.9,)) if values.size else [0.0])
+    else:  # the level of the strokes' cores: the 90th percentile of the strong values
+        ordered = np.sort(flat, axis=1)
+        position = flat.shape[1] - strong + 0.9 * np.maximum(strong - 1, 0)
+        lower = np.minimum(position.astype(np.int64), flat.shape[1] - 1)
+        upper = np.minimum(lower + 1, flat.shape[1] - 1)
+        below = np.take_along_axis(ordered, lower[:, None], 1)[:, 0].astype(np.float64)
+        above = np.take_along_axis(ordered, upper[:, None], 1)[:, 0].astype(np.float64)
+        level = below + (above - below) * (position - lower)
+    empty = (strong < _MIN_INK_PIXELS) | (level - floor < _MIN_CONTRAST)
+    gain = 1.0 / np.where(empty, 1.0, level - floor)
+    stretched = (ink - floor[:, None, None].astype(np.float32)) * gain[:, None, None].astype(
+        np.float32
+    )
+    return np.clip(stretched, 0.0, 1.0, out=stretched), empty
 
 
 def _sharpen(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
@@ -490,85 +577,92 @@ def _sharpen(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
     share of half-tones, against the strokes' area, measures blur relative to stroke width
     at any resolution; where it is beyond NIST's, a steeper ramp about the half level brings
     it down to SHARP, without moving the strokes' edges."""
-    area = int(cv2.countNonZero(strokes))
-    if area == 0:
+    area = strokes.sum(axis=(1, 2))
+    half_tones = ((ink >= 0.15) & (ink <= 0.85)).sum(axis=(1, 2)) / np.maximum(area, 1)
+    blurred = (half_tones > BLURRED) & (area > 0)
+    if not blurred.any():
         return ink
-    half_tones = cv2.countNonZero(cv2.inRange(ink, 0.15, 0.85)) / area
-    if half_tones <= BLURRED:
-        return ink
-    gain = np.float32(half_tones / SHARP)
+    gain = np.where(blurred, half_tones / SHARP, 1.0).astype(np.float32)[:, None, None]
     return np.clip((ink - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
 
 
-def _trimmed_box(strokes: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, ...]:
-    """The components' box, ignoring a tiny share of the stroke pixels at either end."""
-    top, bottom, left, right = box
-    inside = strokes[top:bottom, left:right]
-    first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
-    first_col, last_col = _trimmed_extent(cv2.reduce(inside, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
-    return top + first_row, top + last_row + 1, left + first_col, left + last_col + 1
+def _trimmed_boxes(strokes: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each glyph's components' box (N, 4), ignoring a tiny share of its stroke pixels at
+    either end: (top, bottom, left, right) arrays, exclusive ends."""
+    top, bottom, left, right = boxes.T
+    rows = np.arange(strokes.shape[1])
+    cols = np.arange(strokes.shape[2])
+    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < right[:, None])
+    inside = strokes & in_rows[:, :, None] & in_cols[:, None, :]
+    first_row, last_row = _trimmed_extents(inside.sum(axis=2))
+    first_col, last_col = _trimmed_extents(inside.sum(axis=1))
+    return first_row, last_row + 1, first_col, last_col + 1
 
 
-def _trimmed_extent(profile: np.ndarray) -> tuple[int, int]:
-    cumulative = profile.ravel().cumsum()
-    total = int(cumulative[-1])
-    # The first index whose running count exceeds the low trim, the first that reaches the
-    # high one (the counts are whole numbers).
-    first, last = cumulative.searchsorted(
-        (int(_TRIM_MASS * total) + 1, (1 - _TRIM_MASS) * total)
-    ).tolist()
-    return first, max(first, min(last, len(cumulative) - 1))
+def _trimmed_extents(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last index of each profile (N, L), ignoring _TRIM_MASS of its mass at
+    either end: the first index whose running count exceeds the low trim, the first that
+    reaches the high one."""
+    cumulative = profiles.cumsum(axis=1)
+    total = cumulative[:, -1:]
+    first = (cumulative > np.floor(_TRIM_MASS * total)).argmax(axis=1)
+    last = (cumulative >= (1 - _TRIM_MASS) * total).argmax(axis=1)
+    return first, np.maximum(first, np.minimum(last, profiles.shape[1] - 1))
 
 
 def _stroke_width(strokes: np.ndarray) -> float:
     """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
     pixels."""
-    strokes = strokes.astype(np.uint8)
-    area = int(cv2.countNonZero(strokes))
-    if area == 0:
-        return 0.0
-    interior = cv2.erode(strokes, None, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    edge = area - int(cv2.countNonZero(interior))
-    return 2.0 * area / max(edge, 1)
+    return float(_stroke_widths(strokes[np.newaxis])[0])
 
 
-def _normalise_strokes(ink: np.ndarray, strokes: np.ndarray, scale: float) -> np.ndarray:
-    """Strokes thinner than NIST's at the output scale grown, thicker ones shrunk."""
-    width = _stroke_width(strokes) * scale  # in output px
-    if width < MIN_STROKE_WIDTH:
-        radius = round((MIN_STROKE_WIDTH - width) / scale / 2)
-        operation = cv2.dilate
-    elif width > MAX_STROKE_WIDTH:
-        radius = round((width - MAX_STROKE_WIDTH) / scale / 2)
-        operation = cv2.erode
-    else:
-        return ink
-    if radius < 1:
-        return ink
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return operation(ink, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+def _stroke_widths(strokes: np.ndarray) -> np.ndarray:
+    """`_stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
+    removes (beyond the border counts as background)."""
+    across = strokes[:, :, :-2] & strokes[:, :, 1:-1] & strokes[:, :, 2:]
+    interior = across[:, :-2] & across[:, 1:-1] & across[:, 2:]  # never on the border
+    area = strokes.sum(axis=(1, 2))
+    edge = area - interior.sum(axis=(1, 2))
+    return 2.0 * area / np.maximum(edge, 1)
 
 
-def _resample(ink: np.ndarray, centre: tuple[float, float], scale: float) -> np.ndarray:
-    """The 28x28 output with `centre` of `ink` at its centre, magnified by `scale`:
-    antialiased bilinear resampling (a triangle filter widened by 1 / scale when reducing, as
-    Pillow's), as two small matrix products; beyond the window there is no ink. Exact at any
-    sub-pixel position, so where the window starts does not matter."""
-    if scale >= 1.0:  # the triangle filter is plain bilinear interpolation: one warp
-        shift_y = MODEL_INPUT_SIDE / 2 - centre[0] * scale + 0.5 * (scale - 1)
-        shift_x = MODEL_INPUT_SIDE / 2 - centre[1] * scale + 0.5 * (scale - 1)
-        matrix = np.array([[scale, 0.0, shift_x], [0.0, scale, shift_y]])
-        side = (MODEL_INPUT_SIDE, MODEL_INPUT_SIDE)
-        return cv2.warpAffine(ink, matrix, side, flags=cv2.INTER_LINEAR, borderValue=0)
-    rows = _resampling_weights(centre[0], scale, ink.shape[0])
-    cols = _resampling_weights(centre[1], scale, ink.shape[1])
-    return rows @ ink @ cols.T
+def _normalise_strokes(
+    ink: np.ndarray, strokes: np.ndarray, scale: np.ndarray, empty: np.ndarray
+) -> None:
+    """Strokes thinner than NIST's at the output scale grown, thicker ones shrunk, in place."""
+    width = _stroke_widths(strokes) * scale  # in output px
+    for index in np.flatnonzero(~empty & ((width < MIN_STROKE_WIDTH) | (width > MAX_STROKE_WIDTH))):
+        if width[index] < MIN_STROKE_WIDTH:
+            radius = round((MIN_STROKE_WIDTH - width[index]) / scale[index] / 2)
+            operation = cv2.dilate
+        else:
+            radius = round((width[index] - MAX_STROKE_WIDTH) / scale[index] / 2)
+            operation = cv2.erode
+        if radius >= 1:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+            ink[index] = operation(
+                ink[index], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0
+            )
 
 
-def _resampling_weights(centre: float, scale: float, length: int) -> np.ndarray:
-    """(28, length) weights: output pixel i from input pixels, along one axis."""
-    support = max(1.0, 1.0 / scale)  # in input px
-    outputs = centre + (np.arange(MODEL_INPUT_SIDE) + 0.5 - MODEL_INPUT_SIDE / 2) / scale
-    inputs = np.arange(length) + 0.5  # pixel centres, in edge coordinates
-    weights = 1.0 - np.abs(inputs[np.newaxis, :] - outputs[:, np.newaxis]) / support
-    return (np.maximum(weights, 0.0) / support).astype(np.float32)
+def _resample(
+    ink: np.ndarray, centre_y: np.ndarray, centre_x: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """The (N, 28, 28) outputs with each glyph's centre at the centre, magnified by its scale:
+    antialiased bilinear resampling (a triangle filter, widened by 1 / scale when reducing, as
+    Pillow's), as two batched matrix products; beyond the window there is no ink. Exact at
+    any sub-pixel position, so where a window starts does not matter."""
+    rows = _resampling_weights(centre_y, scale, ink.shape[1])
+    cols = _resampling_weights(centre_x, scale, ink.shape[2])
+    return np.matmul(np.matmul(rows, ink), cols.transpose(0, 2, 1))
+
+
+def _resampling_weights(centre: np.ndarray, scale: np.ndarray, length: int) -> np.ndarray:
+    """(N, 28, length) weights: output pixel i from input pixels, along one axis."""
+    support = np.maximum(1.0, 1.0 / scale)[:, None, None]  # in input px
+    offsets = (np.arange(MODEL_INPUT_SIDE) + 0.5 - MODEL_INPUT_SIDE / 2)[None, :]
+    outputs = (centre[:, None] + offsets / scale[:, None])[:, :, None]
+    inputs = (np.arange(length) + 0.5)[None, None, :]  # pixel centres, edge coordinates
+    weights = np.maximum(1.0 - np.abs(inputs - outputs) / support, 0.0) / support
+    return weights.astype(np.float32)
