@@ -15,7 +15,7 @@ from api.routers.samples import ERRORS, check_image
 from api.schemas import ErrorOut
 from core.config import Settings
 from core.images import DecodedImage, ImageError, decode_image, pixel_count
-from core.preprocessing import preprocess_image
+from core.preprocessing import preprocess_batch, preprocess_image
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
@@ -163,11 +163,11 @@ def predict_batch(
     decode_ms = ms_since(start)
     start = time.perf_counter()
     order = sorted(decoded)
-    tensors = np.stack([preprocess_image(decoded[i].image) for i in order]) if order else None
+    tensors = preprocess_batch([decoded[i].image for i in order]) if order else None
     preprocess_ms = ms_since(start)
     start = time.perf_counter()
     if tensors is not None:
-        probabilities = model.probabilities(tensors[..., np.newaxis])
+        probabilities = model.probabilities(tensors)
         for row, index in enumerate(order):
             top = top_candidates(model, probabilities[row])
             results.append(
