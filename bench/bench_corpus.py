@@ -13,18 +13,21 @@ before a change), in the same run.
 """
 
 import argparse
-import importlib.util
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
-from bench.common import REPO_ROOT, BenchRun, add_quiet_option, markdown_table, save_results
+from bench.common import (
+    REPO_ROOT,
+    BenchRun,
+    add_quiet_option,
+    load_revision,
+    markdown_table,
+    save_results,
+)
 from tests.corpus import Reader
 
 TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
@@ -32,26 +35,9 @@ TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
 REFERENCES = ("clean", "clean, redrawn with a uniform pen")
 
 
-def load_revision(revision: str, folder: Path) -> Reader:
-    """A reader (bytes -> model input) built from a revision's decoding and preprocessing,
-    loaded as modules of their own beside the current ones."""
-    modules: dict[str, ModuleType] = {}
-    for name in ("preprocessing", "images"):
-        source = subprocess.run(
-            ["git", "show", f"{revision}:core/{name}.py"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        source = source.replace("from core.preprocessing import", "from old_preprocessing import")
-        path = folder / f"old_{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(f"old_{name}", path)
-        assert spec and spec.loader
-        modules[name] = importlib.util.module_from_spec(spec)
-        sys.modules[f"old_{name}"] = modules[name]
-        spec.loader.exec_module(modules[name])
+def revision_reader(revision: str, folder: Path) -> Reader:
+    """A reader (bytes -> model input) with a revision's decoding and preprocessing."""
+    images, preprocessing = load_revision(revision, folder)
 
     from core.config import get_settings
 
@@ -59,8 +45,8 @@ def load_revision(revision: str, folder: Path) -> Reader:
     limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
 
     def read(pictures: list[bytes]) -> np.ndarray:
-        decode, preprocess = modules["images"].decode_image, modules["preprocessing"]
-        glyphs = [preprocess.preprocess_image(decode(data, **limits).image) for data in pictures]
+        decode, preprocess = images.decode_image, preprocessing.preprocess_image
+        glyphs = [preprocess(decode(data, **limits).image) for data in pictures]
         return np.stack(glyphs)[..., np.newaxis].astype(np.float32)
 
     return read
@@ -80,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     session = bundled_session()
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="hwr-corpus-") as folder:
-        before = load_revision(args.compare, Path(folder)) if args.compare else None
+        before = revision_reader(args.compare, Path(folder)) if args.compare else None
         for split in args.split:
             start = time.perf_counter()
             corpus = make_corpus(split, args.count)
