@@ -494,9 +494,9 @@ def _window_ink(
         if pad_rows or pad_cols:
             window = cv2.copyMakeBorder(window, 0, pad_rows, 0, pad_cols, cv2.BORDER_REPLICATE)
         size = (window.shape[1] // factor, window.shape[0] // factor)
-        # Block averages, in the picture's own depth (cheaper; 8 bits stay 8 bits).
-        window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
-    window = _to_unit(window)
+        window = cv2.resize(_to_unit(window), size, interpolation=cv2.INTER_AREA)  # averages
+    else:
+        window = _to_unit(window)
     background = None
     if paper.background is not None:  # the thumbnail's background, over the same window
         matrix = np.array(
