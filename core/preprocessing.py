@@ -76,15 +76,15 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     layout: (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) BGR or (H, W, 4) BGRA; uint8,
     uint16 or float in [0, 1]) or any PIL image. A picture without ink gives all zeros.
     """
-    return preprocess_batch([image])[0, :, :, 0]
+    return _picture(grayscale(image))
 
 
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
     """Several pictures -> float32 (N, 28, 28, 1), the model's input.
 
     Small pictures of one size (a batch of scanned characters) are measured and finished
-    together, array operations over the whole stack; a picture gives the same glyph whatever
-    it is sent with."""
+    together, array operations over the whole stack; a picture gives the same glyph (to float
+    rounding) whatever it is sent with."""
     grays = [grayscale(image) for image in images]
     glyphs = np.zeros((len(grays), MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
     alike: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
@@ -94,6 +94,9 @@ def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
         else:
             glyphs[index] = _picture(gray)
     for indices in alike.values():
+        if len(indices) == 1:
+            glyphs[indices[0]] = _picture(grays[indices[0]])
+            continue
         stack = _to_unit(np.stack([grays[i] for i in indices]))
         finished, general = _small_pictures(stack)
         glyphs[indices] = finished
@@ -526,6 +529,8 @@ def _finish(ink: np.ndarray, floor: np.ndarray) -> np.ndarray:
     """Ink (N, H, W), bright over a background ~0, of windows around one glyph each, and
     each one's noise floor -> the (N, 28, 28) model inputs; array operations over the whole
     stack, one small OpenCV call per glyph for its connected components."""
+    if len(ink) == 1:  # one glyph: OpenCV calls on it beat array operations over a stack
+        return _finish_one(ink[0], float(floor[0]))[np.newaxis]
     stretched, empty = _normalise(ink, floor)
     strokes = stretched > _INK_THRESHOLD
     stretched = _sharpen(stretched, strokes)
@@ -545,6 +550,73 @@ def _finish(ink: np.ndarray, floor: np.ndarray) -> np.ndarray:
     glyphs *= (1.0 / np.where(empty, 1.0, peak)).astype(np.float32)[:, None, None]
     glyphs[empty] = 0.0  # EMNIST glyphs peak at 1; no ink, no glyph
     return np.minimum(glyphs, np.float32(1.0), out=glyphs)
+
+
+def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
+    """`_finish` of one glyph (H, W) -> (28, 28): the same steps, as OpenCV calls."""
+    stretched = _normalise_one(ink, floor)
+    if stretched is None:
+        return _empty()
+    strokes = np.greater(stretched, _INK_THRESHOLD).view(np.uint8)
+    area = cv2.countNonZero(strokes)
+    half_tones = cv2.countNonZero(cv2.inRange(stretched, 0.15, 0.85)) / max(area, 1)
+    if half_tones > BLURRED and area > 0:  # as _sharpen
+        gain = np.float32(half_tones / SHARP)
+        stretched = np.clip((stretched - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
+    box = _components_box(strokes)
+    if box is None:
+        return _empty()
+    top, bottom, left, right = box
+    inside = strokes[top:bottom, left:right]
+    first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
+    first_col, last_col = _trimmed_extent(cv2.reduce(inside, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
+    top, bottom = top + first_row, top + last_row + 1
+    left, right = left + first_col, left + last_col + 1
+    scale = GLYPH_BOX / max(bottom - top, right - left)
+    width = _stroke_width(strokes) * scale
+    stretched = _stroke_to_range(stretched, width, scale)
+    glyph = _resample_one(stretched, (top + bottom) / 2, (left + right) / 2, scale)
+    peak = cv2.minMaxLoc(glyph)[1]
+    if peak <= 0:
+        return _empty()
+    glyph *= np.float32(1 / peak)  # EMNIST glyphs peak at 1
+    return np.minimum(glyph, np.float32(1.0), out=glyph)
+
+
+def _normalise_one(ink: np.ndarray, floor: float) -> np.ndarray | None:
+    """`_normalise` of one glyph; None: no ink."""
+    strong = ink[ink > floor]
+    if strong.size < _MIN_INK_PIXELS:
+        return None
+    (level,) = _quantiles(strong, (0.9,))  # the level of the strokes' cores
+    if level - floor < _MIN_CONTRAST:
+        return None
+    stretched = (ink - np.float32(floor)) * np.float32(1 / (level - floor))
+    return np.clip(stretched, 0.0, 1.0, out=stretched)
+
+
+def _trimmed_extent(profile: np.ndarray) -> tuple[int, int]:
+    """`_trimmed_extents` of one profile."""
+    cumulative = profile.ravel().cumsum()
+    total = int(cumulative[-1])
+    first, last = cumulative.searchsorted(
+        (int(_TRIM_MASS * total) + 1, (1 - _TRIM_MASS) * total)
+    ).tolist()
+    return first, max(first, min(last, len(cumulative) - 1))
+
+
+def _stroke_to_range(ink: np.ndarray, width: float, scale: float) -> np.ndarray:
+    """Strokes of `width` output px grown or shrunk into NIST's range (MIN..MAX)."""
+    if width < MIN_STROKE_WIDTH:
+        radius, operation = round((MIN_STROKE_WIDTH - width) / scale / 2), cv2.dilate
+    elif width > MAX_STROKE_WIDTH:
+        radius, operation = round((width - MAX_STROKE_WIDTH) / scale / 2), cv2.erode
+    else:
+        return ink
+    if radius < 1:
+        return ink
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    return operation(ink, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _normalise(ink: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -613,8 +685,13 @@ def _trimmed_extents(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _stroke_width(strokes: np.ndarray) -> float:
     """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
-    pixels."""
-    return float(_stroke_widths(strokes[np.newaxis])[0])
+    pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
+    strokes = strokes.view(np.uint8) if strokes.dtype == np.bool_ else strokes
+    area = int(cv2.countNonZero(strokes))
+    if area == 0:
+        return 0.0
+    interior = cv2.erode(strokes, None, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return 2.0 * area / max(area - int(cv2.countNonZero(interior)), 1)
 
 
 def _stroke_widths(strokes: np.ndarray) -> np.ndarray:
@@ -632,18 +709,9 @@ def _normalise_strokes(
 ) -> None:
     """Strokes thinner than NIST's at the output scale grown, thicker ones shrunk, in place."""
     width = _stroke_widths(strokes) * scale  # in output px
-    for index in np.flatnonzero(~empty & ((width < MIN_STROKE_WIDTH) | (width > MAX_STROKE_WIDTH))):
-        if width[index] < MIN_STROKE_WIDTH:
-            radius = round((MIN_STROKE_WIDTH - width[index]) / scale[index] / 2)
-            operation = cv2.dilate
-        else:
-            radius = round((width[index] - MAX_STROKE_WIDTH) / scale[index] / 2)
-            operation = cv2.erode
-        if radius >= 1:
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-            ink[index] = operation(
-                ink[index], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0
-            )
+    outside = (width < MIN_STROKE_WIDTH) | (width > MAX_STROKE_WIDTH)
+    for index in np.flatnonzero(~empty & outside):
+        ink[index] = _stroke_to_range(ink[index], float(width[index]), float(scale[index]))
 
 
 def _resample(
@@ -656,6 +724,26 @@ def _resample(
     rows = _resampling_weights(centre_y, scale, ink.shape[1])
     cols = _resampling_weights(centre_x, scale, ink.shape[2])
     return np.matmul(np.matmul(rows, ink), cols.transpose(0, 2, 1))
+
+
+def _resample_one(ink: np.ndarray, centre_y: float, centre_x: float, scale: float) -> np.ndarray:
+    """`_resample` of one glyph. Enlarged (scale >= 1), the triangle filter's support is one
+    input pixel, which is bilinear interpolation: one OpenCV warp (the same to float
+    rounding)."""
+    if scale < 1.0:
+        scales = np.array([scale])
+        rows = _resampling_weights(np.array([centre_y]), scales, ink.shape[0])[0]
+        cols = _resampling_weights(np.array([centre_x]), scales, ink.shape[1])[0]
+        return rows @ ink @ cols.T
+    half = MODEL_INPUT_SIDE / 2
+    matrix = np.array(
+        [
+            [scale, 0.0, half - centre_x * scale + 0.5 * (scale - 1)],
+            [0.0, scale, half - centre_y * scale + 0.5 * (scale - 1)],
+        ]
+    )
+    side = (MODEL_INPUT_SIDE, MODEL_INPUT_SIDE)
+    return cv2.warpAffine(ink, matrix, side, flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def _resampling_weights(centre: np.ndarray, scale: np.ndarray, length: int) -> np.ndarray:
