@@ -341,7 +341,8 @@ def _dark_strokes(thumb: np.ndarray) -> bool:
     minority of any wide window); a shadow's edge stands out both ways alike."""
     size = max(3, min(thumb.shape) // 4) | 1
     local = cv2.medianBlur(_to_uint8(thumb), size).astype(np.float32) * np.float32(1 / 255)
-    darker, lighter = _quantiles(thumb - local, (0.002, 0.998))
+    # Nearly the extremes: a small character on a big page is a few thumbnail pixels.
+    darker, lighter = _quantiles(thumb - local, (0.0005, 0.9995))
     return -darker > lighter
 
 
