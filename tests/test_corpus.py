@@ -36,7 +36,7 @@ FLOORS = {
     "thick marker": 0.86,
     "thin pen": 0.86,
     "ruled paper": 0.90,
-    "squared paper": 0.90,
+    "squared paper": 0.87,
     "coloured ink, tinted paper": 0.90,
     "shadows and gradients": 0.86,
     "JPEG quality 20": 0.92,
