@@ -48,15 +48,14 @@ def _floor_worker(pngs: list[bytes], seconds: float, raw: bool, start_at: float)
     """Seconds per batch: session.run alone on preprocessed tensors (raw) or everything."""
     from core.config import get_settings
     from core.images import decode_image
-    from core.preprocessing import preprocess_image
+    from core.preprocessing import preprocess_batch
 
     settings = get_settings()
     limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
     model = serving_session()
 
-    def preprocess_all() -> np.ndarray:
-        glyphs = [preprocess_image(decode_image(data, **limits).image) for data in pngs]
-        return np.stack(glyphs)[..., np.newaxis]
+    def preprocess_all() -> np.ndarray:  # as the route does: decode each, preprocess together
+        return preprocess_batch([decode_image(data, **limits).image for data in pngs])
 
     tensors = preprocess_all()
     for _ in range(3):

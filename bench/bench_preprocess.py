@@ -1,17 +1,23 @@
 """Microseconds per image for decoding and for preprocessing, at the sizes the service sees.
 
-    .venv/bin/python -m bench.bench_preprocess [--seconds 5]
+    .venv/bin/python -m bench.bench_preprocess [--seconds 5] [--compare REV]
 
 `core.images.decode_image` (sniff, size check, full decode, EXIF orientation, sha256) and
 `core.preprocessing.preprocess_image` (any picture -> the 28x28 model input), timed separately,
-single thread, on: a NIST character as a 28x28 PNG, the web page's 280x280 canvas PNG, and a
-3000x4000 phone photo (JPEG) of a character on paper.
+single thread, on: a NIST character as a 28x28 PNG, the web page's 280x280 canvas PNG, a
+3000x4000 phone photo (JPEG) of a character on paper, and a batch of 256 NIST 28x28 PNGs
+(`preprocess_batch`, per image). `--compare REV` times a git revision's code the same way in
+the same run (the figures before a change); `--clock cpu` counts the thread's CPU time instead
+of wall time (on a busy machine).
 """
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from statistics import median
+from types import ModuleType
 from typing import Any
 
 from bench.common import (
@@ -19,6 +25,7 @@ from bench.common import (
     BenchRun,
     add_quiet_option,
     canvas_png,
+    load_revision,
     markdown_table,
     nist_glyphs,
     photo_jpeg,
@@ -26,6 +33,15 @@ from bench.common import (
     small_png,
 )
 from bench.httpload import percentile
+
+BATCH = 256
+BATCH_NAME = f"batch of {BATCH} NIST 28x28 PNGs, per image (preprocess_batch)"
+
+
+# What a call costs: wall time (perf_counter), or with --clock cpu this thread's CPU time, which
+# leaves out the time the thread waited for a core on a busy machine.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+clock = CLOCKS["wall"]
 
 
 def time_calls(call: Callable[[], Any], seconds: float, min_calls: int = 5) -> list[float]:
@@ -35,60 +51,48 @@ def time_calls(call: Callable[[], Any], seconds: float, min_calls: int = 5) -> l
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(times) < min_calls:
-        start = time.perf_counter()
+        start = clock()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return sorted(times)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per image and step")
+    parser.add_argument(
+        "--compare", metavar="REV", help="also time this git revision's decoding and preprocessing"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="cpu: this thread's CPU time per call (for a busy machine: waits left out)",
+    )
     add_quiet_option(parser)
     args = parser.parse_args(argv)
+    global clock
+    clock = CLOCKS[args.clock]
 
-    from core.config import get_settings
-    from core.images import decode_image
-    from core.preprocessing import preprocess_image
+    import core.images
+    import core.preprocessing
 
     run = BenchRun(args.wait_quiet)
-    settings = get_settings()
-    limits = {"max_bytes": 64 * 1024 * 1024, "max_pixels": settings.max_image_pixels}
-    glyphs, _ = nist_glyphs(1)
-    images = {
-        "NIST character, 28x28 PNG": small_png(glyphs[0]),
-        "web canvas, 280x280 RGBA PNG": canvas_png(glyphs[0]),
-        "phone photo, 3000x4000 JPEG (q90)": photo_jpeg(),
-    }
-    rows, raw = [], {}
-    for name, data in images.items():
-        decoded = decode_image(data, **limits)
-        decode = time_calls(lambda data=data: decode_image(data, **limits), args.seconds)
-        prep = time_calls(lambda d=decoded: preprocess_image(d.image), args.seconds)
-        raw[name] = {"bytes": len(data), "decode_s": decode, "preprocess_s": prep}
-        d_us, p_us = median(decode) * 1e6, median(prep) * 1e6
-        rows.append(
-            [
-                name,
-                len(data),
-                len(decode),
-                round(d_us),
-                round(percentile(decode, 99) * 1e6),
-                round(p_us),
-                round(percentile(prep, 99) * 1e6),
-                round(d_us + p_us),
-                round(1e6 / (d_us + p_us), 1),
-            ]
-        )
-        print(f"# {name}: decode {d_us:,.0f} us, preprocess {p_us:,.0f} us", flush=True)
+    versions = {"now": (core.images, core.preprocessing)}
+    with tempfile.TemporaryDirectory(prefix="hwr-bench-") as folder:
+        if args.compare:
+            versions[args.compare] = load_revision(args.compare, Path(folder))
+        rows, raw = measure(versions, args.seconds)
     run.finish()
 
     print()
     print(run.header())
+    print(f"Clock: {args.clock}.")
     print()
     print(
         markdown_table(
             [
+                "code",
                 "image",
                 "bytes",
                 "decode calls",
@@ -102,14 +106,92 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows,
         )
     )
-    path = save_results(
-        "preprocess",
-        {
-            **run.record(),
-            "images": raw,
-        },
-    )
+    path = save_results("preprocess", {**run.record(), "args": vars(args), "images": raw})
     print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+
+
+def measure(
+    versions: dict[str, tuple[ModuleType, ModuleType]], seconds: float
+) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Rows of the table, and the raw timings, for every version and image."""
+    from core.config import get_settings
+
+    settings = get_settings()
+    limits = {"max_bytes": 64 * 1024 * 1024, "max_pixels": settings.max_image_pixels}
+    glyphs, _ = nist_glyphs(BATCH)
+    images = {
+        "NIST character, 28x28 PNG": small_png(glyphs[0]),
+        "web canvas, 280x280 RGBA PNG": canvas_png(glyphs[0]),
+        "phone photo, 3000x4000 JPEG (q90)": photo_jpeg(),
+    }
+    batch = [small_png(glyph) for glyph in glyphs]
+    rows: list[list[Any]] = []
+    raw: dict[str, Any] = {}
+    # Image by image, every version in turn: figures to compare are taken minutes apart at most.
+    for name in [*images, BATCH_NAME]:
+        for version, (images_module, preprocessing) in versions.items():
+            if name == BATCH_NAME:
+                size = sum(map(len, batch)) // len(batch)
+                decode_s, prep_s = time_batch(images_module, preprocessing, batch, limits, seconds)
+            else:
+                size = len(images[name])
+                decode_s, prep_s = time_image(
+                    images_module, preprocessing, images[name], limits, seconds
+                )
+            raw[f"{version}: {name}"] = {
+                "bytes": size,
+                "decode_s": decode_s,
+                "preprocess_s": prep_s,
+            }
+            rows.append(row(version, name, size, decode_s, prep_s))
+            print(f"# {version} {name}: {rows[-1][4]:,} + {rows[-1][6]:,} us", flush=True)
+    return rows, raw
+
+
+def time_image(
+    images_module: ModuleType,
+    preprocessing: ModuleType,
+    data: bytes,
+    limits: dict[str, int],
+    seconds: float,
+) -> tuple[list[float], list[float]]:
+    """Seconds per decode and per preprocessing of one picture, with one version's code."""
+    decode = images_module.decode_image
+    decoded = decode(data, **limits)
+    decode_s = time_calls(lambda: decode(data, **limits), seconds)
+    return decode_s, time_calls(lambda: preprocessing.preprocess_image(decoded.image), seconds)
+
+
+def time_batch(
+    images_module: ModuleType,
+    preprocessing: ModuleType,
+    batch: list[bytes],
+    limits: dict[str, int],
+    seconds: float,
+) -> tuple[list[float], list[float]]:
+    """The same per picture of a batch, as the route does it: each decoded, then all
+    preprocessed together (`preprocess_batch`)."""
+    decode = images_module.decode_image
+    decoded = [decode(data, **limits).image for data in batch]
+    decode_s = time_calls(lambda: [decode(data, **limits) for data in batch], seconds)
+    prep_s = time_calls(lambda: preprocessing.preprocess_batch(decoded), seconds)
+    return [t / len(batch) for t in decode_s], [t / len(batch) for t in prep_s]
+
+
+def row(version: str, name: str, size: int, decode: list[float], prep: list[float]) -> list[Any]:
+    d_us, p_us = median(decode) * 1e6, median(prep) * 1e6
+    return [
+        version,
+        name,
+        size,
+        len(decode),
+        round(d_us),
+        round(percentile(decode, 99) * 1e6),
+        round(p_us),
+        round(percentile(prep, 99) * 1e6),
+        round(d_us + p_us),
+        round(1e6 / (d_us + p_us), 1),
+    ]
 
 
 if __name__ == "__main__":

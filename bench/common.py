@@ -7,6 +7,7 @@ every script records the machine and the load average with its results.
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -292,6 +294,33 @@ def ratio(a: float, b: float) -> float:
 
 def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "**missed**"
+
+
+# --- The code of another revision -------------------------------------------------------------
+
+
+def load_revision(revision: str, folder: Path) -> tuple[ModuleType, ModuleType]:
+    """`core/images.py` and `core/preprocessing.py` as they were at a git revision, loaded as
+    modules of their own (`old_images`, `old_preprocessing`) beside the current ones, so that
+    a script can time or score the code before a change in the same run as after it."""
+    modules: dict[str, ModuleType] = {}
+    for name in ("preprocessing", "images"):
+        source = subprocess.run(
+            ["git", "show", f"{revision}:core/{name}.py"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        source = source.replace("from core.preprocessing import", "from old_preprocessing import")
+        path = folder / f"old_{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"old_{name}", path)
+        assert spec is not None and spec.loader is not None
+        modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[f"old_{name}"] = modules[name]
+        spec.loader.exec_module(modules[name])
+    return modules["images"], modules["preprocessing"]
 
 
 # --- A throwaway Postgres database ------------------------------------------------------------

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from core.images import ImageError, decode_image
 from core.labels import LabelSet
-from core.preprocessing import MODEL_INPUT_SHAPE, preprocess_image
+from core.preprocessing import preprocess_batch, preprocess_image
 from db.models import ModelVersion
 from db.session import get_sessionmaker
 from domain.registry import active_version, active_version_number
@@ -126,16 +126,15 @@ class Predictor:
         decode_ms = _ms_since(start)
         start = time.perf_counter()
         order = sorted(decoded)
-        glyphs = np.zeros((len(order), *MODEL_INPUT_SHAPE[:2]), np.float32)
-        for row, index in enumerate(order):
-            glyphs[row] = preprocess_image(decoded[index].image)
+        batch = preprocess_batch([decoded[index].image for index in order])  # (N, 28, 28, 1)
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
         if order:
-            probabilities = self.model.probabilities(glyphs[..., np.newaxis])
+            probabilities = self.model.probabilities(batch)
             for row, index in enumerate(order):
                 top = self.top(probabilities[row])
-                results[index] = Prediction(top[0].label, top[0].probability, top, glyphs[row])
+                glyph = batch[row, :, :, 0]
+                results[index] = Prediction(top[0].label, top[0].probability, top, glyph)
         inference_ms = _ms_since(start)
         done = [r for r in results if r is not None]
         return done, Timings(decode_ms, preprocess_ms, inference_ms)

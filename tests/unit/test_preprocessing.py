@@ -205,6 +205,19 @@ def test_batch_has_the_model_input_shape() -> None:
     assert preprocess_batch([]).shape == (0, 28, 28, 1)
 
 
+def test_a_batch_of_small_pictures_gives_each_its_own_glyph(nist_images) -> None:
+    # Small pictures of one size are preprocessed together as one stack of array operations;
+    # alone, each takes the one-picture path. Both must give the same glyph.
+    images, _ = nist_images
+    rng = np.random.default_rng(3)
+    noisy = np.clip(255 - images[:20] + rng.normal(0, 20, images[:20].shape), 0, 255)
+    pictures = [*images[:60], *noisy.astype(np.uint8), np.full((28, 28), 255, np.uint8)]
+    together = preprocess_batch(pictures)[..., 0]
+    alone = np.stack([preprocess_image(picture) for picture in pictures])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert not together[-1].any()  # the blank one
+
+
 def test_big_photo_gives_a_full_strength_glyph() -> None:
     # A 12-megapixel phone photo (its speed is measured in bench/bench_preprocess.py).
     photo = draw_seven((3000, 4000), (800, 900), 40, "RGB", (30, 30, 30), (180, 175, 160), 8)

@@ -1,0 +1,115 @@
+"""What the service reads in every kind of real picture: the corpus of testkit/corpus.py.
+
+    .venv/bin/python -m bench.bench_corpus [--count 500] [--split dev check] [--compare REV]
+
+NIST holdout characters (never trained on) drawn as each kind of picture a user sends (low
+resolution, blur, marker, pen, ruled paper, shadows, JPEG, noise, canvas...), encoded as files,
+read exactly as the API reads them (`decode_image`, `preprocess_image`, the bundled ONNX model)
+and scored per kind, as a share of the accuracy on the same characters sent as clean 28x28
+PNGs. `dev` is the draw preprocessing was developed against; `check` (other characters, seed,
+sizes, colours and spacings) is the held-out final check. `--compare REV` also reads every
+picture with the `core/images.py` and `core/preprocessing.py` of a git revision (the figures
+before a change), in the same run.
+"""
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import (
+    REPO_ROOT,
+    BenchRun,
+    add_quiet_option,
+    load_revision,
+    markdown_table,
+    save_results,
+)
+from testkit.corpus import Reader
+
+TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
+# Not kinds of picture: the references the others are compared with.
+REFERENCES = ("clean", "clean, redrawn with a uniform pen")
+
+
+def revision_reader(revision: str, folder: Path) -> Reader:
+    """A reader (bytes -> model input) with a revision's decoding and preprocessing."""
+    images, preprocessing = load_revision(revision, folder)
+
+    from core.config import get_settings
+
+    settings = get_settings()
+    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
+
+    def read(pictures: list[bytes]) -> np.ndarray:
+        decode, preprocess = images.decode_image, preprocessing.preprocess_image
+        glyphs = [preprocess(decode(data, **limits).image) for data in pictures]
+        return np.stack(glyphs)[..., np.newaxis].astype(np.float32)
+
+    return read
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=500, help="characters per kind")
+    parser.add_argument("--split", nargs="+", default=["dev", "check"], choices=["dev", "check"])
+    parser.add_argument("--compare", metavar="REV", help="also read with this revision's code")
+    add_quiet_option(parser)
+    args = parser.parse_args(argv)
+
+    from testkit.corpus import accuracy_by_kind, bundled_session, make_corpus
+
+    run = BenchRun(args.wait_quiet)
+    session = bundled_session()
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="hwr-corpus-") as folder:
+        before = revision_reader(args.compare, Path(folder)) if args.compare else None
+        for split in args.split:
+            start = time.perf_counter()
+            corpus = make_corpus(split, args.count)
+            made = time.perf_counter() - start
+            results[split] = {"now": accuracy_by_kind(corpus, session)}
+            if before is not None:
+                results[split]["before"] = accuracy_by_kind(corpus, session, before)
+            print(
+                f"# {split}: {args.count} characters x {len(corpus.pictures)} kinds, made in "
+                f"{made:.0f} s, read in {time.perf_counter() - start - made:.0f} s",
+                flush=True,
+            )
+    run.finish()
+
+    print()
+    print(run.header())
+    for split, scores in results.items():
+        print(f"\n{split} draw, {args.count} characters per kind:\n")
+        print(markdown_table(*table(scores, args.count, args.compare)))
+    path = save_results("corpus", {**run.record(), "args": vars(args), "accuracy": results})
+    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+
+
+def table(
+    scores: dict[str, dict[str, float]], count: int, revision: str | None
+) -> tuple[list[str], list[list[object]]]:
+    now = scores["now"]
+    headers = ["kind", "images", "accuracy", "share of clean (target ≥ 95%)"]
+    if revision:
+        headers += [f"before ({revision}): accuracy", "before: share of clean"]
+    rows: list[list[object]] = []
+    for kind, accuracy in now.items():
+        share = accuracy / now["clean"]
+        verdict = " (met)" if share >= TARGET else " (**missed**)"
+        if kind in REFERENCES:
+            verdict = " (reference)"
+        row: list[object] = [kind, count, f"{accuracy:.1%}", f"{share:.1%}{verdict}"]
+        if revision:
+            old = scores["before"]
+            row += [f"{old[kind]:.1%}", f"{old[kind] / old['clean']:.1%}"]
+        rows.append(row)
+    return headers, rows
+
+
+if __name__ == "__main__":
+    main()
