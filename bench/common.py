@@ -566,14 +566,15 @@ class SampleRow:
 def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
     """Insert samples straight into the table with COPY (no API): fast set-up of big tables.
 
-    The rows get what the API would store: sha256 of the bytes, holdout decided by the hash.
+    The rows get what the API would store: sha256 of the bytes, evaluation decided as the API
+    decides it.
     """
     import psycopg
 
-    from api.routers.samples import is_holdout
+    from domain.samples import is_evaluation_sample
 
     count = 0
-    columns = "sha256, image, content_type, width, height, label, submitted_label, source, holdout"
+    columns = "sha256, image, content_type, width, height, label, submitted_label, source, evaluation"
     with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
         with cursor.copy(f"COPY samples ({columns}) FROM STDIN") as copy:
             for row in rows:
@@ -588,7 +589,7 @@ def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
                         row.label,
                         row.label,
                         row.source,
-                        is_holdout(sha),
+                        is_evaluation_sample(sha),
                     )
                 )
                 count += 1
