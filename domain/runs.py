@@ -8,7 +8,7 @@ inside its own transaction).
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ScalarSelect, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,20 +31,30 @@ def open_run_id(session: Session) -> int | None:
     return session.scalar(select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)))
 
 
-def last_watermark(session: Session) -> int:
+def _watermark() -> ScalarSelect[int]:
     """The newest sample id that a training run has already taken in (0 before any run)."""
-    return session.scalar(select(func.coalesce(func.max(TrainingRun.sample_watermark), 0))) or 0
+    return select(func.coalesce(func.max(TrainingRun.sample_watermark), 0)).scalar_subquery()
+
+
+def _new_training_sample_count(at_most: int | None) -> ScalarSelect[int]:
+    """Training samples (not kept for evaluation) stored since the last run's watermark;
+    counting stops at `at_most`, so that deciding on a threshold reads at most that many rows
+    of the primary key, however big the table."""
+    query = select(Sample.id).where(Sample.id > _watermark(), Sample.evaluation.is_(False))
+    if at_most is not None:
+        query = query.limit(at_most)
+    return select(func.count()).select_from(query.subquery()).scalar_subquery()
 
 
 def new_training_samples(session: Session, at_most: int | None = None) -> int:
-    """Training samples (not kept for evaluation) stored since the last run's watermark;
-    counting stops at `at_most`, so that deciding on a threshold reads at most that many rows."""
-    query = select(Sample.id).where(
-        Sample.id > last_watermark(session), Sample.evaluation.is_(False)
-    )
-    if at_most is not None:
-        query = query.limit(at_most)
-    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return session.scalar(select(_new_training_sample_count(at_most))) or 0
+
+
+def is_due(session: Session, threshold: int) -> bool:
+    """One query: no run is open and `threshold` new training samples have arrived."""
+    run_open = select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)).exists()
+    due = and_(~run_open, _new_training_sample_count(threshold) >= threshold)
+    return bool(session.scalar(select(due)))
 
 
 def open_run(
@@ -59,7 +69,7 @@ def open_run(
     """
     if open_run_id(session) is not None:
         return None
-    if threshold is not None and new_training_samples(session, at_most=threshold) < threshold:
+    if threshold is not None and not is_due(session, threshold):
         return None
     watermark = session.scalar(select(func.coalesce(func.max(Sample.id), 0))) or 0
     run = TrainingRun(
@@ -84,7 +94,10 @@ def open_run(
 def start_if_due(session: Session, threshold: int) -> int | None:
     """Where a retrain starts on its own: open a run if `threshold` new training samples have
     arrived, and hand it to a worker. Cheap enough to ask after every upload (it reads at most
-    `threshold` rows); the message goes out only when a run opens."""
+    `threshold` rows of an index, in one query); the message goes out only when a run opens."""
+    if not is_due(session, threshold):
+        session.rollback()  # ends the read transaction now, not when the session closes
+        return None
     run_id = open_run(session, "threshold", threshold=threshold)
     if run_id is not None:
         publish_training(run_id)

@@ -92,10 +92,10 @@ def create_sample(
             stored_label=exc.existing.label,
             sample_id=exc.existing.id,
         ) from exc
-    if created:
-        runs.start_if_due(session, settings.retrain_threshold)
-    else:
+    if not created:
         response.status_code = status.HTTP_200_OK
+    elif not sample.evaluation:  # only training samples count towards the threshold
+        runs.start_if_due(session, settings.retrain_threshold)
     return to_out(sample)
 
 
