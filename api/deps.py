@@ -63,7 +63,8 @@ def sent_once(*fields: str) -> Any:
     return Depends(check)
 
 
-def get_label_set(settings: SettingsDep) -> LabelSet:
+async def get_label_set(settings: SettingsDep) -> LabelSet:
+    # async for the same reason as current_settings: a frozen dataclass, nothing to wait for.
     return LabelSet(settings.labels)
 
 

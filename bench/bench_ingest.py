@@ -1,20 +1,32 @@
 """Upload ingest into Postgres: uploads/s, and whether an upload costs the same as the table grows.
 
-    .venv/bin/python -m bench.bench_ingest [--uploads 2000] [--sizes 1000 10000 100000]
+    .venv/bin/python -m bench.bench_ingest [--uploads 2000] [--sizes 1000 10000 100000 1000000]
 
 The service (uvicorn, 2 workers, a throwaway Postgres database, Redis as broker on its own queue,
 no Celery worker consuming it) takes `POST /v1/samples` from 16 concurrent clients, each upload a
 distinct image: 280x280 canvas PNGs like the web page sends (~10 KB). Before each measurement
 the samples table is filled up to the given size with COPY (small valid PNGs with distinct
 hashes, as the API would store them) and analysed; then a fixed number of HTTP uploads is timed.
-Every upload does what it does in production: decode, hash, look up the hash, insert, commit,
-and publish a retrain check to Redis.
+Every upload does what it does in production: decode, hash, one INSERT .. ON CONFLICT, commit,
+and one query deciding whether the retrain threshold (100) is crossed. After each fill a
+finished training run is recorded at the table's end, as after a retrain; the first hundred
+training uploads then pay for the full check (no run open: count the new training samples, up
+to the threshold) and the rest for the short one (a run is open: no worker consumes it here).
+The full check is also timed on its own at each size, in process (`is_due`, 1,000 calls).
+
+The load generator shares the machine's cores with the service. Besides uploads/s the CPU time
+per upload is measured for the API workers, for Postgres (all its processes) and for the
+client, and the service's capacity is derived: how many uploads/s the cores could take with
+the clients elsewhere (cores x 1000 / (API + Postgres ms per upload)).
 """
 
 import argparse
+import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -41,6 +53,9 @@ from bench.common import (
 )
 from bench.httpload import Request, multipart, run_load
 
+CORES = os.cpu_count() or 1
+THRESHOLD = 100  # the production default
+
 
 def upload_requests(count: int, offset: int) -> list[Request]:
     """`count` distinct canvas uploads (NIST test images drawn large), bodies encoded now."""
@@ -59,6 +74,23 @@ def filler_rows(count: int, start: int, pool: list[tuple[bytes, str]]) -> Iterat
     for number in range(start, start + count):
         png, label = pool[number % len(pool)]
         yield SampleRow(tagged_png(png, f"fill-{number}"), label, 28, 28)
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of every process of the local Postgres server (backends, WAL writer,
+    checkpointer...), by pid."""
+    used = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    used[int(entry.name)] = cpu_seconds([int(entry.name)])
+    return used
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds Postgres used since `before`: processes alive at both ends, and new ones."""
+    return sum(now - before.get(pid, 0.0) for pid, now in postgres_cpu().items() if now)
 
 
 def table_state(dsn: str) -> tuple[int, str]:
@@ -82,12 +114,46 @@ def grow_table(dsn: str, target: int, pool: list[tuple[bytes, str]], filled: int
     return filled + missing
 
 
+def record_finished_run(dsn: str) -> None:
+    """A succeeded run that took in every stored sample but the last few: what a retrain leaves,
+    with fewer new training samples than the threshold (none open, so the check counts)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE training_runs SET status = 'failed' WHERE status IN ('queued', 'running')"
+        )
+        conn.execute(
+            "INSERT INTO training_runs (status, trigger, full_retrain, sample_watermark, progress,"
+            " epoch, epochs, attempts, finished_at) SELECT 'succeeded', 'manual', false,"
+            " max(id) - %s, 1, 0, 0, 1, now() FROM samples",
+            (THRESHOLD // 2,),
+        )
+
+
+def full_check_ms(url: str, calls: int = 1000) -> float:
+    """Mean time of `runs.is_due` with no run open: the most an upload's check costs."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from domain import runs
+
+    engine = create_engine(url)
+    with Session(engine) as session:
+        assert not runs.is_due(session, THRESHOLD)  # counts, finds too few: the full check
+        started = time.perf_counter()
+        for _ in range(calls):
+            runs.is_due(session, THRESHOLD)
+            session.rollback()
+        elapsed = time.perf_counter() - started
+    engine.dispose()
+    return elapsed / calls * 1000
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=2000, help="timed uploads per size")
     parser.add_argument("--warmup", type=int, default=200, help="untimed uploads before each")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
     add_quiet_option(parser)
     args = parser.parse_args(argv)
 
@@ -104,19 +170,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     filled = 0
     with throwaway_database() as database:
         try:
-            env = service_env(database, queue)
+            env = service_env(database, queue) | {"RETRAIN_THRESHOLD": str(THRESHOLD)}
             with uvicorn_server("api.main:app", env, workers=WORKERS) as server:
                 for size, requests in zip(args.sizes, batches, strict=True):
                     filled = grow_table(database.dsn, size, pool, filled)
+                    record_finished_run(database.dsn)
+                    check_ms = full_check_ms(database.url)
                     rows_before, _ = table_state(database.dsn)
                     warm, timed = requests[: args.warmup], requests[args.warmup :]
                     run_load(server.url, warm.__getitem__, args.concurrency, total=len(warm))
-                    pids = server.worker_pids()
+                    pids, db_before = server.worker_pids(), postgres_cpu()
                     before = cpu_seconds(pids)
                     result = run_load(
                         server.url, timed.__getitem__, args.concurrency, total=len(timed)
                     )
                     server_cpu_ms = (cpu_seconds(pids) - before) / result.requests * 1000
+                    db_cpu_ms = postgres_cpu_since(db_before) / result.requests * 1000
+                    client_cpu_ms = result.client_cpu * result.seconds / result.requests * 1000
                     rows_after, table_size = table_state(database.dsn)
                     created = result.statuses.get("201", 0)
                     results.append(
@@ -125,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "rows_after": rows_after,
                             "table_size": table_size,
                             "created": created,
+                            "full_threshold_check_ms": check_ms,
                             "server_cpu_ms_per_upload": server_cpu_ms,
+                            "postgres_cpu_ms_per_upload": db_cpu_ms,
+                            "client_cpu_ms_per_upload": client_cpu_ms,
+                            "capacity_uploads_per_s": CORES * 1000 / (server_cpu_ms + db_cpu_ms),
                             "load": asdict(result),
                         }
                     )
@@ -133,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"# {rows_before:,} rows: {result.rps:.1f} uploads/s, "
                         f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
                         f"{created} created, errors {result.errors} {result.error_samples}, "
-                        f"server CPU {server_cpu_ms:.2f} ms/upload",
+                        f"CPU ms/upload: API {server_cpu_ms:.2f}, Postgres {db_cpu_ms:.2f}",
                         flush=True,
                     )
         finally:
@@ -158,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 round(load["p50_ms"], 1),
                 round(load["p99_ms"], 1),
                 round(r["server_cpu_ms_per_upload"], 2),
+                round(r["postgres_cpu_ms_per_upload"], 2),
+                round(r["client_cpu_ms_per_upload"], 2),
+                round(r["capacity_uploads_per_s"]),
+                round(r["full_threshold_check_ms"], 3),
                 f"{ratio(load['rps'], first['load']['rps']):.0%}",
             ]
         )
@@ -172,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"uploads/s ({args.concurrency} clients)",
                 "p50 ms",
                 "p99 ms",
-                "server CPU ms per upload",
+                "API CPU ms per upload",
+                "Postgres CPU ms per upload",
+                "client CPU ms per upload",
+                f"capacity on {CORES} cores, clients elsewhere (uploads/s)",
+                "full threshold check, ms (in process)",
                 f"uploads/s vs {first['rows_before']:,} rows",
             ],
             rows,

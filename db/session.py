@@ -26,12 +26,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    # No pre-ping (a round trip on every checkout, the busiest path being uploads): after a
-    # Postgres restart the first statement on a dead connection fails, the request answers 503,
-    # and SQLAlchemy then drops every pooled connection made before the failure.
+    # pre_ping: a connection that died with a Postgres restart is replaced, not handed out.
     # connect_timeout: a request fails fast with 503 while the database is away.
     return create_engine(
         url,
+        pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
         pool_timeout=5,

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import threading
 
 import httpx
 import pytest
@@ -9,8 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.routers.samples import encode_cursor
-from db.models import Sample
+from core.images import decode_image
+from db.models import Sample, SampleSource
 from db.session import get_sessionmaker
+from domain import samples
 from testkit.images import encode, png, stroke_image
 
 
@@ -249,3 +252,27 @@ def test_head_on_a_sample_image_gives_its_headers_and_no_body(client: TestClient
     assert reply.headers["etag"] == f'"{sample["sha256"]}"'
     assert reply.content == b""
     assert client.head("/v1/samples/999999/image").status_code == 404
+
+
+def test_the_same_new_picture_stored_at_once_is_stored_once() -> None:
+    """Twelve sessions race to store the same new bytes: one is new, the others get that
+    sample (the insert that loses the race does nothing), and there is one row."""
+    data = png(seed=991)
+    decoded = decode_image(data, max_bytes=len(data), max_pixels=10**6)
+    barrier = threading.Barrier(12)
+    results: list[tuple[int, bool]] = []
+
+    def store() -> None:
+        with get_sessionmaker()() as session:
+            barrier.wait()
+            sample, created = samples.store(session, data, decoded, "7", "7", SampleSource.upload)
+            results.append((sample.id, created))
+
+    threads = [threading.Thread(target=store) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(created for _, created in results) == [False] * 11 + [True]
+    assert len({sample_id for sample_id, _ in results}) == 1
+    assert stored_count() == 1
