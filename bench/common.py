@@ -574,7 +574,9 @@ def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
     from domain.samples import is_evaluation_sample
 
     count = 0
-    columns = "sha256, image, content_type, width, height, label, submitted_label, source, evaluation"
+    columns = (
+        "sha256, image, content_type, width, height, label, submitted_label, source, evaluation"
+    )
     with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
         with cursor.copy(f"COPY samples ({columns}) FROM STDIN") as copy:
             for row in rows:
