@@ -148,6 +148,79 @@ def full_check_ms(url: str, calls: int = 1000) -> float:
     return elapsed / calls * 1000
 
 
+def measure(url: str, worker_pids: list[int], dsn: str, requests: list[Request], args: Any) -> dict:
+    """Warm up, then time the uploads of one table size, with everyone's CPU per upload."""
+    warm, timed = requests[: args.warmup], requests[args.warmup :]
+    run_load(url, warm.__getitem__, args.concurrency, total=len(warm))
+    rows_before, _ = table_state(dsn)
+    api_before, db_before = cpu_seconds(worker_pids), postgres_cpu()
+    result = run_load(url, timed.__getitem__, args.concurrency, total=len(timed))
+    api_ms = (cpu_seconds(worker_pids) - api_before) / result.requests * 1000
+    db_ms = postgres_cpu_since(db_before) / result.requests * 1000
+    rows_after, table_size = table_state(dsn)
+    created = result.statuses.get("201", 0)
+    print(
+        f"# {rows_before:,} rows: {result.rps:.1f} uploads/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, {created} created, errors {result.errors} "
+        f"{result.error_samples}, CPU ms/upload: API {api_ms:.2f}, Postgres {db_ms:.2f}",
+        flush=True,
+    )
+    return {
+        "rows_before": rows_before,
+        "rows_after": rows_after,
+        "table_size": table_size,
+        "created": created,
+        "lost": created - (rows_after - rows_before),  # answered 201 but not in the table
+        "server_cpu_ms_per_upload": api_ms,
+        "postgres_cpu_ms_per_upload": db_ms,
+        "client_cpu_ms_per_upload": result.client_cpu * result.seconds / result.requests * 1000,
+        "capacity_uploads_per_s": CORES * 1000 / (api_ms + db_ms),
+        "load": asdict(result),
+    }
+
+
+def results_table(results: list[dict[str, Any]], concurrency: int) -> str:
+    first = results[0]["load"]["rps"]
+    rows = [
+        [
+            r["rows_before"],
+            r["table_size"],
+            r["load"]["requests"],
+            r["created"],
+            r["lost"],
+            r["load"]["errors"],
+            round(r["load"]["rps"], 1),
+            round(r["load"]["p50_ms"], 1),
+            round(r["load"]["p99_ms"], 1),
+            round(r["server_cpu_ms_per_upload"], 2),
+            round(r["postgres_cpu_ms_per_upload"], 2),
+            round(r["client_cpu_ms_per_upload"], 2),
+            round(r["capacity_uploads_per_s"]),
+            round(r["full_threshold_check_ms"], 3),
+            f"{ratio(r['load']['rps'], first):.0%}",
+        ]
+        for r in results
+    ]
+    headers = [
+        "rows in samples before",
+        "table size after",
+        "uploads timed",
+        "created (201)",
+        "lost",
+        "errors",
+        f"uploads/s ({concurrency} clients)",
+        "p50 ms",
+        "p99 ms",
+        "API CPU ms per upload",
+        "Postgres CPU ms per upload",
+        "client CPU ms per upload",
+        f"capacity on {CORES} cores, clients elsewhere (uploads/s)",
+        "full threshold check, ms (in process)",
+        f"uploads/s vs {results[0]['rows_before']:,} rows",
+    ]
+    return markdown_table(headers, rows)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=2000, help="timed uploads per size")
@@ -161,7 +234,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_size = args.uploads + args.warmup
     print(f"# encoding {per_size * len(args.sizes):,} distinct canvas uploads", flush=True)
     batches = [upload_requests(per_size, i * per_size) for i in range(len(args.sizes))]
-    print(f"# upload body: ~{len(batches[0][0].content or b''):,} bytes", flush=True)
     pool_glyphs, pool_labels = nist_glyphs(1000, offset=100_000)
     pool = [(small_png(g), label) for g, label in zip(pool_glyphs, pool_labels, strict=True)]
 
@@ -176,98 +248,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     filled = grow_table(database.dsn, size, pool, filled)
                     record_finished_run(database.dsn)
                     check_ms = full_check_ms(database.url)
-                    rows_before, _ = table_state(database.dsn)
-                    warm, timed = requests[: args.warmup], requests[args.warmup :]
-                    run_load(server.url, warm.__getitem__, args.concurrency, total=len(warm))
-                    pids, db_before = server.worker_pids(), postgres_cpu()
-                    before = cpu_seconds(pids)
-                    result = run_load(
-                        server.url, timed.__getitem__, args.concurrency, total=len(timed)
-                    )
-                    server_cpu_ms = (cpu_seconds(pids) - before) / result.requests * 1000
-                    db_cpu_ms = postgres_cpu_since(db_before) / result.requests * 1000
-                    client_cpu_ms = result.client_cpu * result.seconds / result.requests * 1000
-                    rows_after, table_size = table_state(database.dsn)
-                    created = result.statuses.get("201", 0)
-                    results.append(
-                        {
-                            "rows_before": rows_before,
-                            "rows_after": rows_after,
-                            "table_size": table_size,
-                            "created": created,
-                            "full_threshold_check_ms": check_ms,
-                            "server_cpu_ms_per_upload": server_cpu_ms,
-                            "postgres_cpu_ms_per_upload": db_cpu_ms,
-                            "client_cpu_ms_per_upload": client_cpu_ms,
-                            "capacity_uploads_per_s": CORES * 1000 / (server_cpu_ms + db_cpu_ms),
-                            "load": asdict(result),
-                        }
-                    )
-                    print(
-                        f"# {rows_before:,} rows: {result.rps:.1f} uploads/s, "
-                        f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                        f"{created} created, errors {result.errors} {result.error_samples}, "
-                        f"CPU ms/upload: API {server_cpu_ms:.2f}, Postgres {db_cpu_ms:.2f}",
-                        flush=True,
-                    )
+                    pids = server.worker_pids()
+                    result = measure(server.url, pids, database.dsn, requests, args)
+                    results.append(result | {"full_threshold_check_ms": check_ms})
         finally:
             drop_redis_queue(queue)
     run.finish()
 
-    print()
-    print(run.header())
-    print()
-    first = results[0]
-    rows = []
-    for r in results:
-        load = r["load"]
-        rows.append(
-            [
-                r["rows_before"],
-                r["table_size"],
-                load["requests"],
-                r["created"],
-                load["errors"],
-                round(load["rps"], 1),
-                round(load["p50_ms"], 1),
-                round(load["p99_ms"], 1),
-                round(r["server_cpu_ms_per_upload"], 2),
-                round(r["postgres_cpu_ms_per_upload"], 2),
-                round(r["client_cpu_ms_per_upload"], 2),
-                round(r["capacity_uploads_per_s"]),
-                round(r["full_threshold_check_ms"], 3),
-                f"{ratio(load['rps'], first['load']['rps']):.0%}",
-            ]
-        )
-    print(
-        markdown_table(
-            [
-                "rows in samples before",
-                "table size after",
-                "uploads timed",
-                "created (201)",
-                "errors",
-                f"uploads/s ({args.concurrency} clients)",
-                "p50 ms",
-                "p99 ms",
-                "API CPU ms per upload",
-                "Postgres CPU ms per upload",
-                "client CPU ms per upload",
-                f"capacity on {CORES} cores, clients elsewhere (uploads/s)",
-                "full threshold check, ms (in process)",
-                f"uploads/s vs {first['rows_before']:,} rows",
-            ],
-            rows,
-        )
-    )
-    path = save_results(
-        "ingest",
-        {
-            **run.record(),
-            "args": vars(args),
-            "results": results,
-        },
-    )
+    print(f"\n{run.header()}\n\n{results_table(results, args.concurrency)}")
+    path = save_results("ingest", {**run.record(), "args": vars(args), "results": results})
     print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
 
 

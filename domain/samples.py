@@ -5,11 +5,13 @@ ones is decided once, at insert, and never changes.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Insert, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
 
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
@@ -31,6 +33,13 @@ def is_evaluation_sample(sha256: str) -> bool:
     return int(sha256[:8], 16) % 10 == 0
 
 
+@dataclass(frozen=True)
+class Upload:
+    sample: Sample
+    created: bool  # False: the same bytes were stored already, with this label
+    retrain_due: bool  # it brought the new training samples to the retrain threshold
+
+
 def store(
     session: Session,
     data: bytes,
@@ -38,12 +47,14 @@ def store(
     label: str,
     submitted_label: str,
     source: SampleSource,
-) -> tuple[Sample, bool]:
-    """Store an uploaded image with its label: (the sample, whether it is new).
+    retrain_threshold: int | None = None,
+) -> Upload:
+    """Store an uploaded image with its label, and say whether a retrain is now due.
 
     The same bytes with the same label again give the stored sample; with another label,
-    LabelConflict. One INSERT .. ON CONFLICT DO NOTHING decides both a new picture and two
-    requests racing with the same bytes, in one round trip (uploads are the busiest write).
+    LabelConflict. Uploads are the busiest write, so a new picture costs one transaction of
+    two Core statements: INSERT .. ON CONFLICT DO NOTHING (which also settles two requests
+    racing with the same bytes) and, for a training sample, the threshold check (domain.runs).
     """
     values = {
         "sha256": decoded.sha256,
@@ -56,26 +67,35 @@ def store(
         "source": source.value,
         "evaluation": is_evaluation_sample(decoded.sha256),
     }
-    inserted = session.execute(
-        _insert_unless_stored(session, values).returning(Sample.id, Sample.created_at)
-    ).first()
+    inserted = session.connection().execute(_insert_unless_stored(session, values)).first()
     if inserted is not None:
+        due = (
+            retrain_threshold is not None
+            and not values["evaluation"]
+            and runs.is_due(session, retrain_threshold)
+        )
         session.commit()
-        return Sample(**values, id=inserted.id, created_at=inserted.created_at), True
+        return Upload(Sample(**values, id=inserted.id, created_at=inserted.created_at), True, due)
     existing = session.scalar(select(Sample).where(Sample.sha256 == decoded.sha256))
     session.commit()
     if existing is None:  # deleted between the two statements: store it after all
-        return store(session, data, decoded, label, submitted_label, source)
+        return store(session, data, decoded, label, submitted_label, source, retrain_threshold)
     if existing.label != label:
         raise LabelConflict(existing)
-    return existing, False
+    return Upload(existing, False, False)
 
 
-def _insert_unless_stored(session: Session, values: dict[str, object]) -> Insert:
+def _insert_unless_stored(session: Session, values: dict[str, object]) -> ReturningInsert[Any]:
     """INSERT that does nothing where the same bytes (sha256) are stored already."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(Sample).values(values).on_conflict_do_nothing(index_elements=["sha256"])
+    table = Sample.__table__
+    return (
+        insert(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["sha256"])
+        .returning(table.c.id, table.c.created_at)
+    )
 
 
 def page(session: Session, label: str | None, before_id: int | None, limit: int) -> list[Sample]:

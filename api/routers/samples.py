@@ -83,7 +83,9 @@ def create_sample(
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
     try:
-        sample, created = samples.store(session, data, decoded, stored_label, label, source)
+        upload = samples.store(
+            session, data, decoded, stored_label, label, source, settings.retrain_threshold
+        )
     except samples.LabelConflict as exc:
         raise ApiError(
             409,
@@ -92,11 +94,11 @@ def create_sample(
             stored_label=exc.existing.label,
             sample_id=exc.existing.id,
         ) from exc
-    if not created:
+    if not upload.created:
         response.status_code = status.HTTP_200_OK
-    elif not sample.evaluation:  # only training samples count towards the threshold
+    if upload.retrain_due:
         runs.start_if_due(session, settings.retrain_threshold)
-    return to_out(sample)
+    return to_out(upload.sample)
 
 
 def encode_cursor(sample_id: int) -> str:

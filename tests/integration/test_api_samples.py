@@ -265,8 +265,8 @@ def test_the_same_new_picture_stored_at_once_is_stored_once() -> None:
     def store() -> None:
         with get_sessionmaker()() as session:
             barrier.wait()
-            sample, created = samples.store(session, data, decoded, "7", "7", SampleSource.upload)
-            results.append((sample.id, created))
+            upload = samples.store(session, data, decoded, "7", "7", SampleSource.upload)
+            results.append((upload.sample.id, upload.created))
 
     threads = [threading.Thread(target=store) for _ in range(12)]
     for thread in threads:
