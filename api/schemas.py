@@ -27,6 +27,10 @@ class SampleOut(BaseModel):
     content_type: str
     source: str
     evaluation: bool = Field(description="Kept for judging candidate models, not for training")
+    confirmed_at: datetime | None = Field(
+        description="When an admin confirmed the label; an evaluation sample judges candidates "
+        "only once confirmed (or when its source is in TRUSTED_SOURCES)"
+    )
     created_at: datetime
 
 
@@ -123,6 +127,9 @@ class TrainingRunOut(BaseModel):
     error: str | None
     sample_watermark: int
     attempts: int
+    gated_against: int | None = Field(
+        description="The model version the candidate was compared with (the one active then)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

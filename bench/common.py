@@ -567,12 +567,20 @@ def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
     """Insert samples straight into the table with COPY (no API): fast set-up of big tables.
 
     The rows get what the API would store: sha256 of the bytes, evaluation decided as the API
-    decides it.
+    decides it (domain.samples, from the decoded pixels with this database's evaluation key).
     """
     import psycopg
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.orm import Session
 
-    from domain.samples import is_evaluation_sample
+    from core.images import decode_image
+    from domain.samples import evaluation_key, is_evaluation_sample
 
+    engine = create_engine(make_url(dsn).set(drivername="postgresql+psycopg"))
+    with Session(engine) as session:
+        key = evaluation_key(session)
+    engine.dispose()
     count = 0
     columns = (
         "sha256, image, content_type, width, height, label, submitted_label, source, evaluation"
@@ -581,6 +589,7 @@ def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
         with cursor.copy(f"COPY samples ({columns}) FROM STDIN") as copy:
             for row in rows:
                 sha = hashlib.sha256(row.image).hexdigest()
+                pixels = decode_image(row.image, max_bytes=len(row.image), max_pixels=10**8).image
                 copy.write_row(
                     (
                         sha,
@@ -591,7 +600,7 @@ def copy_samples(dsn: str, rows: Iterable[SampleRow]) -> int:
                         row.label,
                         row.label,
                         row.source,
-                        is_evaluation_sample(sha),
+                        is_evaluation_sample(pixels, key),
                     )
                 )
                 count += 1

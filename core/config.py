@@ -58,6 +58,21 @@ class Settings(BaseSettings):
     gate_max_nist_drop: float = Field(
         default=0.005, ge=0, description="How much NIST test accuracy a candidate may lose."
     )
+    registry_lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long an activation waits for the registry lock before answering 409.",
+    )
+    evaluation_key: str = Field(
+        default="",
+        description="Secret keying which samples are kept for evaluation (empty: one generated "
+        "once and stored in the database).",
+    )
+    trusted_sources: list[str] = Field(
+        default_factory=list,
+        description="Sample sources whose evaluation samples judge candidates unconfirmed "
+        '(JSON list, e.g. ["canvas"]); others count once an admin confirms them.',
+    )
     run_stale_seconds: float = Field(
         default=180.0, gt=0, description="A running run without heartbeat this long is retried."
     )

@@ -3,7 +3,13 @@
 Changes are serialised: a transaction that changes which version is active first takes the
 registry lock (a Postgres advisory lock; SQLite has one writer at a time anyway), so an
 activation and a registration never interleave, and the partial unique index
-`uq_model_versions_one_active` is never the thing that decides between them.
+`uq_model_versions_one_active` is never the thing that decides between them. An activation
+waits for the lock at most REGISTRY_LOCK_TIMEOUT_SECONDS (then `RegistryBusy`, a 409).
+
+A run's candidate is registered only against the version it was gated against: if another
+version became active meanwhile (an admin's rollback), `ActiveVersionChanged` sends the worker
+back to judge it against the version active now, and a second change stores the candidate
+without promoting it. A manual activation is never undone silently.
 """
 
 import hashlib
@@ -13,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.config import REPO_ROOT
+from core.config import REPO_ROOT, get_settings
 from core.model_report import ModelReport
 from db.models import ModelStatus, ModelVersion
 from domain import runs
@@ -37,10 +43,36 @@ def active_version_number(session: Session) -> int | None:
     )
 
 
-def lock_registry(session: Session) -> None:
-    """Held until the transaction ends: one registry change at a time, across processes."""
-    if session.get_bind().dialect.name == "postgresql":
+class RegistryBusy(Exception):
+    """The registry lock was not free within REGISTRY_LOCK_TIMEOUT_SECONDS; nothing changed."""
+
+
+class ActiveVersionChanged(Exception):
+    """The active version is no longer the one the candidate was gated against."""
+
+    def __init__(self, gated_against: int | None, active_now: int | None) -> None:
+        super().__init__(f"active version is {active_now}, the gate compared with {gated_against}")
+        self.gated_against = gated_against
+        self.active_now = active_now
+
+
+def lock_registry(session: Session, timeout_seconds: float | None = None) -> None:
+    """Held until the transaction ends: one registry change at a time, across processes.
+    With a timeout, RegistryBusy (the transaction rolled back) when it is not free by then."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    try:
+        if timeout_seconds is not None:
+            milliseconds = str(max(1, round(timeout_seconds * 1000)))
+            session.execute(select(func.set_config("lock_timeout", milliseconds, True)))
         session.execute(select(func.pg_advisory_xact_lock(REGISTRY_LOCK)))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        session.rollback()
+        raise RegistryBusy("another registry change is in progress; retry shortly") from exc
+    if timeout_seconds is not None:  # only the lock waits that long, not what follows
+        session.execute(select(func.set_config("lock_timeout", "0", True)))
 
 
 def _make_active(session: Session, version: ModelVersion) -> None:
@@ -56,8 +88,9 @@ def _make_active(session: Session, version: ModelVersion) -> None:
 
 def activate(session: Session, version: int) -> ModelVersion | None:
     """Make `version` the serving one (rollback or forward); None if there is no such version.
-    Every API process follows within MODEL_POLL_SECONDS."""
-    lock_registry(session)
+    Every API process follows within MODEL_POLL_SECONDS. RegistryBusy if the lock does not
+    come free within REGISTRY_LOCK_TIMEOUT_SECONDS."""
+    lock_registry(session, get_settings().registry_lock_timeout_seconds)
     model = session.get(ModelVersion, version, populate_existing=True)
     if model is None:
         session.rollback()
@@ -90,31 +123,68 @@ def _version_row(new: NewVersion, status: ModelStatus) -> ModelVersion:
     )
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision about a candidate and the version it compared it with."""
+
+    promote: bool
+    reason: str
+    gated_against: int | None  # the version active when the candidate was judged
+
+
 def register_candidate(
     session: Session,
     run_id: int,
     attempt: int,
     new: NewVersion,
-    promote: bool,
-    reason: str,
+    verdict: Verdict,
     run_metrics: dict[str, Any],
+    hold_if_changed: bool = False,
 ) -> ModelVersion:
     """Store a run's candidate, active if it passed the gate, rejected if not, and end the run:
-    one transaction, only while this attempt still owns the run."""
+    one transaction, only while this attempt still owns the run.
+
+    Under the registry lock, the active version must still be the one the gate compared with.
+    If it is not: ActiveVersionChanged (nothing stored; judge again against the new one), or,
+    with `hold_if_changed`, the candidate is stored as `candidate`, not promoted.
+    """
     run = runs.lock_owned_run(session, run_id, attempt)
     lock_registry(session)
+    active_now = active_version_number(session)
+    changed = active_now != verdict.gated_against
+    if changed and not hold_if_changed:
+        session.rollback()
+        raise ActiveVersionChanged(verdict.gated_against, active_now)
     version = _version_row(new, ModelStatus.candidate)
     version.training_run_id = run_id
     session.add(version)
     session.flush()
-    if promote:
-        _make_active(session, version)
-    else:
-        version.status = ModelStatus.rejected
-    runs.succeed(run, run_metrics, "promoted" if promote else "rejected", reason)
+    decision, reason = _outcome(session, version, verdict, active_now if changed else None)
+    run.gated_against = verdict.gated_against
+    runs.succeed(run, run_metrics, decision, reason)
     session.commit()
     log.info("training run %s: version %s %s (%s)", run_id, version.version, version.status, reason)
     return version
+
+
+def _outcome(
+    session: Session, version: ModelVersion, verdict: Verdict, changed_to: int | None
+) -> tuple[str, str]:
+    """Set the new version's status; the run's decision and reason. `changed_to`: the version
+    that became active after the gate's comparison (None: it did not change)."""
+    compared = f"compared with version {verdict.gated_against}: {verdict.reason}"
+    if changed_to is not None:
+        version.status = ModelStatus.candidate
+        return "candidate", (
+            f"not promoted: version {changed_to} was activated while the candidate was being "
+            f"judged again, and a manual activation is never overridden; activate this version "
+            f"by hand if wanted ({compared})"
+        )
+    if verdict.promote:
+        _make_active(session, version)
+        return "promoted", compared
+    version.status = ModelStatus.rejected
+    return "rejected", compared
 
 
 def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> int | None:

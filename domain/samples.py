@@ -1,23 +1,36 @@
 """Labelled samples people upload: storing them, finding them, and what training sees of them.
 
 About one sample in ten is kept for evaluation (judging candidates) instead of training; which
-ones is decided once, at insert, and never changes.
+ones is decided once, at insert, and never changes. The decision is a keyed hash of the decoded
+pixels: re-encodings of one picture land on the same side, and nobody without the key can tell
+in advance which side a picture lands on. Only trusted evaluation samples (confirmed by an
+admin, or from a trusted source) judge candidates: an uploader alone never decides a promotion.
 """
 
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
+from core.config import get_settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
-from core.preprocessing import preprocess_image
-from db.models import Sample, SampleSource
+from core.preprocessing import grayscale, preprocess_image
+from db.models import Sample, SampleSource, ServiceKey
 from domain import runs
+
+EVALUATION_KEY_NAME = "evaluation"
+FINGERPRINT_SIDE = 32  # pixels a side of the picture the decision hashes
+FINGERPRINT_LEVELS = 16  # grey levels kept: re-encoding noise below 1/16 changes nothing
 
 
 class LabelConflict(Exception):
@@ -28,9 +41,60 @@ class LabelConflict(Exception):
         self.existing = existing
 
 
-def is_evaluation_sample(sha256: str) -> bool:
-    """About 10% of samples are kept for evaluation; the hash decides, so it never changes."""
-    return int(sha256[:8], 16) % 10 == 0
+def pixel_fingerprint(image: np.ndarray) -> bytes:
+    """The decoded picture reduced to what re-encoding cannot change: grey (alpha composited),
+    32x32 by area averaging, 16 levels. Metadata, compression and container are gone."""
+    grey = grayscale(image)
+    if grey.dtype == np.uint8:
+        unit = grey.astype(np.float32) / 255
+    elif grey.dtype == np.uint16:
+        unit = grey.astype(np.float32) / 65535
+    else:
+        unit = np.clip(grey.astype(np.float32), 0.0, 1.0)
+    small = cv2.resize(unit, (FINGERPRINT_SIDE, FINGERPRINT_SIDE), interpolation=cv2.INTER_AREA)
+    levels = np.clip(np.floor(small * FINGERPRINT_LEVELS), 0, FINGERPRINT_LEVELS - 1)
+    return levels.astype(np.uint8).tobytes()
+
+
+def is_evaluation_sample(image: np.ndarray, key: bytes) -> bool:
+    """About 10% of samples are kept for evaluation: a keyed hash (HMAC-SHA256) of the pixel
+    fingerprint decides, so it never changes and cannot be steered without the key."""
+    digest = hmac.new(key, pixel_fingerprint(image), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") % 10 == 0
+
+
+_keys: dict[str, bytes] = {}  # per database URL: read once per process
+
+
+def evaluation_key(session: Session) -> bytes:
+    """EVALUATION_KEY if set; otherwise the key generated once and stored in `service_keys`
+    (the first process to need it inserts it, every later one reads that one)."""
+    configured = get_settings().evaluation_key
+    if configured:
+        return configured.encode()
+    database = session.get_bind().url.render_as_string(hide_password=True)
+    if database not in _keys:
+        _keys[database] = _stored_key(session)
+    return _keys[database]
+
+
+def _stored_key(session: Session) -> bytes:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(ServiceKey)
+        .values(name=EVALUATION_KEY_NAME, secret=secrets.token_bytes(32))
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    key = session.scalar(select(ServiceKey.secret).where(ServiceKey.name == EVALUATION_KEY_NAME))
+    session.commit()
+    assert key is not None
+    return bytes(key)
+
+
+def trusted(trusted_sources: Iterable[str]) -> ColumnElement[bool]:
+    """A sample whose label an admin vouches for: confirmed, or from a trusted source."""
+    return or_(Sample.confirmed_at.is_not(None), Sample.source.in_(list(trusted_sources)))
 
 
 @dataclass(frozen=True)
@@ -65,7 +129,7 @@ def store(
         "label": label,
         "submitted_label": submitted_label,
         "source": source.value,
-        "evaluation": is_evaluation_sample(decoded.sha256),
+        "evaluation": is_evaluation_sample(decoded.image, evaluation_key(session)),
     }
     inserted = session.connection().execute(_insert_unless_stored(session, values)).first()
     if inserted is not None:
@@ -132,6 +196,14 @@ def counts(session: Session) -> SampleCounts:
     )
 
 
+def confirm(session: Session, sample: Sample) -> Sample:
+    """An admin vouches for the sample's label; the first confirmation's time is kept."""
+    if sample.confirmed_at is None:
+        sample.confirmed_at = runs.now()
+        session.commit()
+    return sample
+
+
 def delete(session: Session, sample: Sample) -> None:
     session.delete(sample)
     session.commit()
@@ -154,13 +226,21 @@ class Glyphs:
 
 
 def for_training(
-    session: Session, watermark: int, labels: LabelSet, max_pixels: int
+    session: Session,
+    watermark: int,
+    labels: LabelSet,
+    max_pixels: int,
+    trusted_sources: Iterable[str] = (),
 ) -> tuple[Glyphs, Glyphs]:
     """(training, evaluation) samples up to the watermark, through the serving preprocessing,
-    so that what is trained is what is served."""
+    so that what is trained is what is served. The evaluation set holds only trusted
+    evaluation samples; untrusted ones are in neither set."""
     groups: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
     rows = session.execute(
-        select(Sample.image, Sample.label, Sample.evaluation).where(Sample.id <= watermark)
+        select(Sample.image, Sample.label, Sample.evaluation).where(
+            Sample.id <= watermark,
+            or_(Sample.evaluation.is_(False), trusted(trusted_sources)),
+        )
     )
     for image, label, evaluation in rows:
         if label not in labels.characters:

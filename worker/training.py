@@ -18,7 +18,7 @@ from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
 from db.models import RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
-from domain.gate import GateDecision, gate
+from domain.gate import gate
 from trainer.config import ExtraSamples, TrainingConfig
 
 if TYPE_CHECKING:
@@ -64,8 +64,7 @@ def execute_run(run_id: int) -> str:
         settings = get_settings()
         plan = plan_run(run_id, attempt, settings)
         artifacts = train_candidate(plan)
-        decision, active = judge(plan, artifacts, settings)
-        register(plan, artifacts, decision, active)
+        judge_and_register(plan, artifacts, settings)
         return RunStatus.succeeded
     except runs.RunTakenOver:
         log.warning("training run %s attempt %s was taken over; discarding it", run_id, attempt)
@@ -112,9 +111,19 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             and serving.architecture == settings.retrain_architecture
         )
         training, evaluation = samples.for_training(
-            session, run.sample_watermark, labels, settings.max_image_pixels
+            session,
+            run.sample_watermark,
+            labels,
+            settings.max_image_pixels,
+            settings.trusted_sources,
         )
-        runs.record_progress(session, run_id, attempt, progress=0.0)
+        runs.record_progress(
+            session,
+            run_id,
+            attempt,
+            progress=0.0,
+            gated_against=serving.version if serving else None,
+        )
     data = load_nist(settings.nist_data_dir, labels)
     config = retrain_config(settings, warm)
     nist_images = min(config.max_train or len(data.y_train), len(data.y_train))
@@ -178,31 +187,68 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
     )
 
 
+@dataclass(frozen=True)
+class Judgement:
+    verdict: registry.Verdict
+    active: Metrics | None  # the compared version's scores on the candidate's sets
+
+
 def judge(
-    plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings
-) -> tuple[GateDecision, Metrics | None]:
-    """Evaluate the serving model on the candidate's sets, then gate: (decision, its metrics)."""
+    plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings, serving: ServingModel | None
+) -> Judgement:
+    """Evaluate the serving model on the candidate's sets, then gate."""
     from trainer.evaluate import evaluate_sets, main_holdout, nist_sets
 
     with get_sessionmaker()() as session:
         runs.record_progress(session, plan.run_id, plan.attempt, progress=TRAINING_SHARE + 0.02)
     active = None
-    if plan.serving is not None:
+    if serving is not None:
         sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
-        scores = evaluate_sets(plan.serving.onnx, sets, plan.data.labels)
+        scores = evaluate_sets(serving.onnx, sets, plan.data.labels)
         active = headline_metrics(scores, main_holdout(plan.data))
     decision = gate(artifacts.report.metrics, active, settings.gate_max_nist_drop)
-    return decision, active
+    version = serving.version if serving else None
+    return Judgement(registry.Verdict(decision.promote, decision.reason, version), active)
+
+
+def serving_now() -> ServingModel | None:
+    with get_sessionmaker()() as session:
+        serving = registry.active_version(session)
+        return ServingModel(serving.version, serving.onnx) if serving else None
+
+
+def judge_and_register(plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings) -> None:
+    """Gate against the version that served when the run started; if another one became
+    active meanwhile (a rollback), judge again against that one, outside the registry lock.
+    A third version by then: the candidate is stored without promotion (never overriding an
+    admin's activation)."""
+    judgement = judge(plan, artifacts, settings, plan.serving)
+    try:
+        register(plan, artifacts, judgement, hold_if_changed=False)
+    except registry.ActiveVersionChanged as changed:
+        log.warning("training run %s: %s; judging the candidate again", plan.run_id, changed)
+        again = judge(plan, artifacts, settings, serving_now())
+        note = (
+            f"re-judged: version {again.verdict.gated_against} was activated during the run "
+            f"(it started against version {changed.gated_against}); "
+        )
+        verdict = again.verdict
+        again = Judgement(
+            registry.Verdict(verdict.promote, note + verdict.reason, verdict.gated_against),
+            again.active,
+        )
+        register(plan, artifacts, again, hold_if_changed=True)
 
 
 def register(
-    plan: RunPlan, artifacts: "TrainedArtifacts", decision: GateDecision, active: Metrics | None
+    plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement, hold_if_changed: bool
 ) -> None:
-    """Store the candidate (promoted or rejected) and end the run, in one transaction."""
+    """Store the candidate (promoted, rejected or held) and end the run, in one transaction."""
+    active = judgement.active
     run_metrics: dict[str, Any] = {
         "candidate": artifacts.report.metrics.model_dump(mode="json"),
         "active": active.model_dump(mode="json") if active else None,
-        "active_version": plan.serving.version if plan.serving else None,
+        "active_version": judgement.verdict.gated_against,
         "warm_start": plan.initial_weights is not None,
         "config": asdict(plan.config),
         "epochs": plan.config.epochs,
@@ -215,5 +261,11 @@ def register(
     new = registry.NewVersion(artifacts.onnx, artifacts.weights, artifacts.report)
     with get_sessionmaker()() as session:
         registry.register_candidate(
-            session, plan.run_id, plan.attempt, new, decision.promote, decision.reason, run_metrics
+            session,
+            plan.run_id,
+            plan.attempt,
+            new,
+            judgement.verdict,
+            run_metrics,
+            hold_if_changed=hold_if_changed,
         )

@@ -74,8 +74,12 @@ def download_onnx(version: VersionNumber, session: SessionDep) -> Response:
 
 @router.post("/{version}/activate", dependencies=[AdminDep], responses=ERRORS)
 def activate_model(version: VersionNumber, session: SessionDep, request: Request) -> ModelOut:
-    """Admin: make this version serve (rollback or forward). Every API process follows."""
-    model = registry.activate(session, version)
+    """Admin: make this version serve (rollback or forward). Every API process follows.
+    409 `registry_busy` when another registry change holds the lock too long: retry."""
+    try:
+        model = registry.activate(session, version)
+    except registry.RegistryBusy as exc:
+        raise ApiError(409, "registry_busy", str(exc), headers={"Retry-After": "1"}) from exc
     if model is None:
         raise ApiError(404, "model_not_found", f"there is no model version {version}")
     request.app.state.model_server.refresh()  # this process at once; the others poll

@@ -39,6 +39,7 @@ def to_out(sample: Sample) -> SampleOut:
         content_type=sample.content_type,
         source=sample.source,
         evaluation=sample.evaluation,
+        confirmed_at=sample.confirmed_at,
         created_at=sample.created_at,
     )
 
@@ -177,6 +178,13 @@ def get_sample_image(sample_id: RowId, session: SessionDep) -> Response:
             "ETag": f'"{sample.sha256}"',
         },
     )
+
+
+@router.post("/{sample_id}/confirm", dependencies=[AdminDep], responses=ERRORS)
+def confirm_sample(sample_id: RowId, session: SessionDep) -> SampleOut:
+    """Admin: vouch for this sample's label. A confirmed evaluation sample judges candidates;
+    an unconfirmed one (from a source not in TRUSTED_SOURCES) never does."""
+    return to_out(samples.confirm(session, get_sample_or_404(session, sample_id)))
 
 
 @router.delete(

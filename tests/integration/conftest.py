@@ -137,15 +137,16 @@ def start_test_process(
     return start_process(args, log_path, {**TEST_ENV, **(env or {})})
 
 
-def add_model_version(status: str = "candidate") -> int:
-    """Another registry version made of the bundled model's real ONNX bytes; its number."""
+def add_model_version(status: str = "candidate", onnx: bytes | None = None) -> int:
+    """Another registry version made of the bundled model's real ONNX bytes (or `onnx`); its
+    number."""
     import hashlib
 
     from db.models import ModelVersion
     from db.session import get_sessionmaker
     from domain.registry import BUNDLED_MODEL_DIR
 
-    onnx = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
+    onnx = onnx or (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
     with get_sessionmaker()() as session:
         active = session.get(ModelVersion, 1)
         assert active is not None, "the bundled model is installed as version 1 first"

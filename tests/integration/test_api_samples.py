@@ -133,7 +133,7 @@ def test_same_bytes_other_label_is_a_conflict_naming_the_stored_label(
     assert stored_count() == 1
 
 
-def test_evaluation_samples_are_a_tenth_and_decided_by_the_bytes(client: TestClient) -> None:
+def test_evaluation_samples_are_a_tenth_and_decided_once(client: TestClient) -> None:
     flags = {}
     for seed in range(200):
         data = png(100 + seed)

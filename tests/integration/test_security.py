@@ -48,6 +48,9 @@ def admin_requests(client: TestClient) -> dict[str, Callable[[dict[str, str]], h
     version = add_model_version()
     return {
         "delete sample": lambda headers: client.delete(f"/v1/samples/{sample_id}", headers=headers),
+        "confirm sample": lambda headers: client.post(
+            f"/v1/samples/{sample_id}/confirm", headers=headers
+        ),
         "activate model": lambda headers: client.post(
             f"/v1/models/{version}/activate", headers=headers
         ),
@@ -60,6 +63,7 @@ def admin_requests(client: TestClient) -> dict[str, Callable[[dict[str, str]], h
 def nothing_changed(client: TestClient) -> None:
     """The refused admin requests left the sample, the registry and the runs as they were."""
     assert client.get("/v1/samples/stats").json()["total"] == 1
+    assert client.get("/v1/samples").json()["items"][0]["confirmed_at"] is None
     with get_sessionmaker()() as session:
         active = session.scalars(
             sql_select(ModelVersion.version).where(ModelVersion.status == "active")
@@ -69,7 +73,7 @@ def nothing_changed(client: TestClient) -> None:
     assert runs == 0
 
 
-ROUTES = ["delete sample", "activate model", "start training run"]
+ROUTES = ["delete sample", "confirm sample", "activate model", "start training run"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
