@@ -6,7 +6,8 @@
 (uvicorn, 2 workers, throwaway Postgres database), next to:
 - the raw floor: one `session.run` on the already-preprocessed (256, 28, 28, 1) batch, with
   the server's session settings (ONNX_INTRA_OP_THREADS threads, sequential);
-- the floor with decoding and preprocessing of the 256 PNGs included, to show where time goes.
+- the floor with decoding and preprocessing of the 256 PNGs included (the API's
+  `Predictor.predict_many`, as the route calls it), to show where time goes.
 One process for concurrency 1, two (one per uvicorn worker) for concurrency 2.
 """
 
