@@ -12,7 +12,6 @@ picture with the `core/images.py` and `core/preprocessing.py` of a git revision 
 before a change), in the same run.
 """
 
-import argparse
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,15 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import (
-    REPO_ROOT,
-    BenchRun,
-    add_quiet_option,
-    load_revision,
-    markdown_table,
-    save_results,
-)
+from bench.common import BenchRun, bench_parser, load_revision, report
 from testkit.corpus import Reader
+from testkit.tables import markdown_table
 
 TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
 # Not kinds of picture: the references the others are compared with.
@@ -53,11 +46,10 @@ def revision_reader(revision: str, folder: Path) -> Reader:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--count", type=int, default=500, help="characters per kind")
     parser.add_argument("--split", nargs="+", default=["dev", "check"], choices=["dev", "check"])
     parser.add_argument("--compare", metavar="REV", help="also read with this revision's code")
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
 
     from testkit.corpus import accuracy_by_kind, bundled_session, make_corpus
@@ -79,15 +71,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{made:.0f} s, read in {time.perf_counter() - start - made:.0f} s",
                 flush=True,
             )
-    run.finish()
-
-    print()
-    print(run.header())
-    for split, scores in results.items():
-        print(f"\n{split} draw, {args.count} characters per kind:\n")
-        print(markdown_table(*table(scores, args.count, args.compare)))
-    path = save_results("corpus", {**run.record(), "args": vars(args), "accuracy": results})
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+    tables = [
+        f"{split} draw, {args.count} characters per kind:\n\n"
+        + markdown_table(*table(scores, args.count, args.compare))
+        for split, scores in results.items()
+    ]
+    report(run, "corpus", tables, {"args": vars(args), "accuracy": results})
 
 
 def table(

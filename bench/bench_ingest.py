@@ -20,7 +20,6 @@ client, and the service's capacity is derived: how many uploads/s the cores coul
 the clients elsewhere (cores x 1000 / (API + Postgres ms per upload)).
 """
 
-import argparse
 import contextlib
 import os
 import time
@@ -31,27 +30,20 @@ from typing import Any
 
 import psycopg
 
-from bench.bench_predict import WORKERS
 from bench.common import (
-    REPO_ROOT,
     BenchRun,
     SampleRow,
-    add_quiet_option,
-    canvas_png,
+    bench_parser,
+    bench_service,
     copy_samples,
-    cpu_seconds,
-    drop_redis_queue,
-    markdown_table,
-    nist_glyphs,
     ratio,
-    save_results,
-    service_env,
-    small_png,
-    tagged_png,
-    throwaway_database,
-    uvicorn_server,
+    report,
 )
 from bench.httpload import Request, multipart, run_load
+from testkit.images import canvas_png, small_png, tagged_png
+from testkit.nist import nist_glyphs
+from testkit.stack import cpu_seconds
+from testkit.tables import markdown_table
 
 CORES = os.cpu_count() or 1
 THRESHOLD = 100  # the production default
@@ -222,12 +214,11 @@ def results_table(results: list[dict[str, Any]], concurrency: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--uploads", type=int, default=2000, help="timed uploads per size")
     parser.add_argument("--warmup", type=int, default=200, help="untimed uploads before each")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
 
     run = BenchRun(args.wait_quiet)
@@ -238,26 +229,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     pool = [(small_png(g), label) for g, label in zip(pool_glyphs, pool_labels, strict=True)]
 
     results: list[dict[str, Any]] = []
-    queue = f"hwr-bench-ingest-{int(time.time())}"
     filled = 0
-    with throwaway_database() as database:
-        try:
-            env = service_env(database, queue) | {"RETRAIN_THRESHOLD": str(THRESHOLD)}
-            with uvicorn_server("api.main:app", env, workers=WORKERS) as server:
-                for size, requests in zip(args.sizes, batches, strict=True):
-                    filled = grow_table(database.dsn, size, pool, filled)
-                    record_finished_run(database.dsn)
-                    check_ms = full_check_ms(database.url)
-                    pids = server.worker_pids()
-                    result = measure(server.url, pids, database.dsn, requests, args)
-                    results.append(result | {"full_threshold_check_ms": check_ms})
-        finally:
-            drop_redis_queue(queue)
-    run.finish()
+    with bench_service("ingest", RETRAIN_THRESHOLD=str(THRESHOLD)) as (server, database):
+        for size, requests in zip(args.sizes, batches, strict=True):
+            filled = grow_table(database.dsn, size, pool, filled)
+            record_finished_run(database.dsn)
+            check_ms = full_check_ms(database.url)
+            pids = server.worker_pids()
+            result = measure(server.url, pids, database.dsn, requests, args)
+            results.append(result | {"full_threshold_check_ms": check_ms})
 
-    print(f"\n{run.header()}\n\n{results_table(results, args.concurrency)}")
-    path = save_results("ingest", {**run.record(), "args": vars(args), "results": results})
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+    table = results_table(results, args.concurrency)
+    report(run, "ingest", [table], {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -7,122 +7,54 @@ Side by side, on the same images and the same machine:
   database, the bundled model installed at start), at concurrency 1 and 16;
 - the HTTP floor: the same server's `GET /healthz` (no work at all), the best of
   `--healthz-runs` runs;
-- the compute floor: decode + preprocess + ONNX Runtime in-process, per image, with the
-  server's session settings; one process for concurrency 1, two (one per uvicorn worker) for 16;
+- the compute floor: the API's Predictor (decode + preprocess + ONNX Runtime + top 5) in-process,
+  per image, with the server's session settings; one process for concurrency 1, two (one per
+  uvicorn worker) for 16;
 - the usual alternative: bench/keras_app.py, Keras `model.predict` per request, served the same
   way.
 Requests come from bench/httpload.py, which runs on the same two cores as the server.
 """
 
-import argparse
 import itertools
 import shutil
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from typing import Any
 
-import numpy as np
-
 from bench.common import (
-    REPO_ROOT,
+    WORKERS,
     BenchRun,
-    Server,
-    add_quiet_option,
-    canvas_png,
-    cpu_seconds,
-    drop_redis_queue,
-    markdown_table,
-    nist_glyphs,
+    bench_parser,
+    bench_service,
     ratio,
-    save_results,
-    service_env,
-    small_png,
-    throwaway_database,
-    uvicorn_server,
+    report,
     verdict,
 )
-from bench.httpload import (
-    LoadResult,
-    Request,
-    fixed,
-    multipart,
-    percentile,
-    run_load,
-    wrk_load,
-)
-
-BUNDLED_ONNX = REPO_ROOT / "trainer" / "bundled" / "model.onnx"
-WORKERS = 2  # the machine has 2 cores
-
+from bench.floors import Floor, calls_for, measure_floor, serving_predictor
+from bench.httpload import LoadResult, Request, fixed, multipart, run_load, wrk_load
+from testkit.images import canvas_png, small_png
+from testkit.nist import nist_glyphs
+from testkit.stack import Server, cpu_seconds, uvicorn_server
+from testkit.tables import markdown_table
 
 # --- The compute floor: the same work in-process, no HTTP ---------------------------------------
 
 
-def serving_session() -> Any:
-    """The bundled model in an ONNX Runtime session built exactly as the API builds it."""
-    from api.inference import load_model
-    from core.config import get_settings
-    from db.models import ModelVersion
-
-    settings = get_settings()
-    version = ModelVersion(version=1, labels=settings.labels, onnx=BUNDLED_ONNX.read_bytes())
-    return load_model(version, settings.onnx_intra_op_threads)
-
-
 def floor_latencies(data: bytes, seconds: float, start_at: float = 0.0) -> list[float]:
-    """Per image: decode_image + preprocess_image + session.run, for `seconds`."""
-    from core.config import get_settings
-    from core.images import decode_image
-    from core.preprocessing import preprocess_image
-
-    settings = get_settings()
-    model = serving_session()
-    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
-    for _ in range(20):  # warm-up: first runs allocate
-        model.probabilities(preprocess_image(decode_image(data, **limits).image)[None, ..., None])
-    while time.time() < start_at:  # several processes start measuring together
-        time.sleep(0.001)
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        decoded = decode_image(data, **limits)
-        model.probabilities(preprocess_image(decoded.image)[np.newaxis, :, :, np.newaxis])
-        latencies.append(time.perf_counter() - start)
-    return latencies
+    """Per image: what the route does, the API's Predictor on the bytes, for `seconds`."""
+    predictor = serving_predictor()
+    return calls_for(lambda: predictor.predict(data), seconds, start_at, warmups=20)
 
 
-@dataclass
-class Floor:
-    processes: int
-    images: int
-    images_per_s: float
-    p50_ms: float
-    p99_ms: float
-
-
-def compute_floor(data: bytes, seconds: float, processes: int) -> Floor:
-    """Images/s of `processes` processes each running `floor_latencies` at the same time."""
-    if processes == 1:
-        runs = [floor_latencies(data, seconds)]
-    else:
-        start_at = time.time() + 15  # after every process has imported and warmed up
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(floor_latencies, data, seconds, start_at) for _ in range(processes)
-            ]
-            runs = [f.result() for f in futures]
-    merged = sorted(x for run in runs for x in run)
-    return Floor(
-        processes=processes,
-        images=len(merged),
-        images_per_s=sum(len(run) / seconds for run in runs),
-        p50_ms=percentile(merged, 50) * 1000,
-        p99_ms=percentile(merged, 99) * 1000,
-    )
+def compute_floors(images: dict[str, bytes], args: Any) -> dict[tuple[str, int], Floor]:
+    floors: dict[tuple[str, int], Floor] = {}
+    for concurrency in args.concurrency:
+        processes = 1 if concurrency == 1 else WORKERS
+        for what, data in images.items():
+            floor = measure_floor(what, floor_latencies, (data, args.duration), processes)
+            floors[what, concurrency] = floor
+            print(f"# floor {what} x{processes}: {floor.images_per_s:.1f} images/s", flush=True)
+    return floors
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
@@ -146,7 +78,10 @@ def measure(
     if args.warmup > 0:
         run_load(server.url, fixed(request), concurrency, duration=args.warmup)
     clients: list[tuple[str, Callable[[], LoadResult]]] = [
-        ("httpload", lambda: run_load(server.url, fixed(request), concurrency, args.duration))
+        (
+            "httpload",
+            lambda: run_load(server.url, fixed(request), concurrency, duration=args.duration),
+        )
     ]
     if args.wrk and shutil.which("wrk"):
         clients.append(("wrk", lambda: wrk_load(server.url, request, concurrency, args.duration)))
@@ -165,6 +100,18 @@ def measure(
     return measured
 
 
+def best_of(tries: list[list[Measured]]) -> list[Measured]:
+    """Per client, the try with the most requests/s.
+
+    Which of the uvicorn workers accepts each kept-alive connection is luck: a run where most
+    land on one worker halves /healthz. The floor is the best of several runs, so a ratio to
+    it is never flattered by an unlucky floor."""
+    return [
+        max((m for run in tries for m in run if m.client == first.client), key=lambda m: m.load.rps)
+        for first in tries[0]  # one per client, in the order they ran
+    ]
+
+
 def check_prediction(server: Server, request: Request) -> str:
     import httpx
 
@@ -176,110 +123,44 @@ def check_prediction(server: Server, request: Request) -> str:
     return f"{body['label']} ({body['confidence']:.3f})"
 
 
-def run_server(
-    name: str,
-    app: str,
-    env: dict[str, str],
-    requests: dict[str, Request],
-    args: Any,
+def measure_server(
+    name: str, server: Server, requests: dict[str, Request], args: Any
 ) -> tuple[list[Measured], dict[str, str]]:
+    """Every request at every concurrency; /healthz the best of `args.healthz_runs` runs."""
+    predictions = {what: r for what, r in requests.items() if what != "/healthz"}
+    answers = {what: check_prediction(server, r) for what, r in predictions.items()}
     measured: list[Measured] = []
-    with uvicorn_server(app, env, workers=WORKERS) as server:
-        answers = {
-            what: check_prediction(server, request)
-            for what, request in requests.items()
-            if what != "/healthz"
-        }
-        for concurrency in args.concurrency:
-            for what, request in requests.items():
-                if what != "/healthz":
-                    measured += measure(server, name, what, request, concurrency, args)
-                    continue
-                # Which of the uvicorn workers accepts each kept-alive connection is luck: a
-                # run where most land on one worker halves /healthz. The floor is the best
-                # of several runs, so a ratio to it is never flattered by an unlucky floor.
-                tries = [
-                    measure(server, name, what, request, concurrency, args)
-                    for _ in range(args.healthz_runs)
-                ]
-                for first in tries[0]:  # one per client, in the order they ran
-                    measured.append(
-                        max(
-                            (m for run in tries for m in run if m.client == first.client),
-                            key=lambda m: m.load.rps,
-                        )
-                    )
+    for concurrency in args.concurrency:
+        for what, request in requests.items():
+            tries = [
+                measure(server, name, what, request, concurrency, args)
+                for _ in range(1 if what in predictions else args.healthz_runs)
+            ]
+            measured += best_of(tries)
     return measured, answers
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument(
-        "--healthz-runs", type=int, default=3, help="/healthz runs; the best is the floor"
+# --- The tables ---------------------------------------------------------------------------------
+
+
+def find(rows: list[Measured], client: str, what: str, concurrency: int) -> Measured | None:
+    return next(
+        (m for m in rows if (m.client, m.what, m.concurrency) == (client, what, concurrency)),
+        None,
     )
-    parser.add_argument("--skip-keras", action="store_true")
-    parser.add_argument(
-        "--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check"
-    )
-    add_quiet_option(parser)
-    args = parser.parse_args(argv)
 
-    run = BenchRun(args.wait_quiet)
-    glyphs, labels = nist_glyphs(1)
-    images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
-    print(f"# image: NIST test image 0 (label {labels[0]!r}); sizes", flush=True)
-    requests = {"/healthz": Request("GET", "/healthz")}
-    for what, data in images.items():
-        body, headers = multipart(files=[("image", "glyph.png", data)])
-        requests[what] = Request("POST", "/v1/predictions", body, headers)
-        print(f"#   {what}: {len(data)} bytes", flush=True)
 
-    floors: dict[tuple[str, int], Floor] = {}
-    for concurrency in args.concurrency:
-        processes = 1 if concurrency == 1 else WORKERS
-        for what, data in images.items():
-            floors[what, concurrency] = floor = compute_floor(data, args.duration, processes)
-            print(f"# floor {what} x{processes}: {floor.images_per_s:.1f} images/s", flush=True)
-
-    queue = f"hwr-bench-predict-{int(time.time())}"
-    with throwaway_database() as database:
-        try:
-            ours, our_answers = run_server(
-                "ours", "api.main:app", service_env(database, queue), requests, args
-            )
-        finally:
-            drop_redis_queue(queue)
-    keras: list[Measured] = []
-    keras_answers: dict[str, str] = {}
-    if not args.skip_keras:
-        keras, keras_answers = run_server("keras", "bench.keras_app:app", {}, requests, args)
-    run.finish()
-
-    def get(rows: list[Measured], client: str, what: str, concurrency: int) -> Measured | None:
-        return next(
-            (
-                m
-                for m in rows
-                if m.client == client and m.what == what and m.concurrency == concurrency
-            ),
-            None,
-        )
-
-    print()
-    print(run.header())
-    print(f"Answers (label, confidence): ours {our_answers}; Keras app {keras_answers}.")
-    print()
-    rows = []
-    for m in ours + keras:
+def measured_table(measured: list[Measured], floors: dict[tuple[str, int], Floor]) -> str:
+    rows: list[list[Any]] = []
+    for m in measured:
         r = m.load
+        server = "service" if m.server == "ours" else "Keras app"
+        request = m.what if m.what == "/healthz" else f"predict {m.what}"
         rows.append(
             [
-                "service" if m.server == "ours" else "Keras app",
+                server,
                 m.client,
-                m.what if m.what == "/healthz" else f"predict {m.what}",
+                request,
                 m.concurrency,
                 round(r.rps, 1),
                 round(r.p50_ms, 2),
@@ -294,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             [
                 f"in-process floor, {f.processes} process(es)",
                 "",
-                f"decode+preprocess+run {what}",
+                f"Predictor.predict {what}",
                 concurrency,
                 round(f.images_per_s, 1),
                 round(f.p50_ms, 2),
@@ -304,61 +185,87 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "",
             ]
         )
-    headers = [
-        "server",
-        "client",
-        "request",
-        "concurrency",
-        "req/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "client CPU",
-        "server CPU",
-    ]
-    print(markdown_table(headers, rows))
-    print()
+    headers = ["server", "client", "request", "concurrency", "req/s", "p50 ms", "p99 ms"]
+    return markdown_table([*headers, "errors", "client CPU", "server CPU"], rows)
 
-    ratio_rows = []
-    for client, concurrency in itertools.product(("httpload", "wrk"), args.concurrency):
-        health = get(ours, client, "/healthz", concurrency)
-        for what in images:
-            mine = get(ours, client, what, concurrency)
-            if mine is None or health is None:
-                continue
-            vs_health = ratio(mine.load.rps, health.load.rps)
-            other = get(keras, client, what, concurrency)
-            vs_keras = ratio(mine.load.rps, other.load.rps) if other else float("nan")
-            floor = floors[what, concurrency]
-            ratio_rows.append(
-                [
-                    client,
-                    what,
-                    concurrency,
-                    round(mine.load.rps, 1),
-                    f"{vs_health:.0%} ({verdict(vs_health, 0.5)})",
-                    f"{vs_keras:.1f}x ({verdict(vs_keras, 10)})" if other else "n/a",
-                    f"{ratio(mine.load.rps, floor.images_per_s):.0%}",
-                ]
-            )
-    print(
-        markdown_table(
+
+def ratio_table(
+    ours: list[Measured], keras: list[Measured], floors: dict[tuple[str, int], Floor], args: Any
+) -> str:
+    rows = []
+    images = list(dict.fromkeys(what for what, _ in floors))  # in the order measured
+    for client, concurrency, what in itertools.product(
+        ("httpload", "wrk"), args.concurrency, images
+    ):
+        health = find(ours, client, "/healthz", concurrency)
+        mine = find(ours, client, what, concurrency)
+        if mine is None or health is None:
+            continue
+        vs_health = ratio(mine.load.rps, health.load.rps)
+        other = find(keras, client, what, concurrency)
+        vs_keras = ratio(mine.load.rps, other.load.rps) if other else float("nan")
+        rows.append(
             [
-                "client",
-                "image",
-                "concurrency",
-                "ours req/s",
-                "ours / `/healthz` (target ≥ 50%)",
-                "ours / Keras app (target ≥ 10x)",
-                "ours / in-process floor",
-            ],
-            ratio_rows,
+                client,
+                what,
+                concurrency,
+                round(mine.load.rps, 1),
+                f"{vs_health:.0%} ({verdict(vs_health, 0.5)})",
+                f"{vs_keras:.1f}x ({verdict(vs_keras, 10)})" if other else "n/a",
+                f"{ratio(mine.load.rps, floors[what, concurrency].images_per_s):.0%}",
+            ]
         )
+    headers = ["client", "image", "concurrency", "ours req/s"]
+    headers += ["ours / `/healthz` (target ≥ 50%)", "ours / Keras app (target ≥ 10x)"]
+    return markdown_table([*headers, "ours / in-process floor"], rows)
+
+
+# --- The run ------------------------------------------------------------------------------------
+
+
+def prediction_requests() -> tuple[dict[str, bytes], dict[str, Request]]:
+    """NIST test image 0 as a 28x28 PNG and as a canvas PNG; the requests, /healthz first."""
+    glyphs, labels = nist_glyphs(1)
+    images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
+    print(f"# image: NIST test image 0 (label {labels[0]!r}); sizes", flush=True)
+    requests = {"/healthz": Request("GET", "/healthz")}
+    for what, data in images.items():
+        body, headers = multipart(files=[("image", "glyph.png", data)])
+        requests[what] = Request("POST", "/v1/predictions", body, headers)
+        print(f"#   {what}: {len(data)} bytes", flush=True)
+    return images, requests
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--healthz-runs", type=int, default=3, help="/healthz runs; the best is the floor"
     )
-    path = save_results(
+    parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument(
+        "--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check"
+    )
+    args = parser.parse_args(argv)
+
+    run = BenchRun(args.wait_quiet)
+    images, requests = prediction_requests()
+    floors = compute_floors(images, args)
+    with bench_service("predict") as (server, _):
+        ours, our_answers = measure_server("ours", server, requests, args)
+    keras: list[Measured] = []
+    keras_answers: dict[str, str] = {}
+    if not args.skip_keras:
+        with uvicorn_server("bench.keras_app:app", {}, workers=WORKERS) as server:
+            keras, keras_answers = measure_server("keras", server, requests, args)
+
+    report(
+        run,
         "predict",
+        [measured_table(ours + keras, floors), ratio_table(ours, keras, floors, args)],
         {
-            **run.record(),
             "args": vars(args),
             "answers": {"ours": our_answers, "keras": keras_answers},
             "http": [{**asdict(m), "load": asdict(m.load)} for m in ours + keras],
@@ -366,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 {"image": what, "concurrency": c, **asdict(f)} for (what, c), f in floors.items()
             ],
         },
+        notes=[f"Answers (label, confidence): ours {our_answers}; Keras app {keras_answers}."],
     )
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the same run (the figures before a change); `--clock cpu` counts the thread's CP
 of wall time (on a busy machine).
 """
 
-import argparse
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,19 +19,10 @@ from statistics import median
 from types import ModuleType
 from typing import Any
 
-from bench.common import (
-    REPO_ROOT,
-    BenchRun,
-    add_quiet_option,
-    canvas_png,
-    load_revision,
-    markdown_table,
-    nist_glyphs,
-    photo_jpeg,
-    save_results,
-    small_png,
-)
-from bench.httpload import percentile
+from bench.common import BenchRun, bench_parser, load_revision, report
+from testkit.images import canvas_png, photo_jpeg, small_png
+from testkit.nist import nist_glyphs
+from testkit.tables import markdown_table, percentile
 
 BATCH = 256
 BATCH_NAME = f"batch of {BATCH} NIST 28x28 PNGs, per image (preprocess_batch)"
@@ -58,7 +48,7 @@ def time_calls(call: Callable[[], Any], seconds: float, min_calls: int = 5) -> l
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="per image and step")
     parser.add_argument(
         "--compare", metavar="REV", help="also time this git revision's decoding and preprocessing"
@@ -69,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="wall",
         help="cpu: this thread's CPU time per call (for a busy machine: waits left out)",
     )
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
@@ -83,31 +72,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.compare:
             versions[args.compare] = load_revision(args.compare, Path(folder))
         rows, raw = measure(versions, args.seconds)
-    run.finish()
-
-    print()
-    print(run.header())
-    print(f"Clock: {args.clock}.")
-    print()
-    print(
-        markdown_table(
-            [
-                "code",
-                "image",
-                "bytes",
-                "decode calls",
-                "decode µs (median)",
-                "decode µs (p99)",
-                "preprocess µs (median)",
-                "preprocess µs (p99)",
-                "both µs",
-                "images/s on one core",
-            ],
-            rows,
-        )
+    headers = ["code", "image", "bytes", "decode calls", "decode µs (median)", "decode µs (p99)"]
+    headers += ["preprocess µs (median)", "preprocess µs (p99)", "both µs", "images/s on one core"]
+    table = markdown_table(headers, rows)
+    report(
+        run, "preprocess", [table], {"args": vars(args), "images": raw}, [f"Clock: {args.clock}."]
     )
-    path = save_results("preprocess", {**run.record(), "args": vars(args), "images": raw})
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
 
 
 def measure(
@@ -186,9 +156,9 @@ def row(version: str, name: str, size: int, decode: list[float], prep: list[floa
         size,
         len(decode),
         round(d_us),
-        round(percentile(decode, 99) * 1e6),
+        round(percentile(decode, 0.99) * 1e6),
         round(p_us),
-        round(percentile(prep, 99) * 1e6),
+        round(percentile(prep, 0.99) * 1e6),
         round(d_us + p_us),
         round(1e6 / (d_us + p_us), 1),
     ]

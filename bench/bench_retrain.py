@@ -5,10 +5,11 @@
 Each run happens in a fresh process (as in a worker, TensorFlow is imported before the clock
 starts) against its own throwaway Postgres database: the bundled model is installed as the
 active version, N synthetic uploads (280x280 canvas PNGs of NIST test characters, as the web
-page sends them) are inserted straight into `samples`, a run is opened with
-`worker.triggers.open_run(..., force=True)` and `worker.training.execute_run` is timed, the
-gate and the registry write included. Phases are timed by wrapping the functions
-execute_run calls (load NIST, load uploads, train, export ONNX, evaluate, register).
+page sends them) are inserted straight into `samples`, a run is opened as an admin's request
+opens it (`domain.runs.open_run(session, "manual", threshold=None, ...)`) and
+`worker.training.execute_run` is timed, the gate and the registry write included. Phases are
+timed by wrapping the functions execute_run calls (load NIST, load uploads, train, export
+ONNX, evaluate, register).
 
 A warm retrain uses RETRAIN_EPOCHS=2 and RETRAIN_NIST_SAMPLES=30000 (the defaults); `--full`
 runs a full retrain from scratch (FULL_RETRAIN_EPOCHS=4 on all NIST training images, ~3
@@ -19,33 +20,25 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import (
-    NIST_DATA_DIR,
-    PYTHON,
-    REPO_ROOT,
-    BenchRun,
-    SampleRow,
-    add_quiet_option,
-    canvas_png,
-    copy_samples,
-    markdown_table,
-    nist_glyphs,
-    save_results,
-    tagged_png,
-    throwaway_database,
-)
+from bench.common import BenchRun, SampleRow, bench_parser, copy_samples, report
+from testkit.images import canvas_png, tagged_png
+from testkit.nist import nist_glyphs
+from testkit.stack import NIST_DATA_DIR, PYTHON, REPO_ROOT, throwaway_database
+from testkit.tables import markdown_table
 
+# Where execute_run looks each one up at call time (module attributes), so a wrapper there
+# is what it calls.
 PHASES = {
     "trainer.data.load_nist": "load NIST",
-    "worker.training.load_user_samples": "load uploads",
-    "trainer.train.train_model": "train",
-    "trainer.export.export_onnx": "export ONNX",
-    "worker.training.evaluate": "evaluate (candidate + active)",
+    "domain.samples.for_training": "load uploads",
+    "trainer.pipeline.train_model": "train",
+    "trainer.pipeline.export_onnx": "export ONNX",
+    "trainer.pipeline.evaluate_sets": "evaluate (candidate + active)",
+    "worker.training.judge": "evaluate (candidate + active)",  # the active model, and the gate
     "worker.training.register": "register",
 }
 
@@ -69,62 +62,63 @@ def timed_phases(seconds: dict[str, float], captured: dict[str, Any]) -> None:
                 seconds[_phase] = seconds.get(_phase, 0.0) + time.perf_counter() - start
             if _phase == "train":
                 captured["train_size"] = result.train_size
-                captured["epochs"] = result.epochs
+                captured["epochs"] = result.config.epochs
                 captured["train_seconds"] = result.train_seconds
             return result
 
         setattr(module, name, wrapper)
 
 
-def one_run(uploads: int, full: bool) -> dict[str, Any]:
-    """In this process: a throwaway database, the bundled model, `uploads` uploads, one run."""
-    with throwaway_database("hwr_bench_retrain") as database:
-        os.environ["DATABASE_URL"] = database.url
-        os.environ.setdefault("NIST_DATA_DIR", str(NIST_DATA_DIR))
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from core.config import get_settings
-        from db.registry import install_bundled_model
-        from db.session import get_engine, get_sessionmaker
+def prepare_database(database_url: str, dsn: str, uploads: int) -> None:
+    """The service's settings pointed at the database; the bundled model as the active
+    version, and `uploads` canvas uploads stored as the API would store them."""
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("NIST_DATA_DIR", str(NIST_DATA_DIR))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from core.config import get_settings
+    from db.session import get_engine, get_sessionmaker
+    from domain.registry import install_bundled
 
-        get_settings.cache_clear()
-        get_engine.cache_clear()
-        get_sessionmaker.cache_clear()
-        with get_sessionmaker()() as session:
-            install_bundled_model(session)
+    get_settings.cache_clear()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()
+    with get_sessionmaker()() as session:
+        install_bundled(session)
+    if uploads:
+        glyphs, labels = nist_glyphs(uploads, offset=50_000)
+        rows = (
+            SampleRow(tagged_png(canvas_png(g), f"retrain-{i}"), label, 280, 280)
+            for i, (g, label) in enumerate(zip(glyphs, labels, strict=True))
+        )
+        copy_samples(dsn, rows)
 
-        if uploads:
-            glyphs, labels = nist_glyphs(uploads, offset=50_000)
-            rows = (
-                SampleRow(tagged_png(canvas_png(g), f"retrain-{i}"), label, 280, 280)
-                for i, (g, label) in enumerate(zip(glyphs, labels, strict=True))
-            )
-            copy_samples(database.dsn, rows)
 
-        started = time.perf_counter()
-        import tensorflow  # noqa: F401  (a worker has imported it before any run)
+def timed_run(full: bool) -> dict[str, Any]:
+    """Open a run as an admin's request does and time execute_run, phase by phase."""
+    started = time.perf_counter()
+    import tensorflow  # noqa: F401  (a worker has imported it before any run)
 
-        import worker.training
-        from db.models import TrainingRun
-        from worker.triggers import open_run
+    import worker.training
+    from db.models import TrainingRun
+    from db.session import get_engine, get_sessionmaker
+    from domain.runs import open_run
 
-        import_seconds = time.perf_counter() - started
-        seconds: dict[str, float] = {}
-        captured: dict[str, Any] = {}
-        timed_phases(seconds, captured)
-        run_id = open_run("manual", full_retrain=full, force=True)
-        assert run_id is not None
-        started = time.perf_counter()
-        status = worker.training.execute_run(run_id)
-        wall = time.perf_counter() - started
-        with get_sessionmaker()() as session:
-            run = session.get(TrainingRun, run_id)
-            assert run is not None
-            metrics, decision, error = run.metrics or {}, run.decision, run.error
-        get_engine().dispose()
-    settings = get_settings()
+    import_seconds = time.perf_counter() - started
+    seconds: dict[str, float] = {}
+    captured: dict[str, Any] = {}
+    timed_phases(seconds, captured)
+    with get_sessionmaker()() as session:
+        run_id = open_run(session, "manual", threshold=None, full_retrain=full)
+    assert run_id is not None
+    started = time.perf_counter()
+    status = worker.training.execute_run(run_id)
+    wall = time.perf_counter() - started
+    with get_sessionmaker()() as session:
+        run = session.get(TrainingRun, run_id)
+        assert run is not None
+        metrics, decision, error = run.metrics or {}, run.decision, run.error
+    get_engine().dispose()
     return {
-        "uploads": uploads,
-        "full": full,
         "status": str(status),
         "error": error,
         "decision": decision,
@@ -135,6 +129,21 @@ def one_run(uploads: int, full: bool) -> dict[str, Any]:
         "epochs": captured.get("epochs"),
         "train_seconds": captured.get("train_seconds"),
         "metrics": metrics,
+    }
+
+
+def one_run(uploads: int, full: bool) -> dict[str, Any]:
+    """In this process: a throwaway database, the bundled model, `uploads` uploads, one run."""
+    with throwaway_database("hwr_bench_retrain") as database:
+        prepare_database(database.url, database.dsn, uploads)
+        result = timed_run(full)
+    from core.config import get_settings
+
+    settings = get_settings()
+    return {
+        "uploads": uploads,
+        "full": full,
+        **result,
         "settings": {
             "retrain_epochs": settings.retrain_epochs,
             "retrain_nist_samples": settings.retrain_nist_samples,
@@ -165,8 +174,26 @@ def run_in_child(uploads: int, full: bool, full_samples: int | None) -> dict[str
     return result
 
 
+def retrain_table(results: list[dict[str, Any]], phase_names: list[str]) -> str:
+    rows = []
+    for r in results:
+        m = r["metrics"]
+        seen = (r["train_size_per_epoch"] or 0) * (r["epochs"] or 0)
+        rows.append(
+            ["full" if r["full"] else "warm", r["uploads"], m.get("nist_train_images", "")]
+            + [f"{m.get('epochs', '')} x {r['train_size_per_epoch'] or 0:,}"]
+            + [round(r["wall_seconds"], 1)]
+            + [round(r["phases"].get(p, 0.0), 1) for p in phase_names]
+            + [round(seen / r["train_seconds"]) if r["train_seconds"] else ""]
+            + [f"{r['status']}, {r['decision']}"]
+        )
+    headers = ["retrain", "uploads", "NIST images", "epochs x images per epoch"]
+    headers += ["wall s (execute_run)", *[f"{p} s" for p in phase_names]]
+    return markdown_table([*headers, "training images/s", "result"], rows)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--uploads", type=int, nargs="*", default=[0, 100, 1000])
     parser.add_argument("--full", action="store_true", help="also a full retrain on all NIST")
     parser.add_argument(
@@ -174,7 +201,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--full-uploads", type=int, default=100, help="uploads in the full run")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
 
     if args.child is not None:  # the measured process
@@ -185,53 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = [run_in_child(n, False, None) for n in args.uploads]
     if args.full or args.full_samples:
         results.append(run_in_child(args.full_uploads, True, args.full_samples))
-    run.finish()
-
-    print()
-    print(run.header())
-    print()
-    phase_names = list(PHASES.values())
-    rows = []
-    for r in results:
-        m = r["metrics"]
-        seen = (r["train_size_per_epoch"] or 0) * (r["epochs"] or 0)
-        kind = "full" if r["full"] else "warm"
-        rows.append(
-            [
-                kind,
-                r["uploads"],
-                m.get("nist_train_images", ""),
-                f"{m.get('epochs', '')} x {r['train_size_per_epoch']:,}",
-                round(r["wall_seconds"], 1),
-                *[round(r["phases"].get(p, 0.0), 1) for p in phase_names],
-                round(seen / r["train_seconds"]) if r["train_seconds"] else "",
-                f"{r['status']}, {r['decision']}",
-            ]
-        )
-    print(
-        markdown_table(
-            [
-                "retrain",
-                "uploads",
-                "NIST images",
-                "epochs x images per epoch",
-                "wall s (execute_run)",
-                *[f"{p} s" for p in phase_names],
-                "training images/s",
-                "result",
-            ],
-            rows,
-        )
-    )
-    path = save_results(
-        "retrain",
-        {
-            **run.record(),
-            "results": results,
-        },
-    )
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
-    sys.stdout.flush()
+    phase_names = list(dict.fromkeys(PHASES.values()))
+    report(run, "retrain", [retrain_table(results, phase_names)], {"results": results})
 
 
 if __name__ == "__main__":

@@ -1,26 +1,23 @@
-"""What every benchmark script shares: the machine it ran on, a quiet-machine check, a throwaway
-Postgres database, a uvicorn server in a subprocess, test images, and Markdown tables.
+"""What every benchmark script shares beyond testkit: the machine it ran on, a quiet-machine
+check, the command line and the report every script prints and keeps, the service under
+measurement (testkit's throwaway database and uvicorn server, a Redis queue of its own), and
+COPY of samples.
 
 Speed figures only mean something next to each other, measured in one run on one machine, so
 every script records the machine and the load average with its results.
 """
 
+import argparse
 import contextlib
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import platform
-import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,19 +26,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "var" / "bench"
-PYTHON = sys.executable
-
-# The shared servers the test suite also uses; never stopped or restarted from here.
-POSTGRES_SERVER_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from bench.httpload import LoadResult, RequestFactory, run_load
+from testkit.stack import (
+    NIST_DATA_DIR,
+    REDIS_URL,
+    REPO_ROOT,
+    Database,
+    Server,
+    cpu_seconds,
+    drop_redis_queue,
+    throwaway_database,
+    uvicorn_server,
 )
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-NIST_DATA_DIR = Path(os.environ.get("NIST_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+RESULTS_DIR = REPO_ROOT / "var" / "bench"
+WORKERS = 2  # uvicorn workers, as deployed: the machine has 2 cores
 
 # Other work on the machine that would skew a measurement.
 BUSY_PATTERN = "trainer|pytest|bench[./]load|bench[./]faults"
@@ -218,8 +217,10 @@ class BenchRun:
         self.load_end: tuple[float, float, float] | None = None
 
     def finish(self) -> None:
-        self.load_end = load_average()
-        self.watch.stop()
+        """The load at the end, taken once, and no more watching."""
+        if self.load_end is None:
+            self.load_end = load_average()
+            self.watch.stop()
 
     def header(self) -> str:
         """The Markdown lines printed above the tables."""
@@ -241,7 +242,7 @@ class BenchRun:
         }
 
 
-def add_quiet_option(parser: Any) -> None:
+def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -252,31 +253,6 @@ def add_quiet_option(parser: Any) -> None:
 
 
 # --- Output -----------------------------------------------------------------------------------
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table; numbers right-aligned."""
-
-    def cell(value: Any) -> str:
-        if isinstance(value, bool):
-            return str(value)
-        if isinstance(value, int):
-            return f"{value:,}"
-        if isinstance(value, float):
-            return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
-        return str(value)
-
-    cells = [[cell(v) for v in row] for row in rows]
-    numeric = [
-        all(isinstance(row[i], int | float) for row in rows) if rows else False
-        for i in range(len(headers))
-    ]
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
 
 
 def save_results(name: str, payload: dict[str, Any]) -> Path:
@@ -323,54 +299,38 @@ def load_revision(revision: str, folder: Path) -> tuple[ModuleType, ModuleType]:
     return modules["images"], modules["preprocessing"]
 
 
-# --- A throwaway Postgres database ------------------------------------------------------------
+# --- The command line and the report ---------------------------------------------------------
 
 
-def _server_dsn() -> str:
-    from sqlalchemy.engine import make_url
-
-    return (
-        make_url(POSTGRES_SERVER_URL)
-        .set(drivername="postgresql")
-        .render_as_string(hide_password=False)
-    )
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """A script's parser: its docstring's first paragraph as description, and --wait-quiet."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_quiet_option(parser)
+    return parser
 
 
-def _database_url(name: str, driver: str = "postgresql+psycopg") -> str:
-    from sqlalchemy.engine import make_url
+def report(
+    run: "BenchRun",
+    name: str,
+    tables: Sequence[str],
+    raw: dict[str, Any],
+    notes: Sequence[str] = (),
+) -> None:
+    """End the run, then print the machine and load, `notes` and the Markdown `tables`; keep
+    `raw` with the machine record in var/bench/<name>-<time>.json."""
+    run.finish()
+    print()
+    print(run.header())
+    for note in notes:
+        print(note)
+    for table in tables:
+        print()
+        print(table)
+    path = save_results(name, {**run.record(), **raw})
+    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}", flush=True)
 
-    url = make_url(POSTGRES_SERVER_URL).set(drivername=driver, database=name)
-    return url.render_as_string(hide_password=False)
 
-
-@dataclass(frozen=True)
-class Database:
-    name: str
-    url: str  # SQLAlchemy URL, for DATABASE_URL
-    dsn: str  # libpq DSN, for psycopg
-
-
-@contextlib.contextmanager
-def throwaway_database(prefix: str = "hwr_bench") -> Iterator[Database]:
-    """A fresh database migrated to head on the shared server, dropped afterwards."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_server_dsn(), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database = Database(name, _database_url(name), _database_url(name, "postgresql"))
-    try:
-        subprocess.run(
-            [PYTHON, "-m", "db.migrate"],
-            cwd=REPO_ROOT,
-            env={**os.environ, "DATABASE_URL": database.url},
-            check=True,
-            capture_output=True,
-        )
-        yield database
-    finally:
-        with psycopg.connect(_server_dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+# --- The service under measurement ------------------------------------------------------------
 
 
 def service_env(database: Database, queue: str, **extra: str) -> dict[str, str]:
@@ -384,174 +344,34 @@ def service_env(database: Database, queue: str, **extra: str) -> dict[str, str]:
     }
 
 
-def drop_redis_queue(queue: str) -> None:
-    """Messages the API published while nobody consumed them (retrain checks)."""
-    import redis
-
-    with contextlib.suppress(redis.RedisError):
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).delete(queue)
-
-
-# --- A uvicorn server in a subprocess ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def worker_pids(self) -> list[int]:
-        """The uvicorn worker processes (children of the supervisor), or the server itself."""
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        ).stdout
-        children = [int(p) for p in out.split()]
-        # multiprocessing's resource tracker is a child too; workers run uvicorn.
-        workers = [
-            pid
-            for pid in children
-            if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
-        ]
-        return workers or [self.process.pid]
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time of these processes (all their threads) so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            # Fields after the command name (which may hold spaces) start at index 2.
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 @contextlib.contextmanager
-def uvicorn_server(
-    app: str,
-    env: dict[str, str],
-    workers: int = 2,
-    startup_timeout: float = 120.0,
-    extra_args: Sequence[str] = (),
-) -> Iterator[Server]:
-    """`uvicorn <app> --workers N` as the Dockerfile/compose run it; stopped on exit.
-
-    Ready once every worker has logged "Application startup complete" (each loads its model).
-    """
-    port = free_port()
-    with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hwr-bench-")))
-        metrics_dir = tmp / "prometheus"
-        metrics_dir.mkdir()
-        log_path = tmp / "server.log"
-        log = stack.enter_context(log_path.open("wb"))
-        command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-        if workers > 1:
-            command += ["--workers", str(workers)]
-        process = subprocess.Popen(
-            [*command, *extra_args],
-            cwd=REPO_ROOT,
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        server = Server(f"http://127.0.0.1:{port}", process, log_path)
+def bench_service(
+    name: str, workers: int = WORKERS, **settings: str
+) -> Iterator[tuple[Server, Database]]:
+    """The API as deployed (uvicorn, `workers` processes, more `settings` if given) on a
+    throwaway database, publishing to a Redis queue of its own that nobody consumes (deleted at
+    the end)."""
+    queue = f"hwr-bench-{name}-{int(time.time())}"
+    with throwaway_database("hwr_bench") as database:
         try:
-            deadline = time.monotonic() + startup_timeout
-            while log_path.read_bytes().count(b"Application startup complete") < workers:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{app} did not start:\n{log_path.read_text(errors='replace')[-3000:]}"
-                    )
-                time.sleep(0.2)
-            yield server
+            env = service_env(database, queue, **settings)
+            with uvicorn_server("api.main:app", env, workers=workers) as server:
+                yield server, database
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            drop_redis_queue(queue)
 
 
-# --- Images -----------------------------------------------------------------------------------
+def load_with_server_cpu(
+    server: Server, factory: RequestFactory, concurrency: int, **options: Any
+) -> tuple[LoadResult, float]:
+    """`run_load` on the server, and the CPU seconds its worker processes spent meanwhile."""
+    pids = server.worker_pids()
+    before = cpu_seconds(pids)
+    result = run_load(server.url, factory, concurrency, **options)
+    return result, cpu_seconds(pids) - before
 
 
-def nist_glyphs(count: int, offset: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Real NIST characters (upright uint8 28x28, white on black) and their labels.
-
-    From the EMNIST bymerge test split (116k images); labels are mapped onto the service's
-    47-character set.
-    """
-    from core.config import EMNIST_BALANCED_LABELS
-    from trainer.data import read_split
-
-    split = read_split(NIST_DATA_DIR / "emnist" / "emnist-bymerge-test-images-idx3-ubyte.gz")
-    if offset + count > len(split.images):
-        raise ValueError(f"only {len(split.images)} NIST test images; asked for {offset + count}")
-    chars = {
-        number: sorted(c for c in characters if c in EMNIST_BALANCED_LABELS)[0]
-        for number, characters in split.characters.items()
-    }
-    images = split.images[offset : offset + count]
-    labels = [chars[int(n)] for n in split.labels[offset : offset + count]]
-    return images, labels
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def small_png(glyph: np.ndarray) -> bytes:
-    """A NIST image as a 28x28 grayscale PNG (a few hundred bytes)."""
-    return png_bytes(Image.fromarray(glyph, mode="L"))
-
-
-def canvas_png(glyph: np.ndarray) -> bytes:
-    """What the web page's drawing board sends: a 280x280 RGBA PNG, white strokes on opaque
-    black, the glyph drawn large with smooth edges."""
-    big = Image.fromarray(glyph, mode="L").resize((280, 280), Image.Resampling.BICUBIC)
-    big = big.point(lambda v: 255 if v > 110 else 0).filter(ImageFilter.GaussianBlur(1.2))
-    return png_bytes(big.convert("RGBA"))
-
-
-def photo_jpeg(width: int = 3000, height: int = 4000, seed: int = 0) -> bytes:
-    """A phone photo of one character on paper: 12 MP JPEG, uneven light, sensor noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    light = 200 + 40 * (xx / width) - 30 * (yy / height)  # a shadow across the sheet
-    paper = np.stack([light, light * 0.97, light * 0.9], axis=-1)
-    paper += rng.normal(0, 4, paper.shape).astype(np.float32)
-    photo = Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8), "RGB")
-    pen = ImageDraw.Draw(photo)
-    cx, cy, size = width / 2, height / 2, min(width, height) / 4
-    pen.line([(cx - size, cy + size), (cx, cy - size), (cx + size, cy + size)], (40, 40, 50), 60)
-    pen.line([(cx - size / 2, cy + size / 5), (cx + size / 2, cy + size / 5)], (40, 40, 50), 60)
-    buffer = io.BytesIO()
-    photo.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def tagged_png(png: bytes, tag: str) -> bytes:
-    """The same PNG with a tEXt chunk after its header: same pixels, distinct bytes (and so a
-    distinct sha256), without encoding the image again."""
-    payload = b"bench\x00" + tag.encode()
-    chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
-    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload))
-    header_end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, 13 bytes, CRC
-    return png[:header_end] + chunk + png[header_end:]
+# --- Samples straight into the table ---------------------------------------------------------
 
 
 @dataclass(frozen=True)

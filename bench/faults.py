@@ -26,8 +26,10 @@ from typing import Any
 import httpx
 
 from bench.load import Result, distinct_png
-from bench.private_stack import PrivateStack, markdown_table, percentile, wait_until
+from bench.private_stack import PrivateStack
 from core.config import EMNIST_BALANCED_LABELS
+from testkit.stack import wait_until
+from testkit.tables import markdown_table, percentile
 
 # Small, quick retraining: the same code path as production, minutes become seconds.
 QUICK_TRAINING = {
@@ -160,8 +162,8 @@ def run_row(stack: PrivateStack, run_id: int) -> dict[str, Any]:
 
 
 def training_rows(stack: PrivateStack) -> int:
-    """Samples that count toward the retrain threshold (not held out)."""
-    return int(stack.sql("SELECT count(*) FROM samples WHERE NOT holdout")[0][0])
+    """Samples that count toward the retrain threshold (not kept for evaluation)."""
+    return int(stack.sql("SELECT count(*) FROM samples WHERE NOT evaluation")[0][0])
 
 
 def stored_samples(stack: PrivateStack) -> int:
@@ -257,17 +259,8 @@ async def redis_down(down_seconds: float = 30.0) -> Outcome:
 
 
 def wait_until_value(produce: Callable[[], Any], timeout: float) -> Any:
-    """Poll `produce` until it returns something truthy; that value."""
-    found: list[Any] = []
-
-    def check() -> bool:
-        value = produce()
-        if value:
-            found.append(value)
-        return bool(value)
-
-    wait_until(check, timeout, "the expected state", interval=0.5)
-    return found[-1]
+    """Poll `produce` every half second until it returns something truthy; that value."""
+    return wait_until(produce, timeout, "the expected state", interval=0.5)
 
 
 # --- postgres-restart ---------------------------------------------------------------------

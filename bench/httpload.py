@@ -23,9 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from testkit.tables import percentile
 
 
 @dataclass(frozen=True)
@@ -80,14 +83,6 @@ def multipart(
         )
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[rank]
 
 
 async def _drive(
@@ -166,8 +161,8 @@ async def run_load_async(
         errors=errors,
         seconds=round(seconds, 3),
         rps=len(latencies) / seconds if seconds else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
         mean_ms=sum(latencies) / len(latencies) * 1000 if latencies else float("nan"),
         client_cpu=cpu / seconds if seconds else 0.0,
         statuses=dict(statuses),
@@ -176,16 +171,11 @@ async def run_load_async(
 
 
 def run_load(
-    base_url: str,
-    factory: RequestFactory,
-    concurrency: int,
-    duration: float | None = None,
-    total: int | None = None,
-    warmup: float = 0.0,
-    timeout: float = 120.0,
+    base_url: str, factory: RequestFactory, concurrency: int, **options: Any
 ) -> LoadResult:
-    """`run_load_async` on a fresh event loop (uvloop when installed: less client overhead)."""
-    coroutine = run_load_async(base_url, factory, concurrency, duration, total, warmup, timeout)
+    """`run_load_async` (the same options: duration or total, warmup, timeout) on a fresh
+    event loop, uvloop's when installed: less client overhead."""
+    coroutine = run_load_async(base_url, factory, concurrency, **options)
     try:
         import uvloop
     except ImportError:
@@ -310,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.requests is None and duration is None:
         duration = 10.0
     result = run_load(
-        base, fixed(request), args.concurrency, duration, args.requests, warmup=args.warmup
+        base,
+        fixed(request),
+        args.concurrency,
+        duration=duration,
+        total=args.requests,
+        warmup=args.warmup,
     )
     print("| requests | errors | req/s | p50 ms | p99 ms | client CPU (cores) |")
     print("|---:|---:|---:|---:|---:|---:|")

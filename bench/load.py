@@ -23,7 +23,6 @@ core means the client, not the server, set the pace.
 
 import argparse
 import asyncio
-import io
 import random
 import time
 from collections import Counter
@@ -32,8 +31,10 @@ from dataclasses import dataclass, field
 import httpx
 from PIL import Image, ImageDraw
 
-from bench.private_stack import PrivateStack, markdown_table, percentile
+from bench.private_stack import PrivateStack
 from core.config import EMNIST_BALANCED_LABELS
+from testkit.images import encode
+from testkit.tables import markdown_table, percentile
 
 
 @dataclass
@@ -65,9 +66,7 @@ def distinct_png(index: int) -> bytes:
     draw.line(points, fill=255, width=3)
     for position in range(4):
         image.putpixel((position, 27), 1 + (index >> (6 * position)) % 64)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode(image)
 
 
 @dataclass

@@ -25,8 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,16 +33,18 @@ from typing import Any
 import httpx
 import psycopg
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-NIST_DATA_DIR = os.environ.get("NIST_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
+from testkit.stack import (
+    NIST_DATA_DIR,
+    PYTHON,
+    REPO_ROOT,
+    celery_worker_command,
+    free_port,
+    start_process,
+    uvicorn_command,
+    wait_until,
+)
+
 DATABASE = "hwr"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres_bin(name: str) -> str:
@@ -58,19 +59,6 @@ def postgres_bin(name: str) -> str:
     if on_path is None:
         raise SystemExit(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
     return on_path
-
-
-def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
-) -> float:
-    """Poll `check` until true; the seconds it took. Raises with `what` after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with contextlib.suppress(Exception):
-            if check():
-                return time.monotonic() - started
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
 
 
 class PrivateStack:
@@ -92,7 +80,7 @@ class PrivateStack:
             "BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "TASK_QUEUE": "hwr-private",
             "ADMIN_TOKEN": self.admin_token,
-            "NIST_DATA_DIR": NIST_DATA_DIR,
+            "NIST_DATA_DIR": str(NIST_DATA_DIR),
             "LOG_LEVEL": "WARNING",
             **(settings or {}),
         }
@@ -222,9 +210,12 @@ class PrivateStack:
         wait_until(self._redis_answers, 20, "private Redis")
 
     def _redis_answers(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:  # not listening yet
+            return False
 
     def stop_redis(self) -> None:
         if self._redis is not None and self._redis.poll() is None:
@@ -252,17 +243,11 @@ class PrivateStack:
         return result.stdout
 
     def start(
-        self, name: str, args: list[str], extra_env: dict[str, str] | None = None
+        self, name: str, command: list[str], extra_env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        """Start `python <args>` as `name` (its own process group), output in name.log."""
-        process = subprocess.Popen(
-            [PYTHON, *args],
-            cwd=REPO_ROOT,
-            env=self.process_env(extra_env),
-            stdout=(self.root / f"{name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        """Start `command` as `name` (its own process group), output in name.log."""
+        env = {**self.env, **(extra_env or {})}
+        process = start_process(command, self.root / f"{name}.log", env)
         self.processes[name] = process
         return process
 
@@ -280,46 +265,24 @@ class PrivateStack:
         metrics_dir.mkdir(exist_ok=True)
         process = self.start(
             "api",
-            [
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--workers",
-                str(workers),
-            ],
+            uvicorn_command("api.main:app", self.api_port, workers),
             {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
         )
 
         def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited:\n{self.log('api')[-3000:]}")
-            return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+            try:
+                return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:  # not listening yet
+                return False
 
         wait_until(ready, timeout, "the API's /readyz")
 
     def start_worker(self, name: str = "worker", timeout: float = 90) -> subprocess.Popen[bytes]:
         """A Celery worker (one task at a time, as in compose); returns once it is ready."""
-        process = self.start(
-            name,
-            [
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}@%h",
-            ],
-            {"LOG_LEVEL": "INFO"},
-        )
+        command = celery_worker_command("-n", f"{name}@%h")
+        process = self.start(name, command, {"LOG_LEVEL": "INFO"})
 
         def ready() -> bool:
             if process.poll() is not None:
@@ -379,24 +342,3 @@ class PrivateStack:
             print(f"private stack kept in {self.root}", file=sys.stderr)
         else:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A small Markdown table: what the scripts print, ready to paste into docs."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |"
-        for row in cells
-    ]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """The `share` (0..1) percentile of `values` by nearest rank; 0 for none."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))
-    return ordered[index]

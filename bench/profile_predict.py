@@ -10,7 +10,6 @@ doing (decode, preprocess, ONNX Runtime, multipart parsing, ...) and the busiest
 are listed by their own samples.
 """
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -23,22 +22,12 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.bench_predict import WORKERS
-from bench.common import (
-    REPO_ROOT,
-    BenchRun,
-    add_quiet_option,
-    canvas_png,
-    drop_redis_queue,
-    markdown_table,
-    nist_glyphs,
-    save_results,
-    service_env,
-    small_png,
-    throwaway_database,
-    uvicorn_server,
-)
+from bench.common import BenchRun, bench_parser, bench_service, report
 from bench.httpload import Request, fixed, multipart, run_load
+from testkit.images import canvas_png, small_png
+from testkit.nist import nist_glyphs
+from testkit.stack import REPO_ROOT, Server
+from testkit.tables import markdown_table
 
 # What a stack is doing, by the first pattern found in it (most specific first).
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
@@ -177,108 +166,86 @@ def route_split(url: str, request: Request, count: int = 300) -> dict[str, float
     return split
 
 
+def profile_image(server: Server, data: bytes, seconds: float, out: Path) -> dict[str, Any]:
+    """One image: the route's own split, then the load while py-spy samples, grouped."""
+    body, headers = multipart(files=[("image", "glyph.png", data)])
+    request = Request("POST", "/v1/predictions", body, headers)
+    split = route_split(server.url, request)
+    run_load(server.url, fixed(request), 16, duration=3)  # warm-up
+    load = profile(server.process.pid, server.url, request, seconds, out)
+    stacks = parse_collapsed(out)
+    categories, leaves = categorise(stacks)
+    steps = preprocessing_steps(stacks)
+    return {
+        "load": load,
+        "split": split,
+        "categories": categories,
+        "leaves": leaves,
+        "steps": steps,
+    }
+
+
+def split_table(results: dict[str, Any]) -> str:
+    rows = [
+        [what]
+        + [round(r["split"][key], 2) for key in ("latency_ms", "decode_ms", "preprocess_ms")]
+        + [round(r["split"][key], 2) for key in ("inference_ms", "rest_ms")]
+        for what, r in results.items()
+    ]
+    headers = ["one request at a time (medians)", "latency ms (client)", "decode ms"]
+    headers += ["preprocess ms", "inference ms", "rest: HTTP, multipart, framework ms"]
+    return markdown_table(headers, rows)
+
+
+def sample_tables(what: str, r: dict[str, Any], top: int) -> str:
+    """Where one image's samples went: by category, busiest functions, preprocessing steps."""
+    waiting = r["categories"].get(WAITING_NAME, 0)
+    total = sum(r["categories"].values()) - waiting
+    caption = (
+        f"{what}, 16 clients, {r['load'].rps:.1f} req/s while sampled; {total:,} samples "
+        f"of working threads ({waiting:,} of waiting threads set apart)"
+    )
+    rows = [
+        [name, n, f"{n / total:.1%}" if name != WAITING_NAME else ""]
+        for name, n in r["categories"].most_common()
+    ]
+    categories = markdown_table(["what the worker was doing", "samples", "share"], rows)
+    rows = [[name, n, f"{n / total:.1%}"] for name, n in r["leaves"].most_common(top)]
+    leaves = markdown_table(["busiest functions (own samples)", "samples", "share"], rows)
+    inside = sum(r["steps"].values())
+    rows = [[f"`{name}`", n, f"{n / inside:.1%}"] for name, n in r["steps"].most_common(8)]
+    steps = markdown_table(["inside preprocess_image: step", "samples", "share"], rows)
+    return "\n\n".join([caption, categories, leaves, steps])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=12, help="functions listed per image")
-    add_quiet_option(parser)
     args = parser.parse_args(argv)
 
     run = BenchRun(args.wait_quiet)
     glyphs, _ = nist_glyphs(1)
     images = {"28x28 PNG": small_png(glyphs[0]), "280x280 canvas PNG": canvas_png(glyphs[0])}
     results: dict[str, Any] = {}
-    queue = f"hwr-bench-profile-{int(time.time())}"
-    with tempfile.TemporaryDirectory() as tmp, throwaway_database() as database:
-        try:
-            env = service_env(database, queue)
-            with uvicorn_server("api.main:app", env, workers=WORKERS) as server:
-                for what, data in images.items():
-                    body, headers = multipart(files=[("image", "glyph.png", data)])
-                    request = Request("POST", "/v1/predictions", body, headers)
-                    split = route_split(server.url, request)
-                    run_load(server.url, fixed(request), 16, duration=3)  # warm-up
-                    out = Path(tmp) / f"{len(results)}.txt"
-                    load = profile(server.process.pid, server.url, request, args.duration, out)
-                    stacks = parse_collapsed(out)
-                    categories, leaves = categorise(stacks)
-                    results[what] = {
-                        "load": load,
-                        "split": split,
-                        "categories": categories,
-                        "leaves": leaves,
-                        "steps": preprocessing_steps(stacks),
-                    }
-                    print(f"# {what}: {load.rps:.1f} req/s while sampled", flush=True)
-        finally:
-            drop_redis_queue(queue)
-    run.finish()
-
-    print()
-    print(run.header())
-    print()
-    rows = [
-        [
-            what,
-            round(r["split"]["latency_ms"], 2),
-            round(r["split"]["decode_ms"], 2),
-            round(r["split"]["preprocess_ms"], 2),
-            round(r["split"]["inference_ms"], 2),
-            round(r["split"]["rest_ms"], 2),
-        ]
+    with tempfile.TemporaryDirectory() as tmp, bench_service("profile") as (server, _):
+        for what, data in images.items():
+            out = Path(tmp) / f"{len(results)}.txt"
+            results[what] = profile_image(server, data, args.duration, out)
+            print(f"# {what}: {results[what]['load'].rps:.1f} req/s while sampled", flush=True)
+    tables = [split_table(results)]
+    tables += [sample_tables(what, r, args.top) for what, r in results.items()]
+    raw = {
+        what: {
+            "rps": r["load"].rps,
+            "split": r["split"],
+            "categories": dict(r["categories"]),
+            "leaves": dict(r["leaves"].most_common(60)),
+            "steps": dict(r["steps"]),
+        }
         for what, r in results.items()
-    ]
-    print(
-        markdown_table(
-            [
-                "one request at a time (medians)",
-                "latency ms (client)",
-                "decode ms",
-                "preprocess ms",
-                "inference ms",
-                "rest: HTTP, multipart, framework ms",
-            ],
-            rows,
-        )
-    )
-    for what, r in results.items():
-        waiting = r["categories"].get(WAITING_NAME, 0)
-        total = sum(r["categories"].values()) - waiting
-        print(
-            f"\n{what}, 16 clients, {r['load'].rps:.1f} req/s while sampled; {total:,} samples "
-            f"of working threads ({waiting:,} of waiting threads set apart)"
-        )
-        print()
-        rows = [
-            [name, n, f"{n / total:.1%}" if name != WAITING_NAME else ""]
-            for name, n in r["categories"].most_common()
-        ]
-        print(markdown_table(["what the worker was doing", "samples", "share"], rows))
-        print()
-        rows = [[name, n, f"{n / total:.1%}"] for name, n in r["leaves"].most_common(args.top)]
-        print(markdown_table(["busiest functions (own samples)", "samples", "share"], rows))
-        print()
-        steps = r["steps"]
-        inside = sum(steps.values())
-        rows = [[f"`{name}`", n, f"{n / inside:.1%}"] for name, n in steps.most_common(8)]
-        print(markdown_table(["inside preprocess_image: step", "samples", "share"], rows))
-    path = save_results(
-        "profile",
-        {
-            **run.record(),
-            "results": {
-                what: {
-                    "rps": r["load"].rps,
-                    "split": r["split"],
-                    "categories": dict(r["categories"]),
-                    "leaves": dict(r["leaves"].most_common(60)),
-                    "steps": dict(r["steps"]),
-                }
-                for what, r in results.items()
-            },
-        },
-    )
-    print(f"\n# raw results: {path.relative_to(REPO_ROOT)}")
+    }
+    report(run, "profile", tables, {"results": raw})
 
 
 if __name__ == "__main__":

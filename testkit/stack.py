@@ -151,6 +151,12 @@ def celery_worker_command(*options: str) -> list[str]:
     ]
 
 
+def uvicorn_command(app: str, port: int, workers: int = 1) -> list[str]:
+    """`uvicorn <app>` on 127.0.0.1:port, as the Dockerfile runs it ([--workers N])."""
+    command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    return [*command, "--workers", str(workers)] if workers > 1 else command
+
+
 @dataclass
 class Server:
     url: str
@@ -200,11 +206,9 @@ def uvicorn_server(
         metrics_dir = Path(tmp) / "prometheus"
         metrics_dir.mkdir()
         log_path = Path(tmp) / "server.log"
-        command = [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-        if workers > 1:
-            command += ["--workers", str(workers)]
         env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env}
-        process = start_process([*command, *extra_args], log_path, env)
+        command = [*uvicorn_command(app, port, workers), *extra_args]
+        process = start_process(command, log_path, env)
         server = Server(f"http://127.0.0.1:{port}", process, log_path)
         try:
             wait_until(

@@ -24,59 +24,7 @@ DEFAULT_OUT = Path("artifacts") / "model"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--labels", help="label set (default: LABELS setting, 47 classes)")
-        p.add_argument("--data-dir", type=Path, help="NIST data (default: NIST_DATA_DIR)")
-
-    def training_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--epochs", type=int, default=4)
-        p.add_argument("--max-train", type=int, help="train on at most this many images")
-        p.add_argument("--batch-size", type=int, default=128)
-        p.add_argument("--class-balance", type=float, default=0.5, help="0 natural .. 1 equal")
-        p.add_argument("--seed", type=int, default=0)
-
-    train = commands.add_parser("train", help="train, export ONNX, evaluate, write a report")
-    data_options(train)
-    training_options(train)
-    train.add_argument("--arch", choices=("cnn", "lenet5"), default="cnn")
-    train.add_argument("--no-augment", dest="augment", action="store_false")
-    train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
-    train.add_argument("--out", type=Path, default=DEFAULT_OUT)
-
-    evaluate = commands.add_parser("evaluate", help="evaluate an ONNX model, rewrite its report")
-    data_options(evaluate)
-    evaluate.add_argument("model", type=Path, help="model.onnx")
-    evaluate.add_argument("--out", type=Path, help="report directory (default: the model's)")
-
-    compare = commands.add_parser("compare", help="train architectures side by side")
-    data_options(compare)
-    training_options(compare)
-    compare.add_argument(
-        "--runs",
-        default="cnn,cnn-noaug,lenet5,lenet5-noaug,elm",
-        help="comma-separated: cnn, cnn-noaug, lenet5, lenet5-noaug, elm",
-    )
-    compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
-
-    fetch = commands.add_parser(
-        "fetch", help="fill DATA_DIR/emnist and DATA_DIR/emnist-holdout from NIST's archive"
-    )
-    fetch.add_argument("--data-dir", type=Path, help="default: NIST_DATA_DIR")
-    fetch.add_argument(
-        "--source",
-        "--url",
-        default=NIST_EMNIST_URL,
-        help="gzip.zip (URL or path), a directory holding it, or a directory laid out like "
-        "NIST_DATA_DIR (emnist/, emnist-holdout/) to copy; default: NIST's download",
-    )
-    fetch.add_argument(
-        "--splits", default=",".join(POOL_SPLITS), help="splits for emnist/, comma-separated"
-    )
-
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m trainer " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.command == "fetch":
@@ -99,6 +47,79 @@ def main(argv: list[str] | None = None) -> int:
         table = compare_runs(data, args, command)
         print(table)
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_train_command(commands)
+    add_evaluate_command(commands)
+    add_compare_command(commands)
+    add_fetch_command(commands)
+    return parser
+
+
+def data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", help="label set (default: LABELS setting, 47 classes)")
+    parser.add_argument("--data-dir", type=Path, help="NIST data (default: NIST_DATA_DIR)")
+
+
+def training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--max-train", type=int, help="train on at most this many images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--class-balance", type=float, default=0.5, help="0 natural .. 1 equal")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+# The subparsers' holder: argparse has no public name for its type.
+Commands = Any
+
+
+def add_train_command(commands: Commands) -> None:
+    train = commands.add_parser("train", help="train, export ONNX, evaluate, write a report")
+    data_options(train)
+    training_options(train)
+    train.add_argument("--arch", choices=("cnn", "lenet5"), default="cnn")
+    train.add_argument("--no-augment", dest="augment", action="store_false")
+    train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
+    train.add_argument("--out", type=Path, default=DEFAULT_OUT)
+
+
+def add_evaluate_command(commands: Commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="evaluate an ONNX model, rewrite its report")
+    data_options(evaluate)
+    evaluate.add_argument("model", type=Path, help="model.onnx")
+    evaluate.add_argument("--out", type=Path, help="report directory (default: the model's)")
+
+
+def add_compare_command(commands: Commands) -> None:
+    compare = commands.add_parser("compare", help="train architectures side by side")
+    data_options(compare)
+    training_options(compare)
+    compare.add_argument(
+        "--runs",
+        default="cnn,cnn-noaug,lenet5,lenet5-noaug,elm",
+        help="comma-separated: cnn, cnn-noaug, lenet5, lenet5-noaug, elm",
+    )
+    compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
+
+
+def add_fetch_command(commands: Commands) -> None:
+    fetch = commands.add_parser(
+        "fetch", help="fill DATA_DIR/emnist and DATA_DIR/emnist-holdout from NIST's archive"
+    )
+    fetch.add_argument("--data-dir", type=Path, help="default: NIST_DATA_DIR")
+    fetch.add_argument(
+        "--source",
+        "--url",
+        default=NIST_EMNIST_URL,
+        help="gzip.zip (URL or path), a directory holding it, or a directory laid out like "
+        "NIST_DATA_DIR (emnist/, emnist-holdout/) to copy; default: NIST's download",
+    )
+    fetch.add_argument(
+        "--splits", default=",".join(POOL_SPLITS), help="splits for emnist/, comma-separated"
+    )
 
 
 def training_config(args: argparse.Namespace) -> TrainingConfig:

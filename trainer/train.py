@@ -157,20 +157,47 @@ def train_model(
     """
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = training_arrays(data, config, extra)
-
     num_classes = len(data.labels)
     model = build_model(config.architecture, num_classes)
     if initial_weights is not None:
         model.load_weights(initial_weights)
-
     rng = np.random.default_rng(config.seed)
-    epochs, batch_size = config.epochs, config.batch_size
-    orders = [epoch_order(y_train, config.max_per_class, rng) for _ in range(epochs)]
-    steps = int(np.ceil(len(orders[0]) / batch_size))
-    # One cycle of cosine decay with a short warm-up: no schedule to tune per run length.
+    orders = [epoch_order(y_train, config.max_per_class, rng) for _ in range(config.epochs)]
+    steps = int(np.ceil(len(orders[0]) / config.batch_size))
+    compile_model(model, config, steps)
+    train_set = training_stream(x_train, y_train, orders, config)
+    val_set = make_dataset(data.x_val, data.y_val, 512)
+    hook = None
+    if progress is not None:
+        hook = _ProgressCallback(progress, config.epochs, steps, progress_every)
+
+    start = time.perf_counter()
+    history = model.fit(
+        train_set,
+        validation_data=val_set if len(data.y_val) else None,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        class_weight=class_weights(y_train[orders[0]], num_classes, config.class_balance),
+        callbacks=[*(callbacks or []), *([hook] if hook else [])],
+        verbose=verbose,
+    )
+    return TrainedModel(
+        model=model,
+        labels=data.labels,
+        config=config,
+        train_size=len(orders[0]),
+        train_seconds=time.perf_counter() - start,
+        history={k: [float(v) for v in values] for k, values in history.history.items()},
+        stopped_early=bool(hook and hook.stopped),
+    )
+
+
+def compile_model(model: keras.Model, config: TrainingConfig, steps: int) -> None:
+    """AdamW on one cycle of cosine decay with a short warm-up: no schedule to tune per run
+    length."""
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 10,
-        decay_steps=max(1, epochs * steps - steps // 4),
+        decay_steps=max(1, config.epochs * steps - steps // 4),
         warmup_target=config.learning_rate,
         warmup_steps=steps // 4,
         alpha=0.01,
@@ -181,38 +208,15 @@ def train_model(
         metrics=["accuracy"],
     )
 
-    # All epochs' orders in one stream; each epoch is `steps` batches of it.
-    train_set = make_dataset(
+
+def training_stream(
+    x_train: np.ndarray, y_train: np.ndarray, orders: list[np.ndarray], config: TrainingConfig
+) -> tf.data.Dataset:
+    """All epochs' orders in one endless stream; each epoch is `steps` batches of it."""
+    return make_dataset(
         x_train,
         y_train,
-        batch_size,
+        config.batch_size,
         order=np.concatenate(orders),
         augment=Distortion() if config.augment else None,
     ).repeat()
-    val_set = make_dataset(data.x_val, data.y_val, 512)
-    all_callbacks = list(callbacks or [])
-    hook = None
-    if progress is not None:
-        hook = _ProgressCallback(progress, epochs, steps, progress_every)
-        all_callbacks.append(hook)
-
-    start = time.perf_counter()
-    history = model.fit(
-        train_set,
-        validation_data=val_set if len(data.y_val) else None,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        class_weight=class_weights(y_train[orders[0]], num_classes, config.class_balance),
-        callbacks=all_callbacks,
-        verbose=verbose,
-    )
-    seconds = time.perf_counter() - start
-    return TrainedModel(
-        model=model,
-        labels=data.labels,
-        config=config,
-        train_size=len(orders[0]),
-        train_seconds=seconds,
-        history={k: [float(v) for v in values] for k, values in history.history.items()},
-        stopped_early=bool(hook and hook.stopped),
-    )

@@ -22,7 +22,7 @@ from core.config import get_settings
 from db.models import ModelVersion, TrainingRun
 from db.session import get_sessionmaker
 from testkit.images import encode, png, stroke_image
-from testkit.stack import REPO_ROOT, free_port
+from testkit.stack import REPO_ROOT, free_port, uvicorn_command
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     TEST_ENV,
@@ -249,8 +249,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     """A real uvicorn serving the app on a free port, against the session's test database."""
     port = free_port()
     log = Path(tmp_path_factory.mktemp("uvicorn")) / "api.log"
-    uvicorn = [sys.executable, "-m", "uvicorn", "api.main:app"]
-    process = start_test_process([*uvicorn, "--host", "127.0.0.1", "--port", str(port)], log)
+    process = start_test_process(uvicorn_command("api.main:app", port), log)
 
     def ready() -> bool:
         assert process.poll() is None, log.read_text()

@@ -8,7 +8,6 @@ the tests fail and say what to install.
 import json
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from db.models import TrainingRun
 from db.session import get_sessionmaker
 from domain.registry import install_bundled
 from testkit.images import encode, noise_png
-from testkit.stack import REPO_ROOT, free_port
+from testkit.stack import REPO_ROOT, free_port, uvicorn_command
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     add_model_version,
@@ -73,8 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real API on 127.0.0.1, serving the page and the JSON API."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("web") / "api.log"
-    uvicorn = [sys.executable, "-m", "uvicorn", "api.main:app"]
-    process = start_test_process([*uvicorn, "--host", "127.0.0.1", "--port", str(port)], log_path)
+    process = start_test_process(uvicorn_command("api.main:app", port), log_path)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
