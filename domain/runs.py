@@ -8,7 +8,18 @@ inside its own transaction).
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, ScalarSelect, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    ScalarSelect,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,7 +47,7 @@ def _watermark() -> ScalarSelect[int]:
     return select(func.coalesce(func.max(TrainingRun.sample_watermark), 0)).scalar_subquery()
 
 
-def _new_training_sample_count(at_most: int | None) -> ScalarSelect[int]:
+def _new_training_sample_count(at_most: int | BindParameter[int] | None) -> ScalarSelect[int]:
     """Training samples (not kept for evaluation) stored since the last run's watermark;
     counting stops at `at_most`, so that deciding on a threshold reads at most that many rows
     of the primary key, however big the table."""
@@ -53,9 +64,7 @@ def new_training_samples(session: Session, at_most: int | None = None) -> int:
 def _due_query() -> Select[tuple[bool]]:
     threshold = bindparam("threshold", type_=Integer)
     run_open = select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)).exists()
-    new = select(Sample.id).where(Sample.id > _watermark(), Sample.evaluation.is_(False))
-    counted = select(func.count()).select_from(new.limit(threshold).subquery()).scalar_subquery()
-    return select(and_(~run_open, counted >= threshold))
+    return select(and_(~run_open, _new_training_sample_count(threshold) >= threshold))
 
 
 # Built once: it runs in every upload's transaction, where building it cost as much as running it.

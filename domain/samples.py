@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -79,7 +80,7 @@ def is_evaluation_sample(image: np.ndarray, key: bytes) -> bool:
     return int.from_bytes(digest[:8], "big") % 10 == 0
 
 
-_keys: dict[str, bytes] = {}  # per database URL: read once per process
+_keys: dict[URL, bytes] = {}  # per database: read once per process
 
 
 def evaluation_key(session: Session) -> bytes:
@@ -88,17 +89,15 @@ def evaluation_key(session: Session) -> bytes:
     configured = get_settings().evaluation_key
     if configured:
         return configured.encode()
-    database = session.get_bind().url.render_as_string(hide_password=True)
+    database = session.get_bind().url
     if database not in _keys:
         _keys[database] = _stored_key(session)
     return _keys[database]
 
 
 def _stored_key(session: Session) -> bytes:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(
-        insert(ServiceKey)
+        _insert(session, ServiceKey)
         .values(name=EVALUATION_KEY_NAME, secret=secrets.token_bytes(32))
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -106,6 +105,12 @@ def _stored_key(session: Session) -> bytes:
     session.commit()
     assert key is not None
     return bytes(key)
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (Postgres here, SQLite for the local run)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def trusted(trusted_sources: Iterable[str]) -> ColumnElement[bool]:
@@ -167,11 +172,9 @@ def store(
 
 def _insert_unless_stored(session: Session, values: dict[str, object]) -> ReturningInsert[Any]:
     """INSERT that does nothing where the same bytes (sha256) are stored already."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = Sample.__table__
     return (
-        insert(table)
+        _insert(session, table)
         .values(values)
         .on_conflict_do_nothing(index_elements=["sha256"])
         .returning(table.c.id, table.c.created_at)
