@@ -10,7 +10,7 @@ from api.errors import ApiError
 from core.config import Settings, get_settings
 from core.labels import LabelSet
 from db.session import get_db
-from domain.predictor import ImageLimits, Predictor
+from domain.predictor import ImageLimits, LoadedModel, Predictor
 
 SessionDep = Annotated[Session, Depends(get_db)]
 
@@ -98,11 +98,18 @@ def require_admin(
 AdminDep = Depends(require_admin)
 
 
-async def get_predictor(request: Request, settings: SettingsDep) -> Predictor:
-    """A predictor on the model serving now, held for the whole request even if a swap
-    happens meanwhile; 503 until a model is loaded. async: no thread-pool hop per request."""
+async def get_serving_model(request: Request) -> LoadedModel | None:
+    """The model serving now (None before one is loaded), held for the whole request even if
+    a swap happens meanwhile. async: no thread-pool hop per request."""
     server = request.app.state.model_server
-    model = server.current or server.refresh()
+    return server.current or server.refresh()
+
+
+ServingModelDep = Annotated[LoadedModel | None, Depends(get_serving_model)]
+
+
+async def get_predictor(model: ServingModelDep, settings: SettingsDep) -> Predictor:
+    """A predictor on the model serving now; 503 until a model is loaded."""
     if model is None:
         raise ApiError(
             503,

@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from db.models import SampleStatus
+
 # --- Errors ---------------------------------------------------------------------------------
 
 
@@ -31,6 +33,13 @@ class SampleOut(BaseModel):
         description="When an admin confirmed the label; an evaluation sample judges candidates "
         "only once confirmed (or when its source is in TRUSTED_SOURCES)"
     )
+    status: SampleStatus = Field(
+        description="suspect: the serving model found the label very unlikely while confident "
+        "in another; kept out of training (and evaluation) until an admin confirms or deletes "
+        "it. confirmed: an admin vouched for it. accepted: neither."
+    )
+    model_label: str | None = Field(description="What the serving model read when it was stored")
+    model_probability: float | None = Field(description="The model's probability of model_label")
     created_at: datetime
 
 
@@ -46,6 +55,7 @@ class SampleStats(BaseModel):
     by_label: dict[str, int]
     new_since_last_training_run: int
     retrain_threshold: int
+    suspect: int = Field(description="Samples kept out of training until an admin confirms them")
 
 
 # --- Predictions ----------------------------------------------------------------------------
@@ -104,6 +114,11 @@ class ModelOut(BaseModel):
     training_run_id: int | None
     created_at: datetime
     activated_at: datetime | None
+    blessed_at: datetime | None = Field(description="When it was made its label set's baseline")
+    baseline: bool = Field(
+        description="The gate's fixed reference: no promoted model may fall more than "
+        "GATE_MAX_NIST_DROP below it"
+    )
 
 
 class ModelDetail(ModelOut):

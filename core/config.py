@@ -56,7 +56,32 @@ class Settings(BaseSettings):
     )
     max_upload_oversample: int = Field(default=50, ge=1)
     gate_max_nist_drop: float = Field(
-        default=0.005, ge=0, description="How much NIST test accuracy a candidate may lose."
+        default=0.005,
+        ge=0,
+        description="How far below the baseline, and below the active model, a candidate's "
+        "NIST test and holdout accuracy may fall.",
+    )
+    gate_max_class_drop: float = Field(
+        default=0.03,
+        ge=0,
+        description="How much one class's NIST test accuracy may drop against the active model "
+        "(more where chance allows it on that class's image count).",
+    )
+    gate_min_class_images: int = Field(
+        default=50, ge=1, description="Classes with fewer NIST test images are not compared."
+    )
+    suspect_max_label_probability: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="An upload whose label the serving model gives less than this...",
+    )
+    suspect_min_other_probability: float = Field(
+        default=0.4,
+        ge=0,
+        le=1,
+        description="...while giving another label at least this is suspect: kept out of "
+        "training until an admin confirms it.",
     )
     registry_lock_timeout_seconds: float = Field(
         default=10.0,

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    or_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -34,6 +36,14 @@ class SampleSource(enum.StrEnum):
     upload = "upload"
     canvas = "canvas"
     correction = "correction"
+
+
+class SampleStatus(enum.StrEnum):
+    """Derived from the row (suspect, confirmed_at); not a column."""
+
+    accepted = "accepted"
+    suspect = "suspect"
+    confirmed = "confirmed"
 
 
 class RunStatus(enum.StrEnum):
@@ -78,7 +88,17 @@ class Sample(Base):
     evaluation: Mapped[bool] = mapped_column(Boolean)
     # When an admin vouched for the label: only trusted evaluation samples judge candidates.
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # What the serving model read when the sample was stored. Suspect: it found the label very
+    # unlikely while confident in another; kept out of training until an admin confirms it.
+    suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    model_label: Mapped[str | None] = mapped_column(String(1), nullable=True)
+    model_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+def cleared_samples() -> ColumnElement[bool]:
+    """Samples that may train or judge: not suspect, or confirmed by an admin since."""
+    return or_(Sample.suspect.is_(False), Sample.confirmed_at.is_not(None))
 
 
 class TrainingRun(Base):
@@ -149,6 +169,9 @@ class ModelVersion(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The gate's fixed reference for its label set: the newest blessed version (the bundled
+    # model when it is installed, or one an admin blesses).
+    blessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ServiceKey(Base):

@@ -1,81 +1,166 @@
 """The gate: whether a trained candidate may replace the serving model. A pure function of the
-two models' scores on the same sets, so every branch is tested without a database."""
+models' scores on the same sets, so every branch is tested without a database.
 
-from dataclasses import dataclass
+Three references, because each one alone lets the model slide:
+- the baseline (the bundled model, or the version an admin blessed): NIST test and holdout may
+  never fall more than GATE_MAX_NIST_DROP below it, however many retrains follow each other;
+- the active model: the same allowance, so one retrain cannot spend the whole margin at once;
+  no class of the NIST test split may lose more than GATE_MAX_CLASS_DROP (classes with at
+  least GATE_MIN_CLASS_IMAGES images), unless the loss is within what chance gives two models
+  of that accuracy on that many images (a one-sided test, Bonferroni over the classes checked,
+  so that among 47 classes one does not flap by luck);
+- the trusted evaluation samples: not worse than the active model.
+"""
 
-from core.model_report import Metrics
+import math
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+from core.model_report import ClassScore, Metrics
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One model's scores on the sets the gate compares."""
+
+    metrics: Metrics
+    test_per_class: dict[str, ClassScore] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateRules:
+    max_nist_drop: float
+    max_class_drop: float = 0.03
+    min_class_images: int = 50
+    class_false_alarm: float = 0.05  # chance that some class of an unchanged model is refused
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison the gate made, with its figures (stored on the run, shown in the page)."""
+
+    name: str
+    passed: bool
+    candidate: float | None
+    reference: float | None
+    allowed_drop: float | None
+    detail: str
 
 
 @dataclass(frozen=True)
 class GateDecision:
     promote: bool
     reason: str
+    checks: list[Check] = field(default_factory=list)
+
+    def checks_json(self) -> list[dict[str, Any]]:
+        return [asdict(check) for check in self.checks]
 
 
-def gate(candidate: Metrics, active: Metrics | None, max_nist_drop: float) -> GateDecision:
-    """Promote only a candidate that is not worse than the active model.
-
-    Both were scored on the same NIST test split, the same NIST holdout slice (writers neither
-    model saw) and the same evaluation samples. Each NIST figure may drop by `max_nist_drop`.
-    """
-    if active is None:
-        return GateDecision(True, "no active model to compare with")
-    refusal = (
-        _nist_test_refusal(candidate, active, max_nist_drop)
-        or _holdout_refusal(candidate, active, max_nist_drop)
-        or _evaluation_samples_refusal(candidate, active)
-    )
-    if refusal is not None:
-        return GateDecision(False, refusal)
-    return GateDecision(
-        True,
-        f"NIST test accuracy {candidate.test_accuracy:.4f} (active {active.test_accuracy:.4f}, "
-        f"allowed drop {max_nist_drop:.4f}), NIST holdout {_holdout_figures(candidate, active)} "
-        f"and evaluation-sample accuracy {_figure(candidate.evaluation_samples_accuracy)} "
-        f"(active {_figure(active.evaluation_samples_accuracy)}): not worse",
-    )
+def gate(
+    candidate: Scores, active: Scores | None, baseline: Scores | None, rules: GateRules
+) -> GateDecision:
+    """Promote only a candidate that passes every check against the baseline and the active
+    model (all scored on the same NIST test split, holdout slice and evaluation samples)."""
+    if active is None and baseline is None:
+        return GateDecision(True, "no active model or baseline to compare with")
+    checks: list[Check] = []
+    for name, reference in (("baseline", baseline), ("active model", active)):
+        if reference is not None:
+            checks += nist_checks(candidate.metrics, reference.metrics, name, rules.max_nist_drop)
+    if active is not None:
+        checks += class_checks(candidate.test_per_class, active.test_per_class, rules)
+        checks += evaluation_sample_checks(candidate.metrics, active.metrics)
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        return GateDecision(False, "; ".join(check.detail for check in failed), checks)
+    return GateDecision(True, "; ".join(c.detail for c in checks if c.name != "class"), checks)
 
 
-def _nist_test_refusal(candidate: Metrics, active: Metrics, max_nist_drop: float) -> str | None:
-    if candidate.test_accuracy >= active.test_accuracy - max_nist_drop:
-        return None
-    return (
-        f"NIST test accuracy {candidate.test_accuracy:.4f} is below the active model's "
-        f"{active.test_accuracy:.4f} minus {max_nist_drop:.4f}"
-    )
+def nist_checks(candidate: Metrics, reference: Metrics, against: str, drop: float) -> list[Check]:
+    """NIST test accuracy, and the holdout slice when both were scored on the same one, may
+    fall at most `drop` below the reference."""
+    pairs = [("NIST test", candidate.test_accuracy, reference.test_accuracy)]
+    if (
+        candidate.holdout_accuracy is not None
+        and reference.holdout_accuracy is not None
+        and candidate.holdout_slice == reference.holdout_slice
+    ):
+        pairs.append(("NIST holdout", candidate.holdout_accuracy, reference.holdout_accuracy))
+    checks = []
+    for set_name, ours, theirs in pairs:
+        passed = ours >= theirs - drop
+        verb = "within" if passed else "below"
+        checks.append(
+            Check(
+                name=f"{set_name} vs {against}",
+                passed=passed,
+                candidate=ours,
+                reference=theirs,
+                allowed_drop=drop,
+                detail=f"{set_name} accuracy {ours:.4f} is {verb} the {against}'s "
+                f"{theirs:.4f} minus {drop:.4f}",
+            )
+        )
+    return checks
 
 
-def _comparable_holdout(candidate: Metrics, active: Metrics) -> tuple[float, float] | None:
-    """Both models' accuracy on one holdout slice, when both were scored on the same one."""
-    ours, theirs = candidate.holdout_accuracy, active.holdout_accuracy
-    if ours is None or theirs is None or candidate.holdout_slice != active.holdout_slice:
-        return None
-    return ours, theirs
+def class_allowance(ours: float, theirs: float, images: int, z: float, floor: float) -> float:
+    """The drop a class may show: `floor`, or more where chance alone moves two models of this
+    accuracy on `images` images by that much (z standard errors of a difference of two
+    proportions, pooled)."""
+    pooled = (ours + theirs) / 2
+    standard_error = math.sqrt(2 * pooled * (1 - pooled) / images)
+    return max(floor, z * standard_error)
 
 
-def _holdout_refusal(candidate: Metrics, active: Metrics, max_nist_drop: float) -> str | None:
-    scores = _comparable_holdout(candidate, active)
-    if scores is None or scores[0] >= scores[1] - max_nist_drop:
-        return None
-    return (
-        f"NIST holdout slice {candidate.holdout_slice!r} accuracy {scores[0]:.4f} is below the "
-        f"active model's {scores[1]:.4f} minus {max_nist_drop:.4f}"
-    )
+def class_checks(
+    candidate: dict[str, ClassScore], active: dict[str, ClassScore], rules: GateRules
+) -> list[Check]:
+    """Per class of the NIST test split, against the active model; tiny classes are skipped."""
+    compared = [
+        c
+        for c, score in active.items()
+        if c in candidate and score.images >= rules.min_class_images
+    ]
+    if not compared:
+        return []
+    z = NormalDist().inv_cdf(1 - rules.class_false_alarm / len(compared))
+    checks = []
+    for label in compared:
+        ours, theirs = candidate[label].accuracy, active[label].accuracy
+        images = active[label].images
+        allowed = class_allowance(ours, theirs, images, z, rules.max_class_drop)
+        passed = ours >= theirs - allowed
+        verb = "within" if passed else "below"
+        checks.append(
+            Check(
+                name="class",
+                passed=passed,
+                candidate=ours,
+                reference=theirs,
+                allowed_drop=round(allowed, 4),
+                detail=f"class {label!r} accuracy {ours:.4f} is {verb} the active model's "
+                f"{theirs:.4f} minus {allowed:.4f} ({images} NIST test images)",
+            )
+        )
+    return checks
 
 
-def _evaluation_samples_refusal(candidate: Metrics, active: Metrics) -> str | None:
+def evaluation_sample_checks(candidate: Metrics, active: Metrics) -> list[Check]:
     ours, theirs = candidate.evaluation_samples_accuracy, active.evaluation_samples_accuracy
-    if ours is None or theirs is None or ours >= theirs:
-        return None
-    return f"accuracy on evaluation samples {ours:.4f} is below the active model's {theirs:.4f}"
-
-
-def _holdout_figures(candidate: Metrics, active: Metrics) -> str:
-    scores = _comparable_holdout(candidate, active)
-    if scores is None:
-        return "n/a (not scored on the same slice)"
-    return f"{candidate.holdout_slice!r} {scores[0]:.4f} (active {scores[1]:.4f})"
-
-
-def _figure(value: float | None) -> str:
-    return "n/a (no trusted evaluation samples)" if value is None else f"{value:.4f}"
+    if ours is None or theirs is None:
+        return []
+    passed = ours >= theirs
+    return [
+        Check(
+            name="evaluation samples vs active model",
+            passed=passed,
+            candidate=ours,
+            reference=theirs,
+            allowed_drop=0.0,
+            detail=f"accuracy on {candidate.evaluation_samples} evaluation samples {ours:.4f} "
+            f"is {'not below' if passed else 'below'} the active model's {theirs:.4f}",
+        )
+    ]

@@ -43,6 +43,29 @@ def active_version_number(session: Session) -> int | None:
     )
 
 
+def baseline_version(session: Session, labels: str) -> ModelVersion | None:
+    """The gate's fixed reference for a label set: its most recently blessed version."""
+    return session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.labels == labels, ModelVersion.blessed_at.is_not(None))
+        .order_by(ModelVersion.blessed_at.desc(), ModelVersion.version.desc())
+        .limit(1)
+    )
+
+
+def bless(session: Session, version: int) -> ModelVersion | None:
+    """Make `version` its label set's baseline from now on (None: no such version). Under the
+    registry lock, so that a run being registered sees the baseline before or after, whole."""
+    lock_registry(session, get_settings().registry_lock_timeout_seconds)
+    model = session.get(ModelVersion, version, populate_existing=True)
+    if model is None:
+        session.rollback()
+        return None
+    model.blessed_at = runs.now()
+    session.commit()
+    return model
+
+
 class RegistryBusy(Exception):
     """The registry lock was not free within REGISTRY_LOCK_TIMEOUT_SECONDS; nothing changed."""
 
@@ -210,7 +233,7 @@ def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> in
         report=ModelReport.model_validate_json((model_dir / "report.json").read_text()),
     )
     version = _version_row(new, ModelStatus.active)
-    version.activated_at = runs.now()
+    version.activated_at = version.blessed_at = runs.now()  # the first baseline
     session.add(version)
     try:
         session.commit()

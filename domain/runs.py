@@ -23,7 +23,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import RunStatus, Sample, TrainingRun
+from db.models import (
+    ModelStatus,
+    ModelVersion,
+    RunStatus,
+    Sample,
+    TrainingRun,
+    cleared_samples,
+)
 from domain.queue import publish_training
 
 OPEN_STATUSES = (RunStatus.queued, RunStatus.running)
@@ -51,7 +58,9 @@ def _new_training_sample_count(at_most: int | BindParameter[int] | None) -> Scal
     """Training samples (not kept for evaluation) stored since the last run's watermark;
     counting stops at `at_most`, so that deciding on a threshold reads at most that many rows
     of the primary key, however big the table."""
-    query = select(Sample.id).where(Sample.id > _watermark(), Sample.evaluation.is_(False))
+    query = select(Sample.id).where(
+        Sample.id > _watermark(), Sample.evaluation.is_(False), cleared_samples()
+    )
     if at_most is not None:
         query = query.limit(at_most)
     return select(func.count()).select_from(query.subquery()).scalar_subquery()
@@ -123,8 +132,39 @@ def start_if_due(session: Session, threshold: int) -> int | None:
     return run_id
 
 
+class NothingToLearn(Exception):
+    """No training sample has arrived since the serving model was trained."""
+
+
+def learned_up_to(session: Session) -> int:
+    """The sample watermark of the run that trained the serving model (0: the bundled one)."""
+    return (
+        session.scalar(
+            select(TrainingRun.sample_watermark)
+            .join(ModelVersion, ModelVersion.training_run_id == TrainingRun.id)
+            .where(ModelVersion.status == ModelStatus.active)
+        )
+        or 0
+    )
+
+
+def has_something_to_learn(session: Session) -> bool:
+    """A training sample the serving model was not trained with (suspects do not count)."""
+    newer = select(Sample.id).where(
+        Sample.id > learned_up_to(session), Sample.evaluation.is_(False), cleared_samples()
+    )
+    return session.scalar(select(newer.exists())) or False
+
+
 def start_now(session: Session, full_retrain: bool) -> int | None:
-    """An admin's retrain, whatever the count; None while another run is open."""
+    """An admin's retrain, whatever the count; None while another run is open. A warm retrain
+    with nothing new to learn from would only add noise: NothingToLearn (a full retrain from
+    scratch is always allowed)."""
+    if not full_retrain and not has_something_to_learn(session):
+        raise NothingToLearn(
+            "no training sample has arrived since the serving model was trained; upload some, "
+            'or ask for a full retrain ({"full_retrain": true})'
+        )
     run_id = open_run(session, "manual", threshold=None, full_retrain=full_retrain)
     if run_id is not None:
         publish_training(run_id)

@@ -12,11 +12,11 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -26,8 +26,11 @@ from core.config import get_settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
 from core.preprocessing import grayscale, preprocess_image
-from db.models import Sample, SampleSource, ServiceKey
+from db.models import Sample, SampleSource, SampleStatus, ServiceKey, cleared_samples
 from domain import runs
+
+if TYPE_CHECKING:
+    from domain.predictor import LoadedModel
 
 EVALUATION_KEY_NAME = "evaluation"
 FINGERPRINT_SIDE = 32  # pixels a side of the picture the decision hashes
@@ -119,6 +122,50 @@ def trusted(trusted_sources: Iterable[str]) -> ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
+class SuspectRule:
+    """A sample is suspect when the serving model gives its label less than
+    `max_label_probability` while giving another label at least `min_other_probability`."""
+
+    max_label_probability: float
+    min_other_probability: float
+
+
+@dataclass(frozen=True)
+class ModelReading:
+    """What the serving model read in a sample when it was stored."""
+
+    label: str
+    probability: float
+    suspect: bool
+
+
+def read_with_model(
+    model: "LoadedModel", image: np.ndarray, label: str, rule: SuspectRule | None
+) -> ModelReading | None:
+    """The serving model's reading of a sample, through the serving preprocessing; suspect by
+    `rule` (None: a trusted source, never suspect). None when the model does not know the
+    label (it was trained on another label set)."""
+    characters = model.labels.characters
+    if label not in characters:
+        return None
+    probabilities = model.probabilities(preprocess_image(image)[np.newaxis, :, :, np.newaxis])[0]
+    top = int(probabilities.argmax())
+    suspect = (
+        rule is not None
+        and characters[top] != label
+        and probabilities[characters.index(label)] < rule.max_label_probability
+        and probabilities[top] >= rule.min_other_probability
+    )
+    return ModelReading(characters[top], float(probabilities[top]), bool(suspect))
+
+
+def status_of(sample: Sample) -> SampleStatus:
+    if sample.confirmed_at is not None:
+        return SampleStatus.confirmed
+    return SampleStatus.suspect if sample.suspect else SampleStatus.accepted
+
+
+@dataclass(frozen=True)
 class Upload:
     sample: Sample
     created: bool  # False: the same bytes were stored already, with this label
@@ -133,6 +180,7 @@ def store(
     submitted_label: str,
     source: SampleSource,
     retrain_threshold: int | None = None,
+    reading: ModelReading | None = None,
 ) -> Upload:
     """Store an uploaded image with its label, and say whether a retrain is now due.
 
@@ -140,6 +188,7 @@ def store(
     LabelConflict. Uploads are the busiest write, so a new picture costs one transaction of
     two Core statements: INSERT .. ON CONFLICT DO NOTHING (which also settles two requests
     racing with the same bytes) and, for a training sample, the threshold check (domain.runs).
+    A suspect sample (by the serving model's `reading`) never counts toward the threshold.
     """
     values = {
         "sha256": decoded.sha256,
@@ -151,12 +200,16 @@ def store(
         "submitted_label": submitted_label,
         "source": source.value,
         "evaluation": is_evaluation_sample(decoded.image, evaluation_key(session)),
+        "suspect": reading is not None and reading.suspect,
+        "model_label": reading.label if reading else None,
+        "model_probability": reading.probability if reading else None,
     }
     inserted = session.connection().execute(_insert_unless_stored(session, values)).first()
     if inserted is not None:
         due = (
             retrain_threshold is not None
             and not values["evaluation"]
+            and not values["suspect"]
             and runs.is_due(session, retrain_threshold)
         )
         session.commit()
@@ -164,7 +217,9 @@ def store(
     existing = session.scalar(select(Sample).where(Sample.sha256 == decoded.sha256))
     session.commit()
     if existing is None:  # deleted between the two statements: store it after all
-        return store(session, data, decoded, label, submitted_label, source, retrain_threshold)
+        return store(
+            session, data, decoded, label, submitted_label, source, retrain_threshold, reading
+        )
     if existing.label != label:
         raise LabelConflict(existing)
     return Upload(existing, False, False)
@@ -181,11 +236,26 @@ def _insert_unless_stored(session: Session, values: dict[str, object]) -> Return
     )
 
 
-def page(session: Session, label: str | None, before_id: int | None, limit: int) -> list[Sample]:
+_STATUS_FILTER = {
+    SampleStatus.confirmed: Sample.confirmed_at.is_not(None),
+    SampleStatus.suspect: and_(Sample.suspect.is_(True), Sample.confirmed_at.is_(None)),
+    SampleStatus.accepted: and_(Sample.suspect.is_(False), Sample.confirmed_at.is_(None)),
+}
+
+
+def page(
+    session: Session,
+    label: str | None,
+    before_id: int | None,
+    limit: int,
+    status: SampleStatus | None = None,
+) -> list[Sample]:
     """Up to `limit` samples, newest first, older than `before_id` when given."""
     query = select(Sample).order_by(Sample.id.desc()).limit(limit)
     if label is not None:
         query = query.where(Sample.label == label)
+    if status is not None:
+        query = query.where(_STATUS_FILTER[status])
     if before_id is not None:
         query = query.where(Sample.id < before_id)
     return list(session.scalars(query))
@@ -198,6 +268,7 @@ class SampleCounts:
     training: int
     evaluation: int
     new_training_samples: int
+    suspect: int
 
 
 def counts(session: Session) -> SampleCounts:
@@ -212,15 +283,23 @@ def counts(session: Session) -> SampleCounts:
         training=total - evaluation,
         evaluation=evaluation,
         new_training_samples=runs.new_training_samples(session),
+        suspect=session.scalar(select(func.count()).where(_STATUS_FILTER[SampleStatus.suspect]))
+        or 0,
     )
 
 
-def confirm(session: Session, sample: Sample) -> Sample:
-    """An admin vouches for the sample's label; the first confirmation's time is kept."""
-    if sample.confirmed_at is None:
-        sample.confirmed_at = runs.now()
-        session.commit()
-    return sample
+def confirm(session: Session, sample: Sample, retrain_threshold: int | None = None) -> bool:
+    """An admin vouches for the sample's label; the first confirmation's time is kept. A
+    suspect training sample then trains, and counts toward the threshold: whether a retrain
+    is now due."""
+    if sample.confirmed_at is not None:
+        return False
+    sample.confirmed_at = runs.now()
+    session.flush()  # the threshold query below runs on the connection: it must see this
+    released = sample.suspect and not sample.evaluation
+    due = released and retrain_threshold is not None and runs.is_due(session, retrain_threshold)
+    session.commit()
+    return due
 
 
 def delete(session: Session, sample: Sample) -> None:
@@ -253,12 +332,13 @@ def for_training(
 ) -> tuple[Glyphs, Glyphs]:
     """(training, evaluation) samples up to the watermark, through the serving preprocessing,
     so that what is trained is what is served. The evaluation set holds only trusted
-    evaluation samples; untrusted ones are in neither set."""
+    evaluation samples; untrusted ones are in neither set, nor are unconfirmed suspects."""
     groups: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
     rows = session.execute(
         select(Sample.image, Sample.label, Sample.evaluation).where(
             Sample.id <= watermark,
             or_(Sample.evaluation.is_(False), trusted(trusted_sources)),
+            or_(cleared_samples(), trusted(trusted_sources)),
         )
     )
     for image, label, evaluation in rows:

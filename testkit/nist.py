@@ -41,3 +41,22 @@ def nist_glyphs(count: int, offset: int = 0) -> tuple[np.ndarray, list[str]]:
         raise ValueError(f"only {len(split.images)} NIST test images; asked for {offset + count}")
     end = offset + count
     return split.images[offset:end], _characters(split, split.labels[offset:end])
+
+
+@lru_cache
+def _training_part() -> tuple[np.ndarray, np.ndarray]:
+    from trainer.data import load_nist
+
+    data = load_nist()
+    return data.x_train, np.array(list(data.labels.characters))[data.y_train]
+
+
+def training_characters(
+    count: int, offset: int = 0, character: str | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Images of the training part of the NIST pool (of one character, if given) and their
+    characters: what test uploads meant for training are made of (never test or holdout)."""
+    images, characters = _training_part()
+    chosen = np.flatnonzero(characters == character) if character else np.arange(len(characters))
+    chosen = chosen[offset : offset + count]
+    return images[chosen], [str(c) for c in characters[chosen]]

@@ -18,7 +18,7 @@ from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
 from db.models import RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
-from domain.gate import gate
+from domain.gate import GateRules, Scores, gate
 from trainer.config import ExtraSamples, TrainingConfig
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class RunPlan:
     config: TrainingConfig
     initial_weights: bytes | None  # the serving model's, for a warm start
     serving: ServingModel | None  # what the candidate is judged against
+    baseline: ServingModel | None  # the label set's fixed reference (domain.gate)
     data: "NistData"
     training_samples: samples.Glyphs
     evaluation_samples: samples.Glyphs
@@ -103,6 +104,7 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         run = session.get(TrainingRun, run_id)
         assert run is not None
         serving = registry.active_version(session)
+        baseline = registry.baseline_version(session, labels.characters)
         warm = (
             not run.full_retrain
             and serving is not None
@@ -133,6 +135,7 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         config=config,
         initial_weights=serving.keras_weights if warm and serving else None,
         serving=ServingModel(serving.version, serving.onnx) if serving else None,
+        baseline=ServingModel(baseline.version, baseline.onnx) if baseline else None,
         data=data,
         training_samples=training,
         evaluation_samples=evaluation,
@@ -191,24 +194,49 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
 class Judgement:
     verdict: registry.Verdict
     active: Metrics | None  # the compared version's scores on the candidate's sets
+    baseline: Metrics | None  # the baseline's, on the same sets
+    checks: list[dict[str, Any]]  # every comparison the gate made
+
+
+def gate_rules(settings: Settings) -> GateRules:
+    return GateRules(
+        max_nist_drop=settings.gate_max_nist_drop,
+        max_class_drop=settings.gate_max_class_drop,
+        min_class_images=settings.gate_min_class_images,
+    )
+
+
+def score_model(plan: RunPlan, model: ServingModel) -> Scores:
+    """A registered model's scores on the candidate's sets (NIST test, headline holdout slice,
+    trusted evaluation samples), with ONNX Runtime as the service runs it."""
+    from trainer.evaluate import evaluate_sets, main_holdout, nist_sets
+
+    sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
+    scores = evaluate_sets(model.onnx, sets, plan.data.labels)
+    return Scores(headline_metrics(scores, main_holdout(plan.data)), scores["test"].per_class)
 
 
 def judge(
     plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings, serving: ServingModel | None
 ) -> Judgement:
-    """Evaluate the serving model on the candidate's sets, then gate."""
-    from trainer.evaluate import evaluate_sets, main_holdout, nist_sets
-
+    """Score the serving model and the baseline on the candidate's sets, then gate."""
     with get_sessionmaker()() as session:
         runs.record_progress(session, plan.run_id, plan.attempt, progress=TRAINING_SHARE + 0.02)
-    active = None
-    if serving is not None:
-        sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
-        scores = evaluate_sets(serving.onnx, sets, plan.data.labels)
-        active = headline_metrics(scores, main_holdout(plan.data))
-    decision = gate(artifacts.report.metrics, active, settings.gate_max_nist_drop)
+    active = score_model(plan, serving) if serving is not None else None
+    baseline = None
+    if plan.baseline is not None:
+        same = serving is not None and plan.baseline.version == serving.version
+        baseline = active if same else score_model(plan, plan.baseline)
+    report = artifacts.report
+    candidate = Scores(report.metrics, report.evaluation["test"].per_class)
+    decision = gate(candidate, active, baseline, gate_rules(settings))
     version = serving.version if serving else None
-    return Judgement(registry.Verdict(decision.promote, decision.reason, version), active)
+    return Judgement(
+        registry.Verdict(decision.promote, decision.reason, version),
+        active.metrics if active else None,
+        baseline.metrics if baseline else None,
+        decision.checks_json(),
+    )
 
 
 def serving_now() -> ServingModel | None:
@@ -236,6 +264,8 @@ def judge_and_register(plan: RunPlan, artifacts: "TrainedArtifacts", settings: S
         again = Judgement(
             registry.Verdict(verdict.promote, note + verdict.reason, verdict.gated_against),
             again.active,
+            again.baseline,
+            again.checks,
         )
         register(plan, artifacts, again, hold_if_changed=True)
 
@@ -249,6 +279,9 @@ def register(
         "candidate": artifacts.report.metrics.model_dump(mode="json"),
         "active": active.model_dump(mode="json") if active else None,
         "active_version": judgement.verdict.gated_against,
+        "baseline": judgement.baseline.model_dump(mode="json") if judgement.baseline else None,
+        "baseline_version": plan.baseline.version if plan.baseline else None,
+        "gate": judgement.checks,
         "warm_start": plan.initial_weights is not None,
         "config": asdict(plan.config),
         "epochs": plan.config.epochs,

@@ -1,9 +1,12 @@
 """/v1/models: the registry of trained versions, which one serves, rollback."""
 
-from fastapi import APIRouter, Request, Response
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 
-from api.deps import AdminDep, SessionDep, VersionNumber, get_or_404
+from api.deps import AdminDep, SessionDep, SettingsDep, VersionNumber, get_or_404
 from api.errors import ERRORS, ApiError
 from api.schemas import ModelDetail, ModelOut
 from db.models import ModelVersion
@@ -12,7 +15,7 @@ from domain import registry
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-def to_out(model: ModelVersion) -> ModelOut:
+def to_out(model: ModelVersion, baseline: int | None) -> ModelOut:
     return ModelOut(
         version=model.version,
         status=model.status,
@@ -24,11 +27,21 @@ def to_out(model: ModelVersion) -> ModelOut:
         training_run_id=model.training_run_id,
         created_at=model.created_at,
         activated_at=model.activated_at,
+        blessed_at=model.blessed_at,
+        baseline=model.version == baseline,
     )
 
 
-def to_detail(model: ModelVersion) -> ModelDetail:
-    return ModelDetail(**to_out(model).model_dump(), report=model.report)
+def baseline_number(session: SessionDep, settings: SettingsDep) -> int | None:
+    baseline = registry.baseline_version(session, settings.labels)
+    return baseline.version if baseline else None
+
+
+BaselineDep = Annotated[int | None, Depends(baseline_number)]
+
+
+def to_detail(model: ModelVersion, baseline: int | None) -> ModelDetail:
+    return ModelDetail(**to_out(model, baseline).model_dump(), report=model.report)
 
 
 def get_model_or_404(session: SessionDep, version: int) -> ModelVersion:
@@ -36,23 +49,23 @@ def get_model_or_404(session: SessionDep, version: int) -> ModelVersion:
 
 
 @router.get("", responses=ERRORS)
-def list_models(session: SessionDep) -> list[ModelOut]:
+def list_models(session: SessionDep, baseline: BaselineDep) -> list[ModelOut]:
     """Every version, newest first."""
     query = select(ModelVersion).order_by(ModelVersion.version.desc())
-    return [to_out(m) for m in session.scalars(query)]
+    return [to_out(m, baseline) for m in session.scalars(query)]
 
 
 @router.get("/active", responses=ERRORS)
-def get_active_model(session: SessionDep) -> ModelDetail:
+def get_active_model(session: SessionDep, baseline: BaselineDep) -> ModelDetail:
     model = registry.active_version(session)
     if model is None:
         raise ApiError(404, "no_active_model", "no model version is active")
-    return to_detail(model)
+    return to_detail(model, baseline)
 
 
 @router.get("/{version}", responses=ERRORS)
-def get_model(version: VersionNumber, session: SessionDep) -> ModelDetail:
-    return to_detail(get_model_or_404(session, version))
+def get_model(version: VersionNumber, session: SessionDep, baseline: BaselineDep) -> ModelDetail:
+    return to_detail(get_model_or_404(session, version), baseline)
 
 
 @router.get(
@@ -73,14 +86,31 @@ def download_onnx(version: VersionNumber, session: SessionDep) -> Response:
 
 
 @router.post("/{version}/activate", dependencies=[AdminDep], responses=ERRORS)
-def activate_model(version: VersionNumber, session: SessionDep, request: Request) -> ModelOut:
+def activate_model(
+    version: VersionNumber, session: SessionDep, request: Request, settings: SettingsDep
+) -> ModelOut:
     """Admin: make this version serve (rollback or forward). Every API process follows.
     409 `registry_busy` when another registry change holds the lock too long: retry."""
+    model = registry_change(lambda: registry.activate(session, version), version)
+    request.app.state.model_server.refresh()  # this process at once; the others poll
+    return to_out(model, baseline_number(session, settings))
+
+
+@router.post("/{version}/bless", dependencies=[AdminDep], responses=ERRORS)
+def bless_model(version: VersionNumber, session: SessionDep, settings: SettingsDep) -> ModelOut:
+    """Admin: make this version its label set's baseline, the gate's fixed reference: from now
+    on no candidate is promoted more than GATE_MAX_NIST_DROP below it on NIST test or holdout
+    accuracy. 409 `registry_busy` as for activation."""
+    model = registry_change(lambda: registry.bless(session, version), version)
+    return to_out(model, baseline_number(session, settings))
+
+
+def registry_change(change: Callable[[], ModelVersion | None], version: int) -> ModelVersion:
+    """A registry change: 409 while the registry is busy, 404 for a version that is not there."""
     try:
-        model = registry.activate(session, version)
+        model = change()
     except registry.RegistryBusy as exc:
         raise ApiError(409, "registry_busy", str(exc), headers={"Retry-After": "1"}) from exc
     if model is None:
         raise ApiError(404, "model_not_found", f"there is no model version {version}")
-    request.app.state.model_server.refresh()  # this process at once; the others poll
-    return to_out(model)
+    return model

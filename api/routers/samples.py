@@ -12,6 +12,7 @@ from api.deps import (
     AdminDep,
     LabelSetDep,
     RowId,
+    ServingModelDep,
     SessionDep,
     SettingsDep,
     get_or_404,
@@ -19,9 +20,10 @@ from api.deps import (
 )
 from api.errors import ERRORS, ApiError, image_error
 from api.schemas import SampleOut, SamplePage, SampleStats
+from core.config import Settings
 from core.images import ImageError, accepted_types, decode_image
 from core.labels import LabelSet, UnknownLabelError
-from db.models import Sample, SampleSource
+from db.models import Sample, SampleSource, SampleStatus
 from domain import runs, samples
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
@@ -40,6 +42,9 @@ def to_out(sample: Sample) -> SampleOut:
         source=sample.source,
         evaluation=sample.evaluation,
         confirmed_at=sample.confirmed_at,
+        status=samples.status_of(sample),
+        model_label=sample.model_label,
+        model_probability=sample.model_probability,
         created_at=sample.created_at,
     )
 
@@ -69,11 +74,16 @@ def create_sample(
     session: SessionDep,
     settings: SettingsDep,
     label_set: LabelSetDep,
+    model: ServingModelDep,
     response: Response,
     source: Annotated[SampleSource, Form()] = SampleSource.upload,
 ) -> SampleOut:
     """Store a labelled image. The same bytes with the same label again return the stored one.
-    The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain."""
+    The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain.
+
+    The serving model reads every upload: one whose label it finds very unlikely while
+    confident in another is stored with `status: suspect` and kept out of training until an
+    admin confirms it (sources in TRUSTED_SOURCES are never suspect)."""
     stored_label, _ = match_label(label, label_set)
     # Reading one byte past the limit tells "too large" from "exactly at the limit".
     data = image.file.read(settings.max_upload_bytes + 1)
@@ -83,9 +93,11 @@ def create_sample(
         )
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
+    rule = None if source in settings.trusted_sources else suspect_rule(settings)
+    reading = samples.read_with_model(model, decoded.image, stored_label, rule) if model else None
     try:
         upload = samples.store(
-            session, data, decoded, stored_label, label, source, settings.retrain_threshold
+            session, data, decoded, stored_label, label, source, settings.retrain_threshold, reading
         )
     except samples.LabelConflict as exc:
         raise ApiError(
@@ -100,6 +112,12 @@ def create_sample(
     if upload.retrain_due:
         runs.start_if_due(session, settings.retrain_threshold)
     return to_out(upload.sample)
+
+
+def suspect_rule(settings: Settings) -> samples.SuspectRule:
+    return samples.SuspectRule(
+        settings.suspect_max_label_probability, settings.suspect_min_other_probability
+    )
 
 
 def encode_cursor(sample_id: int) -> str:
@@ -125,13 +143,15 @@ def list_samples(
     session: SessionDep,
     label_set: LabelSetDep,
     label: Annotated[str | None, Query(max_length=64)] = None,
+    status: SampleStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> SamplePage:
-    """Samples, newest first. Follow `next_cursor` for older ones."""
+    """Samples, newest first. Follow `next_cursor` for older ones. `status=suspect`: the ones
+    waiting for an admin to confirm or delete them."""
     wanted = match_label(label, label_set)[0] if label is not None else None
     before = decode_cursor(cursor) if cursor is not None else None
-    rows = samples.page(session, wanted, before, limit + 1)
+    rows = samples.page(session, wanted, before, limit + 1, status)
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return SamplePage(items=[to_out(s) for s in rows[:limit]], next_cursor=next_cursor)
 
@@ -147,6 +167,7 @@ def sample_stats(session: SessionDep, settings: SettingsDep) -> SampleStats:
         by_label=counts.by_label,
         new_since_last_training_run=counts.new_training_samples,
         retrain_threshold=settings.retrain_threshold,
+        suspect=counts.suspect,
     )
 
 
@@ -181,10 +202,15 @@ def get_sample_image(sample_id: RowId, session: SessionDep) -> Response:
 
 
 @router.post("/{sample_id}/confirm", dependencies=[AdminDep], responses=ERRORS)
-def confirm_sample(sample_id: RowId, session: SessionDep) -> SampleOut:
+def confirm_sample(sample_id: RowId, session: SessionDep, settings: SettingsDep) -> SampleOut:
     """Admin: vouch for this sample's label. A confirmed evaluation sample judges candidates;
-    an unconfirmed one (from a source not in TRUSTED_SOURCES) never does."""
-    return to_out(samples.confirm(session, get_sample_or_404(session, sample_id)))
+    an unconfirmed one (from a source not in TRUSTED_SOURCES) never does. A confirmed suspect
+    trains, and counts toward RETRAIN_THRESHOLD (the confirmation that reaches it starts a
+    retrain)."""
+    sample = get_sample_or_404(session, sample_id)
+    if samples.confirm(session, sample, settings.retrain_threshold):
+        runs.start_if_due(session, settings.retrain_threshold)
+    return to_out(sample)
 
 
 @router.delete(

@@ -22,8 +22,13 @@ def to_out(run: TrainingRun) -> TrainingRunOut:
 def start_training_run(
     session: SessionDep, request: TrainingRunRequest | None = None
 ) -> TrainingRunOut:
-    """Admin: start a training run now, whatever the number of new samples."""
-    run_id = runs.start_now(session, full_retrain=request.full_retrain if request else False)
+    """Admin: start a training run now, whatever the number of new samples. 409
+    `nothing_to_learn` when no training sample arrived since the serving model was trained
+    (unless `full_retrain`)."""
+    try:
+        run_id = runs.start_now(session, full_retrain=request.full_retrain if request else False)
+    except runs.NothingToLearn as exc:
+        raise ApiError(409, "nothing_to_learn", str(exc)) from exc
     if run_id is None:
         open_id = runs.open_run_id(session)
         raise ApiError(

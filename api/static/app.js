@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 
 let labels = ""; // the active model's label set, one character per class
 let drawnBlob = null; // the drawing last predicted: what "teach" and "add" send
+let drawnLabel = null; // what the model read in it: "Add as sample" stores that label
+let thumbnailUrl = null; // the chosen file's preview
 let boardDirty = false;
 let lastPoint = null; // while a pointer is drawing
 let adminToken = null; // kept in memory only: never in localStorage or cookies
@@ -85,6 +87,7 @@ function clearBoard() {
 // Once the board changes, teaching would send a drawing other than the one predicted.
 function forgetDrawing() {
   drawnBlob = null;
+  drawnLabel = null;
   $("teaching").hidden = true;
 }
 
@@ -160,8 +163,18 @@ async function predictDrawing() {
   $("sample-reply").textContent = "";
   drawnBlob = await boardBlob();
   const prediction = await predict(drawnBlob, "drawing.png");
-  if (labels.includes(prediction.label)) $("teach-label").value = prediction.label;
+  drawnLabel = prediction.label;
+  // The right label starts empty: a correction is only sent once someone picks a label
+  // other than the prediction, never one left over from an earlier drawing.
+  $("teach-label").value = "";
+  updateTeachButton();
+  $("add-sample").textContent = `Right — add as “${prediction.label}”`;
   $("teaching").hidden = false;
+}
+
+function updateTeachButton() {
+  const chosen = $("teach-label").value;
+  $("teach").disabled = !chosen || chosen === drawnLabel;
 }
 
 async function storeSample(image, filename, label, source) {
@@ -177,13 +190,25 @@ async function storeSample(image, filename, label, source) {
   if (body.label_merged) {
     message += ` “${body.submitted_label}” is merged into “${body.label}” in this label set.`;
   }
+  if (body.status === "suspect") {
+    message +=
+      ` The model reads it as “${body.model_label}” (${percent(body.model_probability)}), so it` +
+      " is kept out of training until an admin confirms the label.";
+  }
   $("sample-reply").textContent = message;
   await loadStats();
 }
 
-async function teachDrawing(source) {
+async function teachDrawing() {
   if (!drawnBlob) throw new Error("Predict a drawing first.");
-  await storeSample(drawnBlob, "drawing.png", $("teach-label").value, source);
+  const label = $("teach-label").value;
+  if (!label || label === drawnLabel) throw new Error("Choose the right label first.");
+  await storeSample(drawnBlob, "drawing.png", label, "correction");
+}
+
+async function addDrawing() {
+  if (!drawnBlob) throw new Error("Predict a drawing first.");
+  await storeSample(drawnBlob, "drawing.png", drawnLabel, "canvas");
 }
 
 function chosenFile() {
@@ -196,7 +221,23 @@ async function predictFile() {
   const file = chosenFile();
   $("sample-reply").textContent = "";
   forgetDrawing(); // teaching sends drawings; a file is stored with its own label
-  await predict(file, file.name);
+  const prediction = await predict(file, file.name);
+  if (!$("file-label").value) $("file-label").value = prediction.label;
+}
+
+// A new file never inherits the label typed for the previous one: the field is cleared, the
+// file shown, and the label prefilled with what the model reads in it (to check, not trust).
+async function fileChanged() {
+  $("file-label").value = "";
+  $("sample-reply").textContent = "";
+  if (thumbnailUrl) URL.revokeObjectURL(thumbnailUrl);
+  const file = $("file").files[0];
+  thumbnailUrl = file ? URL.createObjectURL(file) : null;
+  $("file-thumb").hidden = !file;
+  if (file) {
+    $("file-thumb").src = thumbnailUrl;
+    await predictFile();
+  }
 }
 
 async function storeFile() {
@@ -240,8 +281,10 @@ function fillLabelPicker(labelSet) {
   const select = $("teach-label");
   const previous = select.value;
   select.replaceChildren(
+    new Option("choose…", "", false, !previous),
     ...[...labelSet].map((label) => new Option(label, label, false, label === previous))
   );
+  updateTeachButton();
 }
 
 // Row-normalised confusion matrix as a heat map (square-root colour scale shows rare mistakes).
@@ -462,12 +505,30 @@ function showRun(run) {
     `epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%`;
   $("run-progress").value = run.progress;
   if (run.decision) {
-    $("run-decision").textContent = `Decision: ${run.decision} — ${run.decision_reason || ""}`;
+    $("run-decision").textContent = `Decision: ${run.decision}.`;
   } else if (run.error) {
     $("run-decision").textContent = `Error: ${run.error}`;
   } else {
     $("run-decision").textContent = "";
   }
+  showGateChecks(((run.metrics || {}).gate) || []);
+}
+
+// What the gate compared: every overall figure, and the classes that failed (all 47 would
+// drown the page; the run's JSON has each one).
+function showGateChecks(checks) {
+  const shown = checks.filter((check) => check.name !== "class" || !check.passed);
+  const classes = checks.filter((check) => check.name === "class");
+  const items = shown.map((check) =>
+    el("li", { className: check.passed ? "pass" : "fail" }, `${check.passed ? "✓" : "✗"} ${check.detail}`)
+  );
+  if (classes.length) {
+    const failed = classes.filter((check) => !check.passed).length;
+    items.push(el("li", { className: failed ? "fail" : "pass" },
+      `${failed ? "✗" : "✓"} per class: ${classes.length - failed} of ${classes.length} ` +
+      "classes of the NIST test split within their allowance"));
+  }
+  $("run-checks").replaceChildren(...items);
 }
 
 // ---- wiring --------------------------------------------------------------------------------
@@ -486,8 +547,10 @@ function start() {
     clearBoard();
     clearError();
   });
-  $("teach").addEventListener("click", action(() => teachDrawing("correction")));
-  $("add-sample").addEventListener("click", action(() => teachDrawing("canvas")));
+  $("teach").addEventListener("click", action(teachDrawing));
+  $("teach-label").addEventListener("change", updateTeachButton);
+  $("add-sample").addEventListener("click", action(addDrawing));
+  $("file").addEventListener("change", action(fileChanged));
   $("predict-file").addEventListener("click", action(predictFile));
   $("store-file").addEventListener("click", action(storeFile));
   $("admin-form").addEventListener("submit", action(submitAdminToken));

@@ -199,7 +199,10 @@ def test_stats_counts_per_label_and_new_since_last_run(client: TestClient) -> No
     evaluation = sum(r["evaluation"] for r in replies)
     assert stats["evaluation"] == evaluation
     assert stats["training"] == 4 - evaluation
-    assert stats["new_since_last_training_run"] == 4 - evaluation  # below the threshold of 5
+    suspect = sum(r["status"] == "suspect" for r in replies)
+    assert stats["suspect"] == suspect
+    training = sum(not r["evaluation"] and r["status"] != "suspect" for r in replies)
+    assert stats["new_since_last_training_run"] == training  # below the threshold of 5
     assert stats["retrain_threshold"] == 5
 
 

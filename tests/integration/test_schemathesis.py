@@ -87,6 +87,7 @@ def is_admin(operation: Any) -> bool:
         ("DELETE", "/v1/samples/{sample_id}"),
         ("POST", "/v1/samples/{sample_id}/confirm"),
         ("POST", "/v1/models/{version}/activate"),
+        ("POST", "/v1/models/{version}/bless"),
         ("POST", "/v1/training-runs"),
     }
 
@@ -157,7 +158,7 @@ def test_every_route_conforms_to_its_schema_and_never_answers_5xx(
     started = time.monotonic()
     tally = Tally()
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 19, [op.label for op in operations]
+    assert len(operations) == 20, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             exercise(operation, mode, ADMIN, tally, f"{operation.label} [{mode.value}]")
@@ -176,6 +177,7 @@ def test_every_route_conforms_to_its_schema_and_never_answers_5xx(
     assert tally.statuses("POST /v1/predictions/batch [positive]")[200] > 0
     assert tally.statuses("GET /v1/samples/{sample_id} [positive]")[200] > 0
     assert tally.statuses("POST /v1/models/{version}/activate [positive]")[200] > 0
+    assert tally.statuses("POST /v1/models/{version}/bless [positive]")[200] > 0
     # Without the token an admin route never answers 2xx.
     for name, statuses in tally.cases.items():
         if "no token" in name:
