@@ -504,14 +504,18 @@ function showRun(run) {
     `Run ${run.id} (${run.trigger}, ${kind}): ${run.status}, ` +
     `epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%`;
   $("run-progress").value = run.progress;
+  const checks = (run.metrics || {}).gate || [];
   if (run.decision) {
-    $("run-decision").textContent = `Decision: ${run.decision}.`;
+    // With the gate's checks listed below, the reason would say it all twice.
+    $("run-decision").textContent = checks.length
+      ? `Decision: ${run.decision}.`
+      : `Decision: ${run.decision} — ${run.decision_reason || ""}`;
   } else if (run.error) {
     $("run-decision").textContent = `Error: ${run.error}`;
   } else {
     $("run-decision").textContent = "";
   }
-  showGateChecks(((run.metrics || {}).gate) || []);
+  showGateChecks(checks);
 }
 
 // What the gate compared: every overall figure, and the classes that failed (all 47 would

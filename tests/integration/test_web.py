@@ -16,8 +16,10 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
+from core.model_report import ClassScore, Metrics
 from db.models import TrainingRun
 from db.session import get_sessionmaker
+from domain.gate import GateRules, Scores, gate
 from domain.registry import install_bundled
 from testkit.images import encode, noise_png
 from testkit.stack import REPO_ROOT, free_port, uvicorn_command
@@ -217,10 +219,15 @@ def test_draw_predict_and_clear(page: "Page", tmp_path: Path) -> None:
 def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
     expect(page.locator("#sample-count")).to_have_text("0")
     predict_seven(page)
-    assert page.locator("#teach-label option").count() == 47
-    expect(page.locator("#teach-label")).to_have_value("7")  # preselected: the prediction
+    assert page.locator("#teach-label option").count() == 48  # "choose…" and 47 labels
+    # No label is preselected, and the prediction itself is no correction: the button waits.
+    expect(page.locator("#teach-label")).to_have_value("")
+    expect(page.locator("#teach")).to_be_disabled()
+    page.select_option("#teach-label", "7")
+    expect(page.locator("#teach")).to_be_disabled()
 
     page.select_option("#teach-label", "1")
+    expect(page.locator("#teach")).to_be_enabled()
     page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Stored as sample")
     expect(page.locator("#sample-count")).to_have_text("1")
@@ -228,16 +235,19 @@ def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
     assert stats["total"] == 1 and stats["by_label"] == {"1": 1}
     [sample] = api.get("/v1/samples").json()["items"]
     assert (sample["label"], sample["source"]) == ("1", "correction")
+    # The model reads a clear 7: a "1" is suspect, and the page says what that means.
+    assert sample["status"] == "suspect" and sample["model_label"] == "7"
+    expect(page.locator("#sample-reply")).to_contain_text("kept out of training until an admin")
     missing = max(0, stats["retrain_threshold"] - stats["new_since_last_training_run"])
     expect(page.locator("#next-retrain")).to_have_text(
         f"{missing} new samples until the next automatic retrain."
     )
 
     # The same drawing with the same label again: already stored, nothing new.
-    page.click("#add-sample")
+    page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Already stored")
-    # With another label: the API's conflict, in words.
-    page.select_option("#teach-label", "7")
+    # Added with the prediction's label: the API's conflict, in words.
+    expect(page.locator("#add-sample")).to_have_text("Right — add as “7”")
     page.click("#add-sample")
     expect(page.locator("#error")).to_have_text("this image is already stored with label '1'")
     assert api.get("/v1/samples/stats").json()["total"] == 1
@@ -248,27 +258,35 @@ def test_add_a_drawing_as_sample(page: "Page", api: httpx.Client) -> None:
     page.click("#add-sample")
     expect(page.locator("#sample-reply")).to_contain_text("with label “7”")
     [sample] = api.get("/v1/samples").json()["items"]
-    assert (sample["label"], sample["source"]) == ("7", "canvas")
+    assert (sample["label"], sample["source"], sample["status"]) == ("7", "canvas", "accepted")
 
 
 def test_upload_predict_and_store(page: "Page", api: httpx.Client, tmp_path: Path) -> None:
     seven = character_png(tmp_path / "seven.png", [[(30, 30), (170, 30), (80, 175)]])
     page.set_input_files("#file", seven)
-    page.click("#predict-file")
+    # Choosing a file shows it, predicts it and prefills the label with the prediction.
+    expect(page.locator("#file-thumb")).to_be_visible()
     expect(page.locator("#prediction-label")).to_have_text("7")
     expect(page.locator("#top5 li")).to_have_count(5)
+    expect(page.locator("#file-label")).to_have_value("7")
     expect(page.locator("#teaching")).to_be_hidden()  # teaching is for drawings
 
-    page.fill("#file-label", "7")
     page.click("#store-file")
     expect(page.locator("#sample-reply")).to_contain_text("Stored as sample")
     expect(page.locator("#sample-count")).to_have_text("1")
     [sample] = api.get("/v1/samples").json()["items"]
     assert (sample["label"], sample["source"]) == ("7", "upload")
 
-    # A lowercase look-alike is stored as its capital, and the page says so.
+    # The next file never inherits the label typed for the previous one.
+    page.fill("#file-label", "Z")
+    thumbnail = page.get_attribute("#file-thumb", "src")
     c = character_png(tmp_path / "c.png", [[(150, 50), (60, 60), (50, 140), (150, 150)]])
     page.set_input_files("#file", c)
+    expect(page.locator("#sample-reply")).to_have_text("")
+    expect(page.locator("#prediction-label")).to_have_text("C")  # the new file's prediction
+    expect(page.locator("#file-label")).to_have_value("C")
+    assert page.get_attribute("#file-thumb", "src") != thumbnail
+    # A lowercase look-alike is stored as its capital, and the page says so.
     page.fill("#file-label", "c")
     page.click("#store-file")
     expect(page.locator("#sample-reply")).to_contain_text("“c” is merged into “C”")
@@ -396,6 +414,37 @@ def test_training_run_progress_is_followed(page: "Page") -> None:
     )
     expect(page.locator("#run-status")).to_contain_text("succeeded")
     assert page.eval_on_selector("#run-progress", "bar => bar.value") == 1
+
+    # A run the gate refused: every overall comparison, and the class that failed, in words.
+    decision = gate(
+        Scores(Metrics(test_accuracy=0.90), {"1": ClassScore(accuracy=0.80, images=400)}),
+        Scores(Metrics(test_accuracy=0.90), {"1": ClassScore(accuracy=0.99, images=400)}),
+        Scores(Metrics(test_accuracy=0.89)),
+        GateRules(max_nist_drop=0.005),
+    )
+    with get_sessionmaker()() as session:
+        session.add(
+            TrainingRun(
+                status="succeeded",
+                trigger="manual",
+                decision="rejected",
+                decision_reason=decision.reason,
+                metrics={"gate": decision.checks_json()},
+                progress=1.0,
+            )
+        )
+        session.commit()
+    page.reload()
+    expect(page.locator("#run-decision")).to_have_text("Decision: rejected.")
+    checks = page.locator("#run-checks li")
+    expect(checks).to_have_count(4)  # test vs baseline, vs active; class '1'; the class summary
+    expect(checks.nth(0)).to_have_text(
+        "✓ NIST test accuracy 0.9000 is within the baseline's 0.8900 minus 0.0050"
+    )
+    expect(page.locator("#run-checks li.fail").first).to_contain_text("✗ class '1' accuracy 0.8000")
+    expect(checks.nth(3)).to_have_text(
+        "✗ per class: 0 of 1 classes of the NIST test split within their allowance"
+    )
 
 
 def test_phone_sized_viewport(browser: "Browser", server: str, api: httpx.Client) -> None:
