@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
 from core.preprocessing import grayscale, preprocess_image
@@ -130,6 +130,12 @@ class SuspectRule:
     min_other_probability: float
 
 
+def suspect_rule(settings: Settings) -> SuspectRule:
+    return SuspectRule(
+        settings.suspect_max_label_probability, settings.suspect_min_other_probability
+    )
+
+
 @dataclass(frozen=True)
 class ModelReading:
     """What the serving model read in a sample when it was stored."""
@@ -145,10 +151,16 @@ def read_with_model(
     """The serving model's reading of a sample, through the serving preprocessing; suspect by
     `rule` (None: a trusted source, never suspect). None when the model does not know the
     label (it was trained on another label set)."""
-    characters = model.labels.characters
-    if label not in characters:
+    if label not in model.labels.characters:
         return None
-    probabilities = model.probabilities(preprocess_image(image)[np.newaxis, :, :, np.newaxis])[0]
+    probabilities = model.probabilities(preprocess_image(image)[np.newaxis, :, :, np.newaxis])
+    return reading_of(probabilities[0], model.labels.characters, label, rule)
+
+
+def reading_of(
+    probabilities: np.ndarray, characters: str, label: str, rule: SuspectRule | None
+) -> ModelReading:
+    """A model's reading of one sample from its class probabilities (`characters` order)."""
     top = int(probabilities.argmax())
     suspect = (
         rule is not None

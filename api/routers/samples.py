@@ -20,7 +20,6 @@ from api.deps import (
 )
 from api.errors import ERRORS, ApiError, image_error
 from api.schemas import SampleOut, SamplePage, SampleStats
-from core.config import Settings
 from core.images import ImageError, accepted_types, decode_image
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Sample, SampleSource, SampleStatus
@@ -93,7 +92,7 @@ def create_sample(
         )
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
-    rule = None if source in settings.trusted_sources else suspect_rule(settings)
+    rule = None if source in settings.trusted_sources else samples.suspect_rule(settings)
     reading = samples.read_with_model(model, decoded.image, stored_label, rule) if model else None
     try:
         upload = samples.store(
@@ -112,12 +111,6 @@ def create_sample(
     if upload.retrain_due:
         runs.start_if_due(session, settings.retrain_threshold)
     return to_out(upload.sample)
-
-
-def suspect_rule(settings: Settings) -> samples.SuspectRule:
-    return samples.SuspectRule(
-        settings.suspect_max_label_probability, settings.suspect_min_other_probability
-    )
 
 
 def encode_cursor(sample_id: int) -> str:
