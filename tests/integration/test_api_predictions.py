@@ -134,7 +134,7 @@ def test_the_api_process_never_imports_tensorflow_the_trainer_or_the_worker() ->
             assert reply.status_code == 200, reply.text
             reply = client.post("/v1/predictions/batch", files=[("images", ("x.png", png(2)))])
             assert reply.status_code == 200, reply.text
-            reply = client.post("/v1/training-runs", headers=admin)
+            reply = client.post("/v1/training-runs", headers=admin, json={{"full_retrain": True}})
             assert reply.status_code == 201, reply.text
             for seed in range(12):
                 files = {{"image": ("x.png", png(1000 + seed))}}
