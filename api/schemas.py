@@ -76,6 +76,10 @@ class PredictionOut(BaseModel):
     label: str
     confidence: float = Field(description="Probability of `label`")
     top: list[CandidateOut] = Field(description="The 5 most likely labels, best first")
+    low_confidence: bool = Field(
+        description="The confidence is below LOW_CONFIDENCE_THRESHOLD: check the answer"
+    )
+    doubt: str | None = Field(description="When low_confidence: why, in words")
     model_version: int
     timings: TimingsOut
     input: str | None = Field(
@@ -90,6 +94,8 @@ class BatchItemOut(BaseModel):
     label: str | None = None
     confidence: float | None = None
     top: list[CandidateOut] | None = None
+    low_confidence: bool | None = None
+    doubt: str | None = None
     error: str | None = Field(default=None, description="Set when this image was not usable")
     detail: str | None = None
 

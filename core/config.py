@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often each API process checks the active model."
     )
     onnx_intra_op_threads: int = Field(default=1, ge=1)
+    low_confidence_threshold: float = Field(
+        default=0.7,
+        ge=0,
+        le=1,
+        description="A prediction less (calibrated) confident than this is flagged as unsure.",
+    )
 
     # Observability.
     log_level: str = "INFO"

@@ -36,6 +36,20 @@ class SetScore(BaseModel):
     per_class: dict[str, ClassScore]
     most_confused: list[Confusion]
     confusion: list[list[int]] = Field(description="counts[true][predicted], label-set order")
+    expected_calibration_error: float | None = Field(
+        default=None, description="ECE (15 bins) of the model's confidences on this set"
+    )
+
+
+class Calibration(BaseModel):
+    """The temperature the model's probabilities are divided by (in log space), fitted on the
+    validation split, and what it did to the expected calibration error of each set."""
+
+    temperature: float
+    fitted_on: str
+    bins: int
+    ece_before: dict[str, float]
+    ece_after: dict[str, float]
 
 
 class Metrics(BaseModel):
@@ -48,6 +62,8 @@ class Metrics(BaseModel):
     holdout_accuracy: float | None = None
     evaluation_samples: int = 0
     evaluation_samples_accuracy: float | None = None
+    temperature: float | None = None  # the calibration in the served graph (None: none)
+    holdout_ece: float | None = None  # expected calibration error on the holdout slice
 
 
 class ModelFile(BaseModel):
@@ -74,9 +90,14 @@ class ModelReport(BaseModel):
     evaluation: dict[str, SetScore] = Field(
         default_factory=dict, description='Per set: "test", "holdout/<slice>", evaluation samples'
     )
+    calibration: Calibration | None = None
 
 
-def headline_metrics(evaluation: dict[str, SetScore], holdout_slice: str | None) -> Metrics:
+def headline_metrics(
+    evaluation: dict[str, SetScore],
+    holdout_slice: str | None,
+    calibration: Calibration | None = None,
+) -> Metrics:
     """The headline figures of a set of scores (test, the main holdout slice, evaluation)."""
     holdout = evaluation.get(f"holdout/{holdout_slice}") if holdout_slice else None
     samples = evaluation.get(EVALUATION_SAMPLES)
@@ -86,4 +107,6 @@ def headline_metrics(evaluation: dict[str, SetScore], holdout_slice: str | None)
         holdout_accuracy=holdout.accuracy if holdout else None,
         evaluation_samples=samples.images if samples else 0,
         evaluation_samples_accuracy=samples.accuracy if samples else None,
+        temperature=calibration.temperature if calibration else None,
+        holdout_ece=holdout.expected_calibration_error if holdout else None,
     )

@@ -72,6 +72,18 @@ class Prediction:
     glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
 
 
+def doubt(prediction: Prediction, threshold: float) -> str | None:
+    """In words, why an answer should be checked; None when the (calibrated) confidence is at
+    least `threshold`."""
+    if prediction.confidence >= threshold:
+        return None
+    others = ", ".join(f"“{c.label}” {c.probability:.0%}" for c in prediction.top[1:3])
+    return (
+        f"Unsure: “{prediction.label}” is only {prediction.confidence:.0%} likely "
+        f"(then {others}); check the answer."
+    )
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "evaluate":
         from trainer.evaluate import evaluate_onnx
 
-        report = evaluate_onnx(args.model, data, args.out)
+        report = evaluate_onnx(args.model, data, args.out, calibrate=args.calibrate)
         print_headline(report)
     elif args.command == "compare":
         table = compare_runs(data, args, command)
@@ -91,6 +91,11 @@ def add_evaluate_command(commands: Commands) -> None:
     data_options(evaluate)
     evaluate.add_argument("model", type=Path, help="model.onnx")
     evaluate.add_argument("--out", type=Path, help="report directory (default: the model's)")
+    evaluate.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="first fit the temperature on the validation split and write it into the model",
+    )
 
 
 def add_compare_command(commands: Commands) -> None:
@@ -155,6 +160,9 @@ def print_headline(report: ModelReport) -> None:
     for name, result in report.evaluation.items():
         if name.startswith("holdout/"):
             print(f"{name}: {result.accuracy:.2%}")
+    if report.calibration:
+        after = report.calibration.ece_after
+        print(f"temperature {report.calibration.temperature}; ECE after: {after}")
 
 
 def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from core.labels import LabelSet
 from core.model_report import (
+    Calibration,
     ClassScore,
     Confusion,
     ModelFile,
@@ -27,6 +28,7 @@ from core.model_report import (
     headline_metrics,
 )
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
+from trainer.calibrate import calibrate, expected_calibration_error, with_temperature
 from trainer.data import NistData
 
 TOP_CONFUSIONS = 10
@@ -109,12 +111,16 @@ def nist_sets(data: NistData, every_slice: bool = True) -> dict[str, LabelledIma
 def evaluate_sets(
     onnx: Path | bytes, sets: dict[str, LabelledImages], labels: LabelSet
 ) -> dict[str, SetScore]:
-    """Score an ONNX model (with ONNX Runtime, as the service runs it) on each named set."""
-    return {
-        name: score(y, onnx_probabilities(onnx, x).argmax(axis=1), labels)
-        for name, (x, y) in sets.items()
-        if len(y)
-    }
+    """Score an ONNX model (with ONNX Runtime, as the service runs it) on each named set,
+    with the expected calibration error of its confidences."""
+    scores = {}
+    for name, (x, y) in sets.items():
+        if len(y):
+            probabilities = onnx_probabilities(onnx, x)
+            scores[name] = score(y, probabilities.argmax(axis=1), labels).model_copy(
+                update={"expected_calibration_error": expected_calibration_error(probabilities, y)}
+            )
+    return scores
 
 
 def data_sizes(data: NistData) -> dict[str, Any]:
@@ -135,12 +141,14 @@ def build_report(
     architecture: str,
     training: dict[str, Any],
     history: dict[str, list[float]],
+    calibration: Calibration | None = None,
 ) -> ModelReport:
     return ModelReport(
         labels=data.labels.characters,
         architecture=architecture,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        metrics=headline_metrics(evaluation, main_holdout(data)),
+        metrics=headline_metrics(evaluation, main_holdout(data), calibration),
+        calibration=calibration,
         model=ModelFile(
             onnx_bytes=len(onnx),
             onnx_sha256=hashlib.sha256(onnx).hexdigest(),
@@ -153,13 +161,32 @@ def build_report(
     )
 
 
-def evaluate_onnx(model_path: Path, data: NistData, out_dir: Path | None = None) -> ModelReport:
+def calibrated(onnx: bytes, data: NistData) -> tuple[bytes, Calibration]:
+    """The model with a temperature fitted on the validation split in its graph (replacing
+    any it had), and the ECE before and after on the validation and test splits and the
+    holdout slice."""
+    raw = with_temperature(onnx, 1.0)
+    sets = {"validation": (data.x_val, data.y_val)} | nist_sets(data, every_slice=False)
+    calibration = calibrate({k: (onnx_probabilities(raw, x), y) for k, (x, y) in sets.items()})
+    return with_temperature(onnx, calibration.temperature), calibration
+
+
+def evaluate_onnx(
+    model_path: Path, data: NistData, out_dir: Path | None = None, calibrate: bool = False
+) -> ModelReport:
     """Score an ONNX model file on the NIST sets and (re)write its report next to it (or in
-    `out_dir`), keeping the training record and history of an existing report there."""
+    `out_dir`), keeping the training record and history of an existing report there. With
+    `calibrate`, first fit its temperature and write the calibrated model back."""
     model_path = Path(model_path)
     out_dir = Path(out_dir or model_path.parent)
     previous = _read_json(out_dir / "report.json")
     onnx = model_path.read_bytes()
+    calibration = (
+        Calibration.model_validate(previous["calibration"]) if previous.get("calibration") else None
+    )
+    if calibrate:
+        onnx, calibration = calibrated(onnx, data)
+        model_path.write_bytes(onnx)
     report = build_report(
         onnx,
         data,
@@ -167,6 +194,7 @@ def evaluate_onnx(model_path: Path, data: NistData, out_dir: Path | None = None)
         previous.get("architecture", "unknown"),
         previous.get("training", {}),
         previous.get("history", {}),
+        calibration,
     )
     write_report(report, out_dir)
     return report
@@ -270,6 +298,7 @@ def report_markdown(report: ModelReport) -> str:
             f"| {name} | {result.images:,} | {result.accuracy:.2%} "
             f"| {result.balanced_accuracy:.2%} |"
         )
+    lines += _calibration_lines(report.calibration)
     headline = report.metrics.holdout_slice
     for name in ["test", *([f"holdout/{headline}"] if headline else [])]:
         lines += _set_details(name, report.evaluation[name])
@@ -279,6 +308,27 @@ def report_markdown(report: ModelReport) -> str:
     if report.history:
         lines += ["![training curves](curves.png)", ""]
     return "\n".join(lines)
+
+
+def _calibration_lines(calibration: Calibration | None) -> list[str]:
+    if calibration is None:
+        return ["", "## Calibration", "", "None: the confidences are the network's own."]
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        f"Temperature {calibration.temperature:.3f}, fitted on the {calibration.fitted_on} "
+        "(probabilities become softmax(log p / T), in the ONNX graph). Expected "
+        f"calibration error, {calibration.bins} bins:",
+        "",
+        "| data | before | after |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {before:.2%} | {calibration.ece_after[name]:.2%} |"
+        for name, before in calibration.ece_before.items()
+    ]
+    return lines
 
 
 def _set_details(name: str, result: SetScore) -> list[str]:

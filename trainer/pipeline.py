@@ -11,7 +11,14 @@ from pathlib import Path
 from core.model_report import ModelReport
 from trainer.config import ExtraSamples, TrainingConfig
 from trainer.data import NistData
-from trainer.evaluate import LabelledImages, build_report, evaluate_sets, nist_sets, write_report
+from trainer.evaluate import (
+    LabelledImages,
+    build_report,
+    calibrated,
+    evaluate_sets,
+    nist_sets,
+    write_report,
+)
 from trainer.export import export_onnx
 from trainer.train import ProgressHook, train_model
 
@@ -53,6 +60,7 @@ def train_and_evaluate(
         trained.model.save_weights(weights_path)
         weights = weights_path.read_bytes()
 
+    onnx, calibration = calibrated(onnx, data)
     sets = nist_sets(data, every_slice) | (extra_sets or {})
     evaluation = evaluate_sets(onnx, sets, data.labels)
     training = {
@@ -66,7 +74,9 @@ def train_and_evaluate(
         "cpu_cores": os.cpu_count(),
         **(notes or {}),
     }
-    report = build_report(onnx, data, evaluation, config.architecture, training, trained.history)
+    report = build_report(
+        onnx, data, evaluation, config.architecture, training, trained.history, calibration
+    )
     return TrainedArtifacts(onnx=onnx, weights=weights, report=report)
 
 

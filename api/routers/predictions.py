@@ -19,7 +19,7 @@ from api.schemas import (
     TimingsOut,
 )
 from core.images import ImageError, pixel_count
-from domain.predictor import Prediction, Timings
+from domain.predictor import Prediction, Timings, doubt
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
@@ -38,12 +38,15 @@ def glyph_png(glyph: np.ndarray) -> str:
 
 
 def to_out(
-    prediction: Prediction, version: int, timings: Timings, include_input: bool
+    prediction: Prediction, version: int, timings: Timings, include_input: bool, threshold: float
 ) -> PredictionOut:
+    unsure = doubt(prediction, threshold)
     return PredictionOut(
         label=prediction.label,
         confidence=prediction.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in prediction.top],
+        low_confidence=unsure is not None,
+        doubt=unsure,
         model_version=version,
         timings=TimingsOut(**timings.__dict__),
         input=glyph_png(prediction.glyph) if include_input else None,
@@ -71,20 +74,31 @@ async def predict(
             prediction, timings = await run_in_threadpool(predictor.predict, data)
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
-    return to_out(prediction, predictor.model.version, timings, include == "input")
+    return to_out(
+        prediction,
+        predictor.model.version,
+        timings,
+        include == "input",
+        settings.low_confidence_threshold,
+    )
 
 
-def batch_item(index: int, filename: str | None, result: Prediction | ImageError):
+def batch_item(
+    index: int, filename: str | None, result: Prediction | ImageError, threshold: float
+) -> BatchItemOut:
     if isinstance(result, ImageError):
         return BatchItemOut(
             index=index, filename=filename, error=result.code, detail=result.message
         )
+    unsure = doubt(result, threshold)
     return BatchItemOut(
         index=index,
         filename=filename,
         label=result.label,
         confidence=result.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in result.top],
+        low_confidence=unsure is not None,
+        doubt=unsure,
     )
 
 
@@ -107,7 +121,7 @@ def predict_batch(
     return BatchPredictionOut(
         model_version=predictor.model.version,
         results=[
-            batch_item(index, upload.filename, result)
+            batch_item(index, upload.filename, result, settings.low_confidence_threshold)
             for index, (upload, result) in enumerate(zip(images, results, strict=True))
         ],
         timings=TimingsOut(**timings.__dict__),

@@ -148,6 +148,8 @@ function showPrediction(prediction) {
   $("prediction-label").textContent = prediction.label;
   $("prediction-confidence").textContent = `${percent(prediction.confidence)} sure`;
   $("prediction-model").textContent = `model version ${prediction.model_version}`;
+  $("prediction-doubt").textContent = prediction.doubt || "";
+  $("prediction-doubt").hidden = !prediction.low_confidence;
   const bars = prediction.top.map(({ label, probability }) => {
     const fill = el("span", { className: "fill" });
     fill.style.width = `${Math.max(0.5, probability * 100)}%`;

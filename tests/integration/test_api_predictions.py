@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
+from core.config import get_settings
 from testkit.images import encode, png, png_header_only
 from testkit.nist import balanced_holdout
 from testkit.stack import REPO_ROOT
@@ -117,6 +118,28 @@ def test_include_input_returns_the_28x28_picture_the_model_saw(client: TestClien
         "/v1/predictions", params={"include": "everything"}, files={"image": ("x.png", png(3))}
     )
     assert wrong.status_code == 422 and "include" in wrong.json()["detail"]
+
+
+def test_a_doubtful_answer_is_flagged_in_words(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, _ = balanced_holdout(40)
+    files = [("images", (f"{i}.png", encode(Image.fromarray(p)))) for i, p in enumerate(images)]
+    results = client.post("/v1/predictions/batch", files=files).json()["results"]
+    threshold = get_settings().low_confidence_threshold
+    for item in results:  # the flag follows the served (calibrated) confidence
+        assert item["low_confidence"] is (item["confidence"] < threshold)
+        assert (item["doubt"] is not None) is item["low_confidence"]
+    unsure = [item for item in results if item["low_confidence"]]
+    assert unsure and unsure[0]["doubt"].startswith(f"Unsure: “{unsure[0]['label']}” is only")
+
+    one = {"image": ("x.png", encode(Image.fromarray(images[0])))}
+    monkeypatch.setattr(get_settings(), "low_confidence_threshold", 1.01)  # nothing is enough
+    reply = client.post("/v1/predictions", files=one).json()
+    assert reply["low_confidence"] is True and "check the answer" in reply["doubt"]
+    monkeypatch.setattr(get_settings(), "low_confidence_threshold", 0.0)
+    reply = client.post("/v1/predictions", files=one).json()
+    assert reply["low_confidence"] is False and reply["doubt"] is None
 
 
 def test_the_api_process_never_imports_tensorflow_the_trainer_or_the_worker() -> None:
