@@ -17,7 +17,7 @@ import numpy as np
 from core.config import get_settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
-from trainer.config import TrainingConfig
+from trainer.config import ARCHITECTURES, TrainingConfig
 from trainer.data import NIST_EMNIST_URL, POOL_SPLITS, NistData, fetch_emnist, load_nist
 
 DEFAULT_OUT = Path("artifacts") / "model"
@@ -80,7 +80,7 @@ def add_train_command(commands: Commands) -> None:
     train = commands.add_parser("train", help="train, export ONNX, evaluate, write a report")
     data_options(train)
     training_options(train)
-    train.add_argument("--arch", choices=("cnn", "lenet5"), default="cnn")
+    train.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
     train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
     train.add_argument("--out", type=Path, default=DEFAULT_OUT)

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+ARCHITECTURES = ("cnn", "cnn_wide", "lenet5")  # trainer.model builds each
+
 
 @dataclass(frozen=True)
 class TrainingConfig:

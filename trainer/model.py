@@ -8,8 +8,7 @@ import numpy as np
 from keras import layers
 
 from core.preprocessing import MODEL_INPUT_NAME, MODEL_INPUT_SHAPE
-
-ARCHITECTURES = ("cnn", "lenet5")
+from trainer.config import ARCHITECTURES
 
 
 def lenet5(num_classes: int) -> keras.Model:
@@ -57,8 +56,30 @@ def cnn(num_classes: int) -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn")
 
 
+def cnn_wide(num_classes: int) -> keras.Model:
+    """VGG-like: two 3x3 conv blocks per scale at full resolution, ~4x the default's compute;
+    an experiment toward the issue-15 accuracy targets."""
+    inputs = keras.Input(shape=MODEL_INPUT_SHAPE, name=MODEL_INPUT_NAME)
+    x = conv_block(inputs, 32, 3)
+    x = conv_block(x, 32, 3)
+    x = layers.MaxPooling2D(2)(x)  # 14x14
+    x = conv_block(x, 64, 3)
+    x = conv_block(x, 64, 3)
+    x = layers.MaxPooling2D(2)(x)  # 7x7
+    x = conv_block(x, 128, 3)
+    x = layers.MaxPooling2D(2)(x)  # 3x3x128
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.4)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="cnn_wide")
+
+
 def build_model(architecture: str, num_classes: int) -> keras.Model:
-    builders = {"cnn": cnn, "lenet5": lenet5}
+    builders = {"cnn": cnn, "cnn_wide": cnn_wide, "lenet5": lenet5}
     if architecture not in builders:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     return builders[architecture](num_classes)
