@@ -86,6 +86,11 @@ class PredictionOut(BaseModel):
         default=None,
         description="With ?include=input: the 28x28 picture the model saw, as a base64 PNG",
     )
+    heatmap: str | None = Field(
+        default=None,
+        description="With ?include=heatmap: where the model looked, as a 28x28 base64 PNG "
+        "(white: blanking this part lowers the answer's probability most)",
+    )
 
 
 class BatchItemOut(BaseModel):

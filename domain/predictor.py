@@ -72,6 +72,36 @@ class Prediction:
     glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
 
 
+OCCLUSION_PATCH = 6  # pixels a side of the square blanked out, on the 28x28 input
+OCCLUSION_STRIDE = 2
+
+
+def occlusion_heatmap(model: LoadedModel, glyph: np.ndarray, label: str) -> np.ndarray:
+    """Where the model looked: how much the probability of `label` falls when each part of the
+    28x28 input is blanked out (Zeiler & Fergus, 2014), as (28, 28) in [0, 1], 1 where it
+    matters most. One batch of 144 blanked copies through ONNX Runtime: no gradients, no
+    TensorFlow, any architecture."""
+    index = model.labels.index(label)
+    side = glyph.shape[0]
+    corners = [
+        (y, x)
+        for y in range(0, side - OCCLUSION_PATCH + 1, OCCLUSION_STRIDE)
+        for x in range(0, side - OCCLUSION_PATCH + 1, OCCLUSION_STRIDE)
+    ]
+    batch = np.repeat(glyph[np.newaxis], len(corners) + 1, axis=0)
+    for k, (y, x) in enumerate(corners, start=1):  # copy 0 stays whole: the reference
+        batch[k, y : y + OCCLUSION_PATCH, x : x + OCCLUSION_PATCH] = 0.0
+    probabilities = model.probabilities(batch[..., np.newaxis])[:, index]
+    drops = np.clip(probabilities[0] - probabilities[1:], 0.0, None)
+    heat = np.zeros_like(glyph, dtype=np.float32)
+    covered = np.zeros_like(heat)
+    for drop, (y, x) in zip(drops, corners, strict=True):
+        heat[y : y + OCCLUSION_PATCH, x : x + OCCLUSION_PATCH] += drop
+        covered[y : y + OCCLUSION_PATCH, x : x + OCCLUSION_PATCH] += 1
+    heat /= np.maximum(covered, 1)
+    return heat / heat.max() if heat.max() > 0 else heat
+
+
 def doubt(prediction: Prediction, threshold: float) -> str | None:
     """In words, why an answer should be checked; None when the (calibrated) confidence is at
     least `threshold`."""

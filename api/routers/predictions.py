@@ -19,7 +19,7 @@ from api.schemas import (
     TimingsOut,
 )
 from core.images import ImageError, pixel_count
-from domain.predictor import Prediction, Timings, doubt
+from domain.predictor import LoadedModel, Prediction, Timings, doubt, occlusion_heatmap
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
@@ -31,25 +31,37 @@ INLINE_MAX_PIXELS = 320 * 320
 
 
 def glyph_png(glyph: np.ndarray) -> str:
-    """The model's 28x28 input as a base64 PNG (white ink on black, as the model sees it)."""
+    """A 28x28 picture in [0, 1] as a base64 PNG: the model's input (white ink on black, as the
+    model sees it), or a heat map (white where it matters most)."""
     buffer = io.BytesIO()
     Image.fromarray(np.rint(glyph * 255).astype(np.uint8)).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+Include = Literal["input", "heatmap"]
+
+
 def to_out(
-    prediction: Prediction, version: int, timings: Timings, include_input: bool, threshold: float
+    prediction: Prediction,
+    model: LoadedModel,
+    timings: Timings,
+    include: set[Include],
+    threshold: float,
 ) -> PredictionOut:
     unsure = doubt(prediction, threshold)
+    heatmap = None
+    if "heatmap" in include:
+        heatmap = glyph_png(occlusion_heatmap(model, prediction.glyph, prediction.label))
     return PredictionOut(
         label=prediction.label,
         confidence=prediction.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in prediction.top],
         low_confidence=unsure is not None,
         doubt=unsure,
-        model_version=version,
+        model_version=model.version,
         timings=TimingsOut(**timings.__dict__),
-        input=glyph_png(prediction.glyph) if include_input else None,
+        input=glyph_png(prediction.glyph) if "input" in include else None,
+        heatmap=heatmap,
     )
 
 
@@ -59,8 +71,11 @@ async def predict(
     predictor: PredictorDep,
     settings: SettingsDep,
     include: Annotated[
-        Literal["input"] | None,
-        Query(description="`input`: also return the 28x28 picture the model saw"),
+        list[Include] | None,
+        Query(
+            description="`input`: also return the 28x28 picture the model saw; `heatmap`: "
+            "where it looked (occlusion sensitivity, 28x28). Repeat for both."
+        ),
     ] = None,
 ) -> PredictionOut:
     """Predict the character in one image."""
@@ -76,9 +91,9 @@ async def predict(
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
     return to_out(
         prediction,
-        predictor.model.version,
+        predictor.model,
         timings,
-        include == "input",
+        set(include or []),
         settings.low_confidence_threshold,
     )
 

@@ -10,6 +10,10 @@ let drawnLabel = null; // what the model read in it: "Add as sample" stores that
 let thumbnailUrl = null; // the chosen file's preview
 let boardDirty = false;
 let lastPoint = null; // while a pointer is drawing
+let strokes = []; // what is on the board, stroke by stroke: undo redraws all but the last
+let livePrediction = null; // { timer, controller }: the prediction asked for while drawing
+let lastPredicted = null; // { image, filename }: asked again when the heat map is switched on
+const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for every stroke
 let adminToken = null; // kept in memory only: never in localStorage or cookies
 let pendingActivation = null;
 let shownModel = null; // the version the dashboard's charts show
@@ -23,6 +27,7 @@ async function api(path, options = {}) {
   try {
     response = await fetch(path, options);
   } catch (err) {
+    if (err.name === "AbortError") throw err; // a newer request replaced this one
     throw new Error(`The server cannot be reached (${err.message}).`);
   }
   const text = await response.text();
@@ -41,24 +46,34 @@ async function api(path, options = {}) {
   return { status: response.status, body };
 }
 
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = false;
+// Errors appear beside the control that caused them: each section has its own alert area.
+function showError(message, where = "error") {
+  $(where).textContent = message;
+  $(where).hidden = false;
 }
 
-function clearError() {
-  $("error").textContent = "";
-  $("error").hidden = true;
+function clearError(where = "error") {
+  $(where).textContent = "";
+  $(where).hidden = true;
 }
 
-// Wraps a button handler: clears the error area, and shows what went wrong in it.
-function action(handler) {
+// Wraps a control's handler: clears its section's error area and shows what went wrong there;
+// the button stays disabled (busy) until the reply, so a double click sends one request.
+function action(handler, where = "error") {
   return async (event) => {
-    clearError();
+    const button = event && event.currentTarget instanceof HTMLButtonElement ? event.currentTarget : null;
+    if (button && button.getAttribute("aria-busy") === "true") return;
+    clearError(where);
+    button?.setAttribute("aria-busy", "true");
+    if (button) button.disabled = true;
     try {
       await handler(event);
     } catch (err) {
-      showError(err.message);
+      if (err.name !== "AbortError") showError(err.message, where);
+    } finally {
+      button?.removeAttribute("aria-busy");
+      if (button) button.disabled = false;
+      if (button === $("teach")) updateTeachButton();
     }
   };
 }
@@ -77,11 +92,32 @@ const percent = (value) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)
 const board = $("board");
 const pen = board.getContext("2d");
 
-function clearBoard() {
+function paintBoard() {
   pen.fillStyle = "#000";
   pen.fillRect(0, 0, board.width, board.height);
-  boardDirty = false;
+  for (const stroke of strokes) {
+    lastPoint = stroke.points[0];
+    for (const point of stroke.points) strokeTo(point, stroke.width);
+  }
+  lastPoint = null;
+  boardDirty = strokes.length > 0;
+}
+
+function clearBoard() {
+  strokes = [];
+  cancelLivePrediction();
+  paintBoard();
   forgetDrawing();
+  clearPrediction();
+}
+
+function undoStroke() {
+  if (!strokes.length) return;
+  strokes.pop();
+  paintBoard();
+  forgetDrawing();
+  if (boardDirty) scheduleLivePrediction();
+  else clearPrediction();
 }
 
 // Once the board changes, teaching would send a drawing other than the one predicted.
@@ -99,9 +135,9 @@ function boardPoint(event) {
   };
 }
 
-function strokeTo(point) {
+function strokeTo(point, width) {
   pen.strokeStyle = "#fff";
-  pen.lineWidth = Number($("marker-size").value);
+  pen.lineWidth = width;
   pen.lineCap = "round";
   pen.lineJoin = "round";
   pen.beginPath();
@@ -115,19 +151,47 @@ function strokeTo(point) {
 function startStroke(event) {
   event.preventDefault();
   board.setPointerCapture(event.pointerId);
+  cancelLivePrediction();
   forgetDrawing();
-  lastPoint = boardPoint(event);
-  strokeTo(lastPoint); // a tap leaves a dot
+  const point = boardPoint(event);
+  strokes.push({ points: [point], width: Number($("marker-size").value) });
+  lastPoint = point;
+  strokeTo(point, strokes.at(-1).width); // a tap leaves a dot
 }
 
 function continueStroke(event) {
   if (lastPoint === null) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const each of events.length ? events : [event]) strokeTo(boardPoint(each));
+  for (const each of events.length ? events : [event]) {
+    const point = boardPoint(each);
+    strokes.at(-1).points.push(point);
+    strokeTo(point, strokes.at(-1).width);
+  }
 }
 
 function endStroke() {
+  if (lastPoint === null) return;
   lastPoint = null;
+  scheduleLivePrediction();
+}
+
+// ---- live prediction: while drawing, the newest drawing only --------------------------------
+
+function cancelLivePrediction() {
+  if (!livePrediction) return;
+  clearTimeout(livePrediction.timer);
+  livePrediction.controller.abort();
+  livePrediction = null;
+}
+
+function scheduleLivePrediction() {
+  cancelLivePrediction();
+  const controller = new AbortController();
+  const timer = setTimeout(
+    action(() => predictDrawing(controller.signal), "draw-error"),
+    LIVE_DELAY_MS
+  );
+  livePrediction = { timer, controller };
 }
 
 function boardBlob() {
@@ -136,12 +200,56 @@ function boardBlob() {
 
 // ---- predictions and teaching --------------------------------------------------------------
 
-async function predict(image, filename) {
+async function predict(image, filename, signal = undefined) {
   const form = new FormData();
   form.append("image", image, filename);
-  const { body } = await api("/v1/predictions", { method: "POST", body: form });
+  const include = $("show-heatmap").checked ? "include=input&include=heatmap" : "include=input";
+  const { body } = await api(`/v1/predictions?${include}`, { method: "POST", body: form, signal });
+  lastPredicted = { image, filename };
   showPrediction(body);
   return body;
+}
+
+// Stale results go: after Clear, on a new file, when the board is emptied.
+function clearPrediction() {
+  $("prediction-label").textContent = "–";
+  $("prediction-confidence").textContent = "";
+  $("prediction-model").textContent = "";
+  $("prediction-doubt").hidden = true;
+  $("top5").replaceChildren();
+  $("seen").hidden = true;
+  lastPredicted = null;
+}
+
+// The 28x28 picture the model saw, enlarged, with where it looked in red over it.
+async function showSeen(prediction) {
+  const seen = $("seen");
+  const ctx = seen.getContext("2d");
+  const input = await pixels(prediction.input);
+  const heat = prediction.heatmap ? await pixels(prediction.heatmap) : null;
+  const out = ctx.createImageData(28, 28);
+  for (let i = 0; i < out.data.length; i += 4) {
+    const ink = input[i];
+    const h = heat ? heat[i] / 255 : 0;
+    out.data[i] = Math.round(ink * (1 - h) + 255 * h);
+    out.data[i + 1] = Math.round(ink * (1 - h));
+    out.data[i + 2] = Math.round(ink * (1 - h));
+    out.data[i + 3] = 255;
+  }
+  ctx.putImageData(out, 0, 0);
+  seen.hidden = false;
+  seen.dataset.heatmap = heat ? "shown" : "";
+}
+
+async function pixels(base64Png) {
+  const image = new Image();
+  image.src = `data:image/png;base64,${base64Png}`;
+  await image.decode();
+  const scratch = document.createElement("canvas");
+  scratch.width = scratch.height = 28;
+  const ctx = scratch.getContext("2d");
+  ctx.drawImage(image, 0, 0);
+  return ctx.getImageData(0, 0, 28, 28).data;
 }
 
 function showPrediction(prediction) {
@@ -158,13 +266,15 @@ function showPrediction(prediction) {
     return el("li", {}, name, el("span", { className: "track" }, fill), value);
   });
   $("top5").replaceChildren(...bars);
+  if (prediction.input) showSeen(prediction);
 }
 
-async function predictDrawing() {
+async function predictDrawing(signal = undefined) {
   if (!boardDirty) throw new Error("Draw a character on the board first.");
   $("sample-reply").textContent = "";
-  drawnBlob = await boardBlob();
-  const prediction = await predict(drawnBlob, "drawing.png");
+  const blob = await boardBlob();
+  const prediction = await predict(blob, "drawing.png", signal);
+  drawnBlob = blob;
   drawnLabel = prediction.label;
   // The right label starts empty: a correction is only sent once someone picks a label
   // other than the prediction, never one left over from an earlier drawing.
@@ -206,11 +316,33 @@ async function teachDrawing() {
   const label = $("teach-label").value;
   if (!label || label === drawnLabel) throw new Error("Choose the right label first.");
   await storeSample(drawnBlob, "drawing.png", label, "correction");
+  readyForTheNext();
 }
 
 async function addDrawing() {
   if (!drawnBlob) throw new Error("Predict a drawing first.");
   await storeSample(drawnBlob, "drawing.png", drawnLabel, "canvas");
+  readyForTheNext();
+}
+
+// Teaching is draw + one key: once stored, the board is empty and has the focus again.
+function readyForTheNext() {
+  const stored = $("sample-reply").textContent;
+  clearBoard();
+  $("sample-reply").textContent = stored;
+  board.focus();
+}
+
+function boardKeys(event) {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    action(() => predictDrawing(), "draw-error")();
+  } else if (event.key === "Escape") {
+    clearBoard();
+  } else if ((event.key === "z" && (event.ctrlKey || event.metaKey)) || event.key === "Backspace") {
+    event.preventDefault();
+    undoStroke();
+  }
 }
 
 function chosenFile() {
@@ -232,6 +364,7 @@ async function predictFile() {
 async function fileChanged() {
   $("file-label").value = "";
   $("sample-reply").textContent = "";
+  clearPrediction();
   if (thumbnailUrl) URL.revokeObjectURL(thumbnailUrl);
   const file = $("file").files[0];
   thumbnailUrl = file ? URL.createObjectURL(file) : null;
@@ -499,6 +632,7 @@ function showRun(run) {
     $("run-status").textContent = "No training run yet.";
     $("run-progress").value = 0;
     $("run-decision").textContent = "";
+    $("status-strip").textContent = "";
     return;
   }
   const kind = run.full_retrain ? "full retrain" : "fine-tuning";
@@ -518,6 +652,27 @@ function showRun(run) {
     $("run-decision").textContent = "";
   }
   showGateChecks(checks);
+  $("status-strip").textContent = statusLine(run);
+}
+
+// One line beside the board: what training is doing now, or what the last run changed.
+function statusLine(run) {
+  const name = `Training run ${run.id}`;
+  if (run.status === "queued") return `${name} is waiting for a worker.`;
+  if (run.status === "running") {
+    return run.progress >= 0.9
+      ? `${name}: evaluating the candidate against the serving model…`
+      : `${name}: epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%.`;
+  }
+  if (run.status === "failed") return `${name} failed; the serving model is unchanged.`;
+  const metrics = run.metrics || {};
+  if (run.decision === "promoted" && metrics.candidate && metrics.active) {
+    const gain = (metrics.candidate.test_accuracy - metrics.active.test_accuracy) * 100;
+    const sign = gain >= 0 ? "+" : "−";
+    return `A new version serves since ${name} (${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set).`;
+  }
+  if (run.decision === "rejected") return `${name} was not promoted; the serving model is unchanged.`;
+  return "";
 }
 
 // What the gate compared: every overall figure, and the classes that failed (all 47 would
@@ -548,17 +703,25 @@ function start() {
   $("marker-size").addEventListener("input", () => {
     $("marker-size-value").textContent = $("marker-size").value;
   });
-  $("predict").addEventListener("click", action(predictDrawing));
+  board.addEventListener("keydown", boardKeys);
+  $("predict").addEventListener("click", action(() => predictDrawing(), "draw-error"));
+  $("undo").addEventListener("click", undoStroke);
   $("clear").addEventListener("click", () => {
     clearBoard();
-    clearError();
+    clearError("draw-error");
   });
-  $("teach").addEventListener("click", action(teachDrawing));
+  $("show-heatmap").addEventListener(
+    "change",
+    action(async () => {
+      if (lastPredicted) await predict(lastPredicted.image, lastPredicted.filename);
+    }, "teach-error")
+  );
+  $("teach").addEventListener("click", action(teachDrawing, "teach-error"));
   $("teach-label").addEventListener("change", updateTeachButton);
-  $("add-sample").addEventListener("click", action(addDrawing));
-  $("file").addEventListener("change", action(fileChanged));
-  $("predict-file").addEventListener("click", action(predictFile));
-  $("store-file").addEventListener("click", action(storeFile));
+  $("add-sample").addEventListener("click", action(addDrawing, "teach-error"));
+  $("file").addEventListener("change", action(fileChanged, "upload-error"));
+  $("predict-file").addEventListener("click", action(predictFile, "upload-error"));
+  $("store-file").addEventListener("click", action(storeFile, "upload-error"));
   $("admin-form").addEventListener("submit", action(submitAdminToken));
   $("admin-cancel").addEventListener("click", () => {
     $("admin-form").hidden = true;

@@ -120,6 +120,30 @@ def test_include_input_returns_the_28x28_picture_the_model_saw(client: TestClien
     assert wrong.status_code == 422 and "include" in wrong.json()["detail"]
 
 
+def decoded_png(data: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
+
+
+def test_the_heatmap_shows_where_the_model_looked(client: TestClient) -> None:
+    images, _ = balanced_holdout(8)
+    files = {"image": ("x.png", encode(Image.fromarray(images[5])))}
+    reply = client.post(
+        "/v1/predictions", params=[("include", "heatmap"), ("include", "input")], files=files
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    heat, seen = decoded_png(body["heatmap"]), decoded_png(body["input"])
+    assert heat.shape == (28, 28) and heat.max() == 255  # scaled to its strongest point
+    # Blanking empty paper changes nothing: the heat lies on and around the strokes.
+    near_ink = np.zeros(seen.shape, bool)
+    for y, x in zip(*np.nonzero(seen > 64), strict=True):
+        near_ink[max(0, y - 5) : y + 6, max(0, x - 5) : x + 6] = True
+    assert heat[~near_ink].max(initial=0) == 0
+    assert heat[seen > 64].mean() > 40
+    plain = client.post("/v1/predictions", files=files).json()
+    assert plain["heatmap"] is None and plain["label"] == body["label"]
+
+
 def test_a_doubtful_answer_is_flagged_in_words(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

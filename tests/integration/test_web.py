@@ -58,6 +58,13 @@ ALL_BLACK = """() => {
 }"""
 
 # Pixels of a chart canvas that are neither white nor transparent: something was drawn.
+INK_PIXELS = """() => {
+  const board = document.getElementById("board");
+  const pixels = board.getContext("2d").getImageData(0, 0, board.width, board.height).data;
+  let ink = 0;
+  for (let i = 0; i < pixels.length; i += 4) if (pixels[i] > 128) ink++;
+  return ink;
+}"""
 DRAWN_PIXELS = """(id) => {
   const canvas = document.getElementById(id);
   const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
@@ -200,7 +207,8 @@ def test_draw_predict_and_clear(page: "Page", tmp_path: Path) -> None:
     widths = [bars.nth(i).locator(".fill").bounding_box()["width"] for i in range(5)]
     assert widths[0] > 100 and widths == sorted(widths, reverse=True)
     expect(page.locator("#teaching")).to_be_visible()
-    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#draw-error")).to_be_hidden()
+    expect(page.locator("#seen")).to_be_visible()  # the 28x28 picture the model saw
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=tmp_path / "web.png", full_page=True)  # the test's artefact
@@ -211,9 +219,61 @@ def test_draw_predict_and_clear(page: "Page", tmp_path: Path) -> None:
     page.click("#clear")
     assert page.evaluate(ALL_BLACK)
     expect(page.locator("#teaching")).to_be_hidden()  # nothing predicted left to teach
-    # An empty board is not sent: the page says what to do.
+    # No stale result beside the empty board.
+    expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
+    expect(page.locator("#top5 li")).to_have_count(0)
+    expect(page.locator("#seen")).to_be_hidden()
+    # An empty board is not sent: the page says what to do, beside the board.
     page.click("#predict")
-    expect(page.locator("#error")).to_contain_text("Draw a character")
+    expect(page.locator("#draw-error")).to_contain_text("Draw a character")
+    expect(page.locator("#error")).to_be_hidden()
+
+
+def test_it_reads_while_drawing_and_undo_takes_back_a_stroke(page: "Page") -> None:
+    draw(page, SEVEN)  # no click on Predict: the prediction follows the pen
+    expect(page.locator("#prediction-label")).to_have_text("7")
+    with_seven = page.evaluate(INK_PIXELS)
+    draw(page, [(60, 150), (220, 150)])  # a bar across: another drawing, read again
+    expect(page.locator("#prediction-model")).to_contain_text("model version")
+    assert page.evaluate(INK_PIXELS) > with_seven
+    page.click("#undo")
+    assert page.evaluate(INK_PIXELS) == with_seven
+    expect(page.locator("#prediction-label")).to_have_text("7")
+    page.click("#undo")
+    assert page.evaluate(ALL_BLACK)
+    expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
+
+
+def test_the_board_works_from_the_keyboard(page: "Page") -> None:
+    draw(page, SEVEN)
+    page.focus("#board")
+    page.keyboard.press("Enter")
+    expect(page.locator("#prediction-label")).to_have_text("7")
+    page.keyboard.press("Backspace")  # undo the only stroke
+    assert page.evaluate(ALL_BLACK)
+    draw(page, SEVEN)
+    page.focus("#board")
+    page.keyboard.press("Escape")
+    assert page.evaluate(ALL_BLACK)
+    expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
+
+
+def test_where_the_model_looked_is_shown_on_request(page: "Page") -> None:
+    predict_seven(page)
+    expect(page.locator("#seen")).to_be_visible()
+    assert page.get_attribute("#seen", "data-heatmap") == ""
+    page.check("#show-heatmap")  # asks again, with the heat map
+    expect(page.locator("#seen")).to_have_attribute("data-heatmap", "shown")
+    # Red where it looked: some pixels of the 28x28 picture are now much redder than grey.
+    red = page.evaluate(
+        """() => {
+        const d = document.getElementById("seen").getContext("2d").getImageData(0, 0, 28, 28).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] - d[i + 1] > 100) n++;
+        return n;
+    }"""
+    )
+    assert red > 10
 
 
 def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
@@ -243,13 +303,21 @@ def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
         f"{missing} new samples until the next automatic retrain."
     )
 
+    # Stored: the board is empty and has the focus, ready for the next character.
+    assert page.evaluate(ALL_BLACK)
+    assert page.evaluate("document.activeElement.id") == "board"
+    expect(page.locator("#teaching")).to_be_hidden()
+
     # The same drawing with the same label again: already stored, nothing new.
+    predict_seven(page)
+    page.select_option("#teach-label", "1")
     page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Already stored")
-    # Added with the prediction's label: the API's conflict, in words.
+    # Added with the prediction's label: the API's conflict, in words, beside the buttons.
+    predict_seven(page)
     expect(page.locator("#add-sample")).to_have_text("Right — add as “7”")
     page.click("#add-sample")
-    expect(page.locator("#error")).to_have_text("this image is already stored with label '1'")
+    expect(page.locator("#teach-error")).to_have_text("this image is already stored with label '1'")
     assert api.get("/v1/samples/stats").json()["total"] == 1
 
 
@@ -303,8 +371,10 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     text.write_text("not an image\n")
     page.set_input_files("#file", text)
     page.click("#predict-file")
-    expect(page.locator("#error")).to_be_visible()
-    expect(page.locator("#error")).to_have_text(api_detail("/v1/predictions", text.read_bytes()))
+    expect(page.locator("#upload-error")).to_be_visible()
+    expect(page.locator("#upload-error")).to_have_text(
+        api_detail("/v1/predictions", text.read_bytes())
+    )
 
     # Over MAX_UPLOAD_BYTES (256 KiB in tests), within the request limit: the API's own check.
     big = tmp_path / "big.png"
@@ -312,8 +382,10 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     assert 256 * 1024 < big.stat().st_size < 300 * 1024
     page.set_input_files("#file", big)
     page.click("#predict-file")
-    expect(page.locator("#error")).to_have_text(api_detail("/v1/predictions", big.read_bytes()))
-    assert "limit" in page.inner_text("#error")
+    expect(page.locator("#upload-error")).to_have_text(
+        api_detail("/v1/predictions", big.read_bytes())
+    )
+    assert "limit" in page.inner_text("#upload-error")
 
     good = tmp_path / "good.png"
     good.write_bytes(encode(Image.new("L", (28, 28), 0)))
@@ -321,13 +393,13 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     page.fill("#file-label", "%")
     page.click("#store-file")
     detail = api_detail("/v1/samples", good.read_bytes(), label="%")
-    expect(page.locator("#error")).to_have_text(detail)
+    expect(page.locator("#upload-error")).to_have_text(detail)
     assert "not in the label set" in detail
     assert api.get("/v1/samples/stats").json()["total"] == 0
 
     # The next successful action clears the error.
     page.click("#predict-file")
-    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#upload-error")).to_be_hidden()
 
 
 def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Client) -> None:
@@ -403,6 +475,11 @@ def test_training_run_progress_is_followed(page: "Page") -> None:
         # Idle, the page polls every 10 s; a reload shows the run at once.
         page.reload()
         expect(page.locator("#run-status")).to_contain_text("running, epoch 1/3, 40%")
+        # Beside the board too, announced to screen readers.
+        expect(page.locator("#status-strip")).to_have_text(
+            f"Training run {run.id}: epoch 1/3, 40%."
+        )
+        assert page.get_attribute("#status-strip", "aria-live") == "polite"
         assert page.eval_on_selector("#run-progress", "bar => bar.value") == pytest.approx(0.4)
 
         # While a run is open the page polls every 2 s: the finished run shows up by itself.
@@ -436,6 +513,7 @@ def test_training_run_progress_is_followed(page: "Page") -> None:
         session.commit()
     page.reload()
     expect(page.locator("#run-decision")).to_have_text("Decision: rejected.")
+    expect(page.locator("#status-strip")).to_contain_text("was not promoted")
     checks = page.locator("#run-checks li")
     expect(checks).to_have_count(4)  # test vs baseline, vs active; class '1'; the class summary
     expect(checks.nth(0)).to_have_text(
@@ -456,4 +534,34 @@ def test_phone_sized_viewport(browser: "Browser", server: str, api: httpx.Client
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.eval_on_selector("#board", "b => getComputedStyle(b).touchAction") == "none"
     predict_seven(page)
+    page.context.close()
+
+
+@pytest.mark.parametrize(
+    "viewport", [PHONE, {"width": 1280, "height": 800}], ids=["phone", "desktop"]
+)
+def test_no_serious_accessibility_violations(
+    browser: "Browser", server: str, api: httpx.Client, viewport: dict[str, int]
+) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
+    page = open_page(browser, server, viewport)
+    predict_seven(page)  # the page with a prediction, the teaching controls and the dashboard
+    expect(page.locator("#teaching")).to_be_visible()
+    violations = Axe().run(page).response["violations"]
+    serious = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not serious, "\n".join(serious)
+    if viewport is PHONE:  # every button and field big enough for a finger
+        small = page.evaluate(
+            """() => [...document.querySelectorAll("button, select, input[type=text],"
+                + " input[type=file], input[type=range], label:has(> input[type=checkbox])")]
+                .filter((e) => e.offsetParent !== null)
+                .map((e) => [e.id || e.textContent.trim(), e.getBoundingClientRect().height])
+                .filter(([, h]) => h < 44)"""
+        )
+        assert small == [], small
     page.context.close()
