@@ -37,6 +37,17 @@ def conv_block(x, filters: int, kernel_size: int, padding: str = "same"):
     return layers.ReLU()(x)
 
 
+def classifier_head(x, num_classes: int, dropout: float):
+    """Features -> a 256-unit layer -> class probabilities, with dropout on both sides."""
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    x = layers.Dense(256, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
 def cnn(num_classes: int) -> keras.Model:
     """The default: three conv blocks with batch norm, pooling early to keep CPU cost low."""
     inputs = keras.Input(shape=MODEL_INPUT_SHAPE, name=MODEL_INPUT_NAME)
@@ -46,14 +57,7 @@ def cnn(num_classes: int) -> keras.Model:
     x = layers.MaxPooling2D(2)(x)  # 6x6
     x = conv_block(x, 128, 3)
     x = layers.MaxPooling2D(2)(x)  # 3x3x128
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.3)(x)
-    x = layers.Dense(256, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="cnn")
+    return keras.Model(inputs, classifier_head(x, num_classes, dropout=0.3), name="cnn")
 
 
 def cnn_wide(num_classes: int) -> keras.Model:
@@ -68,14 +72,7 @@ def cnn_wide(num_classes: int) -> keras.Model:
     x = layers.MaxPooling2D(2)(x)  # 7x7
     x = conv_block(x, 128, 3)
     x = layers.MaxPooling2D(2)(x)  # 3x3x128
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.4)(x)
-    x = layers.Dense(256, use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-    x = layers.ReLU()(x)
-    x = layers.Dropout(0.4)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="cnn_wide")
+    return keras.Model(inputs, classifier_head(x, num_classes, dropout=0.4), name="cnn_wide")
 
 
 def build_model(architecture: str, num_classes: int) -> keras.Model:
