@@ -87,6 +87,22 @@ function el(tag, props = {}, ...children) {
 
 const percent = (value) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)}%` : "–");
 
+// "88.5% of 9,120 images (95% interval 87.8–89.1%)": an accuracy means little without its
+// count; the Wilson interval says how far chance alone could move it.
+function withCount(accuracy, images) {
+  if (!Number.isFinite(accuracy)) return "–";
+  if (!images) return percent(accuracy);
+  const z = 1.96;
+  const centre = (accuracy + (z * z) / (2 * images)) / (1 + (z * z) / images);
+  const half =
+    (z / (1 + (z * z) / images)) *
+    Math.sqrt((accuracy * (1 - accuracy)) / images + (z * z) / (4 * images * images));
+  const low = (Math.max(0, centre - half) * 100).toFixed(1);
+  const high = (Math.min(1, centre + half) * 100).toFixed(1);
+  const noun = images === 1 ? "image" : "images";
+  return `${percent(accuracy)} of ${images.toLocaleString("en")} ${noun} (95% interval ${low}–${high}%)`;
+}
+
 // ---- the drawing board ---------------------------------------------------------------------
 
 const board = $("board");
@@ -396,11 +412,17 @@ async function loadActive() {
   const metrics = model.metrics || {};
   $("active-version").textContent = model.version;
   $("active-architecture").textContent = model.architecture;
-  $("acc-test").textContent = percent(metrics.test_accuracy);
-  $("acc-holdout").textContent = Number.isFinite(metrics.holdout_accuracy)
-    ? `${percent(metrics.holdout_accuracy)} (${metrics.holdout_slice || "holdout"})`
-    : "–";
-  $("acc-evaluation").textContent = percent(metrics.evaluation_samples_accuracy);
+  const sets = (model.report || {}).evaluation || {};
+  const imagesOf = (name) => (sets[name] || {}).images;
+  $("acc-test").textContent = withCount(metrics.test_accuracy, imagesOf("test"));
+  $("acc-holdout").textContent = withCount(
+    metrics.holdout_accuracy,
+    imagesOf(`holdout/${metrics.holdout_slice}`)
+  );
+  $("acc-evaluation").textContent = withCount(
+    metrics.evaluation_samples_accuracy,
+    metrics.evaluation_samples
+  );
   if (model.labels !== labels) fillLabelPicker(model.labels);
   if (shownModel !== model.version) {
     shownModel = model.version;
@@ -560,6 +582,8 @@ async function loadVersions() {
 }
 
 async function requestActivation(version) {
+  // Switching the serving model changes every answer at once: ask first.
+  if (!window.confirm(`Make version ${version} serve every prediction now?`)) return;
   if (adminToken) return activate(version);
   pendingActivation = version;
   $("admin-ok").textContent = `Activate version ${version}`;
@@ -579,6 +603,7 @@ async function activate(version) {
   }
   $("sample-reply").textContent = "";
   await Promise.all([loadVersions(), loadActive()]);
+  $("versions-reply").textContent = `Version ${version} now serves.`;
 }
 
 async function submitAdminToken(event) {

@@ -413,8 +413,15 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     expect(page.locator("#active-version")).to_have_text("1")
     expect(page.locator("#active-architecture")).to_have_text("cnn")
     report = json.loads((REPO_ROOT / "trainer" / "bundled" / "report.json").read_text())
-    expect(page.locator("#acc-test")).to_have_text(f"{report['metrics']['test_accuracy']:.1%}")
-    expect(page.locator("#acc-holdout")).to_contain_text("balanced-train")
+    # Accuracies with their counts and a 95% interval, under plain names.
+    test_images = report["evaluation"]["test"]["images"]
+    expect(page.locator("#acc-test")).to_contain_text(
+        f"{report['metrics']['test_accuracy']:.1%} of {test_images:,} images (95% interval "
+    )
+    expect(page.locator("#acc-holdout")).to_contain_text(
+        f"{report['metrics']['holdout_accuracy']:.1%} of 9,120 images"
+    )
+    expect(page.locator("dt").nth(2)).to_have_text("NIST writers it never saw")
     expect(page.locator("#acc-evaluation")).to_have_text(NO_FIGURE)
     expect(page.locator("#next-retrain")).to_have_text(
         "5 new samples until the next automatic retrain."
@@ -423,6 +430,17 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     assert page.evaluate(DRAWN_PIXELS, "curves") > 500
     expect(page.locator("#activate-1")).to_have_count(0)  # no button for the active one
 
+    # Switching the serving model is confirmed first; a "no" changes nothing.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click(f"#activate-{version}")
+    expect(page.locator("#admin-form")).to_be_hidden()
+    questions: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
     # A wrong token: the API's refusal is shown and nothing changes.
     page.click(f"#activate-{version}")
     expect(page.locator("#admin-form")).to_be_visible()
@@ -440,6 +458,8 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     page.fill("#admin-token", ADMIN_TOKEN)
     page.press("#admin-token", "Enter")
     expect(page.locator("#active-version")).to_have_text(str(version))
+    expect(page.locator("#versions-reply")).to_have_text(f"Version {version} now serves.")
+    assert questions[-1] == f"Make version {version} serve every prediction now?"
     expect(page.locator("#error")).to_be_hidden()
     expect(page.locator("#acc-test")).to_have_text(NO_FIGURE)  # this version has no metrics
     assert api.get("/v1/models/active").json()["version"] == version
