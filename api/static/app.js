@@ -15,7 +15,7 @@ let livePrediction = null; // { timer, controller }: the prediction asked for wh
 let lastPredicted = null; // { image, filename }: asked again when the heat map is switched on
 const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for every stroke
 let adminToken = null; // kept in memory only: never in localStorage or cookies
-let pendingActivation = null;
+let pendingAdminAction = null; // what the admin form does once the token is entered
 let shownModel = null; // the version the dashboard's charts show
 let confusionView = null; // what the confusion canvas shows, for its hover text
 let runWasOpen = false;
@@ -429,8 +429,17 @@ async function loadActive() {
     const report = model.report || {};
     const test = (report.evaluation || {}).test || {};
     drawConfusion(test.confusion, model.labels);
+    listConfusions(test.most_confused || []);
     drawCurves(report.history);
   }
+}
+
+// The matrix's largest errors in words: readable without a mouse, and by screen readers.
+function listConfusions(confusions) {
+  const items = confusions.slice(0, 6).map((c) =>
+    el("li", {}, `“${c.true}” read as “${c.predicted}”: ${c.count} times (${percent(c.share_of_true)} of “${c.true}”)`)
+  );
+  $("confusions").replaceChildren(...items);
 }
 
 function fillLabelPicker(labelSet) {
@@ -584,23 +593,29 @@ async function loadVersions() {
 async function requestActivation(version) {
   // Switching the serving model changes every answer at once: ask first.
   if (!window.confirm(`Make version ${version} serve every prediction now?`)) return;
-  if (adminToken) return activate(version);
-  pendingActivation = version;
-  $("admin-ok").textContent = `Activate version ${version}`;
+  await withAdminToken(`Activate version ${version}`, () => activate(version));
+}
+
+// Runs `run` with the admin token, asking for it first (once per page) in the admin form.
+async function withAdminToken(label, run) {
+  if (adminToken) return run();
+  pendingAdminAction = run;
+  $("admin-ok").textContent = label;
   $("admin-form").hidden = false;
   $("admin-token").focus();
 }
 
-async function activate(version) {
+async function adminRequest(path, options) {
   try {
-    await api(`/v1/models/${version}/activate`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${adminToken}` },
-    });
+    return await api(path, { ...options, headers: { Authorization: `Bearer ${adminToken}` } });
   } catch (err) {
     if (err.status === 401 || err.status === 403) adminToken = null; // ask again next time
     throw err;
   }
+}
+
+async function activate(version) {
+  await adminRequest(`/v1/models/${version}/activate`, { method: "POST" });
   $("sample-reply").textContent = "";
   await Promise.all([loadVersions(), loadActive()]);
   $("versions-reply").textContent = `Version ${version} now serves.`;
@@ -609,14 +624,56 @@ async function activate(version) {
 async function submitAdminToken(event) {
   event.preventDefault();
   adminToken = $("admin-token").value.trim() || null;
-  if (!adminToken) throw new Error("Enter the admin token to activate a version.");
+  if (!adminToken) throw new Error("Enter the admin token first.");
   $("admin-token").value = "";
   $("admin-form").hidden = true;
-  if (pendingActivation !== null) await activate(pendingActivation);
+  const run = pendingAdminAction;
+  pendingAdminAction = null;
+  if (run) await run();
+}
+
+// ---- the newest samples ----------------------------------------------------------------------
+
+const SOURCE_NAMES = { upload: "uploaded file", canvas: "drawing", correction: "correction" };
+const STATUS_NAMES = {
+  accepted: "trains",
+  confirmed: "confirmed by an admin",
+  suspect: "held: the model doubts the label",
+};
+
+async function loadSamples() {
+  const { body } = await api("/v1/samples?limit=12");
+  const items = body.items.map((sample) => {
+    const thumb = el("img", {
+      src: `/v1/samples/${sample.id}/image`,
+      alt: `Sample ${sample.id}`,
+      className: "thumb",
+    });
+    const use = sample.evaluation ? "kept for evaluation" : STATUS_NAMES[sample.status];
+    const text = el(
+      "span",
+      {},
+      `#${sample.id} “${sample.label}”, ${SOURCE_NAMES[sample.source] || sample.source}, ${use}`
+    );
+    const remove = el("button", { type: "button", id: `delete-${sample.id}` }, "Delete");
+    remove.setAttribute("aria-label", `Delete sample ${sample.id}`);
+    remove.addEventListener("click", action(() => requestDeletion(sample.id)));
+    return el("li", {}, thumb, text, remove);
+  });
+  $("samples").replaceChildren(...items);
+}
+
+async function requestDeletion(id) {
+  if (!window.confirm(`Delete sample #${id}? No model will train on it.`)) return;
+  await withAdminToken(`Delete sample #${id}`, async () => {
+    await adminRequest(`/v1/samples/${id}`, { method: "DELETE" });
+    $("samples-reply").textContent = `Sample #${id} deleted.`;
+    await loadStats();
+  });
 }
 
 async function loadStats() {
-  const { body: stats } = await api("/v1/samples/stats");
+  const [{ body: stats }] = await Promise.all([api("/v1/samples/stats"), loadSamples()]);
   $("sample-count").textContent = stats.total;
   $("sample-split").textContent = `${stats.training} training, ${stats.evaluation} evaluation`;
   const missing = Math.max(0, stats.retrain_threshold - stats.new_since_last_training_run);
@@ -750,7 +807,7 @@ function start() {
   $("admin-form").addEventListener("submit", action(submitAdminToken));
   $("admin-cancel").addEventListener("click", () => {
     $("admin-form").hidden = true;
-    pendingActivation = null;
+    pendingAdminAction = null;
   });
   $("confusion").addEventListener("mousemove", describeConfusionCell);
   action(async () => {

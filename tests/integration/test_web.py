@@ -329,6 +329,29 @@ def test_add_a_drawing_as_sample(page: "Page", api: httpx.Client) -> None:
     assert (sample["label"], sample["source"], sample["status"]) == ("7", "canvas", "accepted")
 
 
+def test_the_newest_samples_are_listed_and_deleted_with_the_admin_token(
+    page: "Page", api: httpx.Client
+) -> None:
+    predict_seven(page)
+    page.click("#add-sample")
+    items = page.locator("#samples li")
+    expect(items).to_have_count(1)
+    [sample] = api.get("/v1/samples").json()["items"]
+    expect(items.first).to_contain_text(f"#{sample['id']} “7”, drawing, ")
+    thumbnail = page.locator("#samples img").first
+    expect(thumbnail).to_have_attribute("src", f"/v1/samples/{sample['id']}/image")
+    page.wait_for_function("() => document.querySelector('#samples img').naturalWidth > 0")
+
+    page.once("dialog", lambda dialog: dialog.accept())  # "Delete sample #1?"
+    page.click(f"#delete-{sample['id']}")
+    expect(page.locator("#admin-ok")).to_have_text(f"Delete sample #{sample['id']}")
+    page.fill("#admin-token", ADMIN_TOKEN)
+    page.press("#admin-token", "Enter")
+    expect(page.locator("#samples-reply")).to_have_text(f"Sample #{sample['id']} deleted.")
+    expect(items).to_have_count(0)
+    assert api.get("/v1/samples/stats").json()["total"] == 0
+
+
 def test_upload_predict_and_store(page: "Page", api: httpx.Client, tmp_path: Path) -> None:
     seven = character_png(tmp_path / "seven.png", [[(30, 30), (170, 30), (80, 175)]])
     page.set_input_files("#file", seven)
@@ -427,6 +450,11 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
         "5 new samples until the next automatic retrain."
     )
     assert page.evaluate(DRAWN_PIXELS, "confusion") > 10_000  # a 47x47 heat map
+    worst = report["evaluation"]["test"]["most_confused"][0]  # and its largest errors, in words
+    expect(page.locator("#confusions li").first).to_have_text(
+        f"“{worst['true']}” read as “{worst['predicted']}”: {worst['count']} times "
+        f"({worst['share_of_true']:.1%} of “{worst['true']}”)"
+    )
     assert page.evaluate(DRAWN_PIXELS, "curves") > 500
     expect(page.locator("#activate-1")).to_have_count(0)  # no button for the active one
 
