@@ -568,6 +568,8 @@ function drawPanel(ctx, box, title, [training, validation]) {
   ctx.setLineDash([]);
 }
 
+const VERSION_COLUMNS = ["Version", "Status", "Architecture", "Test accuracy", "Created"];
+
 async function loadVersions() {
   const { body: models } = await api("/v1/models");
   const rows = models.map((model) => {
@@ -577,7 +579,11 @@ async function loadVersions() {
       model.architecture,
       percent((model.metrics || {}).test_accuracy),
       new Date(model.created_at).toLocaleString(),
-    ].map((text) => el("td", {}, text));
+    ].map((text, column) => {
+      const cell = el("td", {}, text);
+      cell.dataset.label = VERSION_COLUMNS[column]; // a phone shows each row as a card
+      return cell;
+    });
     const actions = el("td");
     if (model.status !== "active") {
       const button = el("button", { type: "button", id: `activate-${model.version}` }, "Activate");

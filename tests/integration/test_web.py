@@ -582,6 +582,17 @@ def test_phone_sized_viewport(browser: "Browser", server: str, api: httpx.Client
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.eval_on_selector("#board", "b => getComputedStyle(b).touchAction") == "none"
     predict_seven(page)
+    # No control hides in a sideways scroll: every version's Activate button is on screen.
+    add_model_version()
+    page.reload()
+    button = page.locator("#versions button").first
+    expect(button).to_be_visible()
+    button.scroll_into_view_if_needed()
+    box = button.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= PHONE["width"]
+    assert page.eval_on_selector(".scroll", "e => e.scrollWidth <= e.clientWidth")
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        page.screenshot(path=SCREENSHOT.with_name("web-phone.png"), full_page=False)
     page.context.close()
 
 
