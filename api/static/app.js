@@ -384,7 +384,8 @@ async function fileChanged() {
   if (thumbnailUrl) URL.revokeObjectURL(thumbnailUrl);
   const file = $("file").files[0];
   thumbnailUrl = file ? URL.createObjectURL(file) : null;
-  $("file-thumb").hidden = !file;
+  // Its place is kept while empty, so that showing it moves nothing.
+  $("file-thumb").style.visibility = file ? "visible" : "hidden";
   if (file) {
     $("file-thumb").src = thumbnailUrl;
     await predictFile();

@@ -244,6 +244,17 @@ def test_it_reads_while_drawing_and_undo_takes_back_a_stroke(page: "Page") -> No
     expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
 
 
+def test_a_double_click_sends_one_request(page: "Page") -> None:
+    predict_seven(page)
+    page.wait_for_timeout(600)  # the live prediction after the last stroke has come back
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    page.dblclick("#predict")  # the button is busy (disabled) until the first reply
+    expect(page.locator("#predict")).to_be_enabled()
+    page.wait_for_timeout(300)
+    assert len([url for url in sent if "/v1/predictions" in url]) == 1, sent
+
+
 def test_the_board_works_from_the_keyboard(page: "Page") -> None:
     draw(page, SEVEN)
     page.focus("#board")
@@ -392,9 +403,13 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
 
     text = tmp_path / "notes.txt"
     text.write_text("not an image\n")
+    before = [page.locator(s).bounding_box() for s in ("#board", "#file", "#predict-file")]
     page.set_input_files("#file", text)
     page.click("#predict-file")
     expect(page.locator("#upload-error")).to_be_visible()
+    # The error appears under the upload's controls: nothing above it moves (no banner).
+    after = [page.locator(s).bounding_box() for s in ("#board", "#file", "#predict-file")]
+    assert after == before
     expect(page.locator("#upload-error")).to_have_text(
         api_detail("/v1/predictions", text.read_bytes())
     )
