@@ -17,6 +17,7 @@ const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for ev
 let adminToken = null; // kept in memory only: never in localStorage or cookies
 let pendingAdminAction = null; // what the admin form does once the token is entered
 let shownModel = null; // the version the dashboard's charts show
+let activeModel = null; // the serving version, as /v1/models/active last said
 let confusionView = null; // what the confusion canvas shows, for its hover text
 let runWasOpen = false;
 
@@ -410,6 +411,7 @@ async function loadActive() {
     $("active-version").textContent = "none";
     return;
   }
+  activeModel = model;
   const metrics = model.metrics || {};
   $("active-version").textContent = model.version;
   $("active-architecture").textContent = model.architecture;
@@ -707,7 +709,10 @@ async function pollRuns() {
     const run = runs[0];
     open = Boolean(run) && (run.status === "queued" || run.status === "running");
     showRun(run);
-    if (runWasOpen && !open) await Promise.all([loadVersions(), loadActive()]);
+    if (runWasOpen && !open) {
+      await Promise.all([loadVersions(), loadActive()]);
+      showRun(run); // now that the serving version is known
+    }
     runWasOpen = open;
     await loadStats();
   } catch (err) {
@@ -758,7 +763,11 @@ function statusLine(run) {
   if (run.decision === "promoted" && metrics.candidate && metrics.active) {
     const gain = (metrics.candidate.test_accuracy - metrics.active.test_accuracy) * 100;
     const sign = gain >= 0 ? "+" : "−";
-    return `A new version serves since ${name} (${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set).`;
+    const figures = `${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set`;
+    if (activeModel && activeModel.training_run_id === run.id) {
+      return `Version ${activeModel.version} now serves (${name} promoted it: ${figures}).`;
+    }
+    return `${name} promoted a new version (${figures}).`;
   }
   if (run.decision === "rejected") return `${name} was not promoted; the serving model is unchanged.`;
   return "";
@@ -817,11 +826,11 @@ function start() {
     pendingAdminAction = null;
   });
   $("confusion").addEventListener("mousemove", describeConfusionCell);
-  action(async () => {
+  const loadDashboard = action(async () => {
     await loadActive(); // first: the label set orders the per-label counts
     await Promise.all([loadVersions(), loadStats()]);
-  })();
-  pollRuns();
+  });
+  loadDashboard().then(pollRuns); // the run's line names the serving version
 }
 
 start();

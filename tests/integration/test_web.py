@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from core.model_report import ClassScore, Metrics
-from db.models import TrainingRun
+from db.models import ModelVersion, TrainingRun
 from db.session import get_sessionmaker
 from domain.gate import GateRules, Scores, gate
 from domain.registry import install_bundled
@@ -520,7 +520,7 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     page.context.close()
 
 
-def test_training_run_progress_is_followed(page: "Page") -> None:
+def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> None:
     expect(page.locator("#run-status")).to_have_text("No training run yet.")
     with get_sessionmaker()() as session:
         run = TrainingRun(
@@ -577,6 +577,7 @@ def test_training_run_progress_is_followed(page: "Page") -> None:
     page.reload()
     expect(page.locator("#run-decision")).to_have_text("Decision: rejected.")
     expect(page.locator("#status-strip")).to_contain_text("was not promoted")
+
     checks = page.locator("#run-checks li")
     expect(checks).to_have_count(4)  # test vs baseline, vs active; class '1'; the class summary
     expect(checks.nth(0)).to_have_text(
@@ -585,6 +586,33 @@ def test_training_run_progress_is_followed(page: "Page") -> None:
     expect(page.locator("#run-checks li.fail").first).to_contain_text("✗ class '1' accuracy 0.8000")
     expect(checks.nth(3)).to_have_text(
         "✗ per class: 0 of 1 classes of the NIST test split within their allowance"
+    )
+
+    # A promoted run whose version serves: the line names the version and what it gained.
+    with get_sessionmaker()() as session:
+        promoted = TrainingRun(
+            status="succeeded",
+            trigger="threshold",
+            decision="promoted",
+            decision_reason="within every allowance",
+            metrics={"candidate": {"test_accuracy": 0.900}, "active": {"test_accuracy": 0.896}},
+            progress=1.0,
+        )
+        session.add(promoted)
+        session.commit()
+        run_id = promoted.id
+    version = add_model_version()
+    with get_sessionmaker()() as session:
+        model = session.get(ModelVersion, version)
+        assert model is not None
+        model.training_run_id = run_id
+        session.commit()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert api.post(f"/v1/models/{version}/activate", headers=admin).status_code == 200
+    page.reload()
+    expect(page.locator("#status-strip")).to_have_text(
+        f"Version {version} now serves (Training run {run_id} promoted it: "
+        "+0.4 points on the NIST test set)."
     )
 
 
