@@ -544,6 +544,13 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
         )
         assert page.get_attribute("#status-strip", "aria-live") == "polite"
         assert page.eval_on_selector("#run-progress", "bar => bar.value") == pytest.approx(0.4)
+        # Past training, the candidate is being judged: said in words, not a bar stuck at 90%.
+        run.progress = 0.92
+        session.commit()
+        expect(page.locator("#status-strip")).to_have_text(
+            f"Training run {run.id}: evaluating the candidate against the serving model…",
+            timeout=6000,
+        )
 
         # While a run is open the page polls every 2 s: the finished run shows up by itself.
         run.status, run.progress, run.epoch = "succeeded", 1.0, 3
@@ -667,3 +674,29 @@ def test_no_serious_accessibility_violations(
         )
         assert small == [], small
     page.context.close()
+
+
+CONTRAST = """([foreground, background]) => {
+  const rgb = (css) => css.match(/\\d+/g).slice(0, 3).map(Number);
+  const luminance = (css) => {
+    const [r, g, b] = rgb(css).map((v) => {
+      const c = v / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const [a, b] = [luminance(foreground), luminance(background)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def test_focus_ring_and_control_edges_stand_out_by_three_to_one(page: "Page") -> None:
+    page.focus("#predict")
+    page.keyboard.press("Tab")  # keyboard focus: the ring shows (:focus-visible)
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineColor")
+    edge = page.eval_on_selector("#clear", "b => getComputedStyle(b).borderTopColor")
+    card = page.eval_on_selector(".card", "c => getComputedStyle(c).backgroundColor")
+    body = page.evaluate("getComputedStyle(document.body.parentElement).backgroundColor")
+    for colour in (ring, edge):
+        for background in (card, body):
+            assert page.evaluate(CONTRAST, [colour, background]) >= 3, (colour, background)
