@@ -5,6 +5,7 @@ Playwright's Python client with the system Chromium (never a downloaded one). Wi
 the tests fail and say what to install.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -242,6 +243,31 @@ def test_it_reads_while_drawing_and_undo_takes_back_a_stroke(page: "Page") -> No
     page.click("#undo")
     assert page.evaluate(ALL_BLACK)
     expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
+
+
+def test_a_newer_drawing_cancels_the_prediction_in_flight(page: "Page") -> None:
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # the first live prediction waits here, unanswered
+
+    page.route("**/v1/predictions?*", hold_the_first)
+    draw(page, [(140, 40), (140, 240)])  # a bar: its prediction is asked for, and held
+    page.wait_for_timeout(800)  # past the 300 ms after the pen lifted
+    assert len(held) == 1
+    expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
+    draw(page, [(40, 40), (240, 40)])  # the pen goes down again: the held request is cancelled
+    expect(page.locator("#prediction-label")).not_to_have_text(NO_FIGURE)  # the new drawing's
+    shown = page.inner_text("#top5")
+    # Let the stale request through now: its answer must not replace the new one (if the page
+    # has already cancelled it, there is nothing to let through).
+    with contextlib.suppress(Exception):
+        held[0].continue_()
+    page.wait_for_timeout(800)
+    assert page.inner_text("#top5") == shown
 
 
 def test_a_double_click_sends_one_request(page: "Page") -> None:
