@@ -591,7 +591,7 @@ async function loadVersions() {
     if (model.status !== "active") {
       const button = el("button", { type: "button", id: `activate-${model.version}` }, "Activate");
       button.setAttribute("aria-label", `Activate version ${model.version}`);
-      button.addEventListener("click", action(() => requestActivation(model.version)));
+      button.addEventListener("click", action(() => requestActivation(model.version), "admin-error"));
       actions.append(button);
     }
     return el("tr", { className: model.status === "active" ? "active" : "" }, ...cells, actions);
@@ -666,7 +666,7 @@ async function loadSamples() {
     );
     const remove = el("button", { type: "button", id: `delete-${sample.id}` }, "Delete");
     remove.setAttribute("aria-label", `Delete sample ${sample.id}`);
-    remove.addEventListener("click", action(() => requestDeletion(sample.id)));
+    remove.addEventListener("click", action(() => requestDeletion(sample.id), "admin-error"));
     return el("li", {}, thumb, text, remove);
   });
   $("samples").replaceChildren(...items);
@@ -820,7 +820,7 @@ function start() {
   $("file").addEventListener("change", action(fileChanged, "upload-error"));
   $("predict-file").addEventListener("click", action(predictFile, "upload-error"));
   $("store-file").addEventListener("click", action(storeFile, "upload-error"));
-  $("admin-form").addEventListener("submit", action(submitAdminToken));
+  $("admin-form").addEventListener("submit", action(submitAdminToken, "admin-error"));
   $("admin-cancel").addEventListener("click", () => {
     $("admin-form").hidden = true;
     pendingAdminAction = null;

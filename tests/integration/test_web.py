@@ -517,7 +517,9 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     page.click("#admin-ok")
     refusal = api.post(f"/v1/models/{version}/activate", headers={"Authorization": "Bearer x"})
     assert refusal.status_code == 403
-    expect(page.locator("#error")).to_have_text(refusal.json()["detail"])
+    # Said beside the versions, where the admin acted; not in a banner at the top of the page.
+    expect(page.locator("#admin-error")).to_have_text(refusal.json()["detail"])
+    expect(page.locator("#error")).to_be_hidden()
     expect(page.locator("#admin-form")).to_be_hidden()
     assert api.get("/v1/models/active").json()["version"] == 1
 
@@ -529,7 +531,7 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     expect(page.locator("#active-version")).to_have_text(str(version))
     expect(page.locator("#versions-reply")).to_have_text(f"Version {version} now serves.")
     assert questions[-1] == f"Make version {version} serve every prediction now?"
-    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#admin-error")).to_be_hidden()
     expect(page.locator("#acc-test")).to_have_text(NO_FIGURE)  # this version has no metrics
     assert api.get("/v1/models/active").json()["version"] == version
     expect(page.locator("#activate-1")).to_be_visible()  # roll back from here
