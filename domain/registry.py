@@ -56,13 +56,10 @@ def baseline_version(session: Session, labels: str) -> ModelVersion | None:
 def bless(session: Session, version: int) -> ModelVersion | None:
     """Make `version` its label set's baseline from now on (None: no such version). Under the
     registry lock, so that a run being registered sees the baseline before or after, whole."""
-    lock_registry(session, get_settings().registry_lock_timeout_seconds)
-    model = session.get(ModelVersion, version, populate_existing=True)
-    if model is None:
-        session.rollback()
-        return None
-    model.blessed_at = runs.now()
-    session.commit()
+    model = _locked_version(session, version)
+    if model is not None:
+        model.blessed_at = runs.now()
+        session.commit()
     return model
 
 
@@ -113,14 +110,22 @@ def activate(session: Session, version: int) -> ModelVersion | None:
     """Make `version` the serving one (rollback or forward); None if there is no such version.
     Every API process follows within MODEL_POLL_SECONDS. RegistryBusy if the lock does not
     come free within REGISTRY_LOCK_TIMEOUT_SECONDS."""
-    lock_registry(session, get_settings().registry_lock_timeout_seconds)
-    model = session.get(ModelVersion, version, populate_existing=True)
+    model = _locked_version(session, version)
     if model is None:
-        session.rollback()
         return None
     if model.status != ModelStatus.active:
         _make_active(session, model)
     session.commit()
+    return model
+
+
+def _locked_version(session: Session, version: int) -> ModelVersion | None:
+    """The version, read under the registry lock (waiting at most
+    REGISTRY_LOCK_TIMEOUT_SECONDS); None, the transaction ended, if there is no such version."""
+    lock_registry(session, get_settings().registry_lock_timeout_seconds)
+    model = session.get(ModelVersion, version, populate_existing=True)
+    if model is None:
+        session.rollback()
     return model
 
 

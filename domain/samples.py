@@ -250,7 +250,7 @@ def _insert_unless_stored(session: Session, values: dict[str, object]) -> Return
 
 _STATUS_FILTER = {
     SampleStatus.confirmed: Sample.confirmed_at.is_not(None),
-    SampleStatus.suspect: and_(Sample.suspect.is_(True), Sample.confirmed_at.is_(None)),
+    SampleStatus.suspect: ~cleared_samples(),  # suspect and not confirmed
     SampleStatus.accepted: and_(Sample.suspect.is_(False), Sample.confirmed_at.is_(None)),
 }
 
