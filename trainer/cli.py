@@ -69,6 +69,8 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train", type=int, help="train on at most this many images")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--class-balance", type=float, default=0.5, help="0 natural .. 1 equal")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="0 .. 0.2 typical")
+    parser.add_argument("--ema", action="store_true", help="keep a moving average of weights")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -135,6 +137,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         batch_size=args.batch_size,
         class_balance=args.class_balance,
         max_train=args.max_train,
+        label_smoothing=args.label_smoothing,
+        ema=args.ema,
         seed=args.seed,
     )
 

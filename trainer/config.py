@@ -21,6 +21,12 @@ class TrainingConfig:
     class_balance: float = 0.5
     max_per_class: int | None = None  # each epoch sees at most this many images of a class
     max_train: int | None = None  # a random subset of the NIST training split (None: all)
+    # Targets (1 - s) on the label and s spread over all classes: softer, less overconfident
+    # outputs (the temperature fitted afterwards undoes what is left of it).
+    label_smoothing: float = 0.0
+    # Serve an exponential moving average of the weights rather than the last step's. For long
+    # runs only: over a warm retrain of a few dozen steps the average barely leaves its start.
+    ema: bool = False
     seed: int = 0
 
 

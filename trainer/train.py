@@ -181,6 +181,8 @@ def train_model(
         callbacks=[*(callbacks or []), *([hook] if hook else [])],
         verbose=verbose,
     )
+    if config.ema:  # fit() has swapped in the averaged weights; their batch statistics follow
+        refresh_batch_norm(model, train_set)
     return TrainedModel(
         model=model,
         labels=data.labels,
@@ -202,11 +204,35 @@ def compile_model(model: keras.Model, config: TrainingConfig, steps: int) -> Non
         warmup_steps=steps // 4,
         alpha=0.01,
     )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    # The average spans the last ~10% of the run's steps, whatever its length.
+    ema_momentum = float(np.clip(1 - 10 / (config.epochs * steps), 0.9, 0.9999))
+    optimizer = keras.optimizers.AdamW(
+        schedule, weight_decay=1e-4, use_ema=config.ema, ema_momentum=ema_momentum
     )
+    model.compile(optimizer=optimizer, loss=training_loss(config), metrics=["accuracy"])
+
+
+def refresh_batch_norm(model: keras.Model, train_set: tf.data.Dataset, batches: int = 100) -> None:
+    """Re-estimate batch-norm statistics for the current (averaged) weights: forward passes in
+    training mode update the moving means and variances (momentum 0.9: 100 batches suffice)
+    and nothing else, since no gradient is applied."""
+    for images, _ in train_set.take(batches):
+        model(images, training=True)
+
+
+def training_loss(config: TrainingConfig) -> str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Cross-entropy on class indices, with labels smoothed when the config asks."""
+    if not config.label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        classes = tf.shape(y_pred)[-1]
+        one_hot = tf.one_hot(tf.reshape(tf.cast(y_true, tf.int32), [-1]), classes)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, label_smoothing=config.label_smoothing
+        )
+
+    return smoothed_crossentropy
 
 
 def training_stream(
