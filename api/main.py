@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from api.routers import health, models, predictions, samples, training_runs
+from api.routers import health, models, predictions, readings, samples, training_runs
 from core.config import get_settings
 from db.session import get_sessionmaker
 from domain.predictor import ModelServer
@@ -88,6 +88,7 @@ install_error_handlers(app)
 app.include_router(health.router)
 app.include_router(samples.router)
 app.include_router(predictions.router)
+app.include_router(readings.router)
 app.include_router(models.router)
 app.include_router(training_runs.router)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -111,6 +111,58 @@ class BatchPredictionOut(BaseModel):
     timings: TimingsOut
 
 
+# --- Readings -------------------------------------------------------------------------------
+
+
+class ReadCharacterOut(BaseModel):
+    index: int
+    box: list[int] = Field(description="[x, y, width, height] in the picture's own pixels")
+    label: str
+    confidence: float = Field(description="Probability of `label`")
+    top: list[CandidateOut] = Field(description="The 5 most likely labels, best first")
+    low_confidence: bool = Field(description="Below LOW_CONFIDENCE_THRESHOLD: check it")
+    space_before: bool = Field(description="A gap much wider than the others comes before it")
+
+
+class ReadingOut(BaseModel):
+    id: int
+    text: str = Field(description="The characters read, left to right; spaces at wide gaps")
+    confidence: float = Field(
+        description="The chance the whole text is right: the product of the characters' confidences"
+    )
+    low_confidence: bool = Field(description="Some character is below the threshold")
+    characters: list[ReadCharacterOut]
+    width: int
+    height: int
+    allowed_labels: str | None = Field(description="The labels the reading was limited to")
+    expected_length: int | None
+    model_version: int
+    corrected_text: str | None = Field(description="The text a user gave as right, if any")
+    created_at: datetime
+
+
+class CorrectionIn(BaseModel):
+    text: str = Field(
+        min_length=1,
+        max_length=256,
+        description="The right text, one character per character read (spaces are ignored)",
+    )
+
+
+class CorrectedCharacterOut(BaseModel):
+    index: int
+    read: str = Field(description="What the model read")
+    label: str = Field(description="The stored label")
+    sample: SampleOut = Field(description="The character's picture, stored as a sample")
+
+
+class CorrectionOut(BaseModel):
+    reading: ReadingOut
+    corrected: list[CorrectedCharacterOut] = Field(
+        description="The characters read wrong, each now a sample (source `reading`)"
+    )
+
+
 # --- Models ---------------------------------------------------------------------------------
 
 

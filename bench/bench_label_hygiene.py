@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 def suspects(probabilities: np.ndarray, characters: str, labels: Sequence[str]) -> np.ndarray:
     """Which samples the rule flags, given the bundled model's probabilities and their labels."""
     from core.config import get_settings
-    from domain.samples import reading_of, suspect_rule
+    from domain.samples import opinion_of, suspect_rule
 
     rule = suspect_rule(get_settings())
     return np.array(
         [
-            reading_of(p, characters, label, rule).suspect
+            opinion_of(p, characters, label, rule).suspect
             for p, label in zip(probabilities, labels, strict=True)
         ]
     )

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_batch_images: int = Field(default=256, ge=1)
     max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    max_reading_characters: int = Field(
+        default=64, ge=1, description="At most this many characters are read in one row."
+    )
     cors_origins: list[str] = Field(default_factory=list)
 
     # Serving.

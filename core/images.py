@@ -146,8 +146,11 @@ def _open_header(data: bytes, sniffed: str) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=[sniffed])
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Decode an uploaded image fully, or raise ImageError saying what is wrong with it."""
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, side: int = DECODE_SIDE
+) -> DecodedImage:
+    """Decode an uploaded image fully, or raise ImageError saying what is wrong with it. A big
+    JPEG may be decoded at a reduced scale, its longer side still at least `side`."""
     if not data:
         raise ImageError("empty_image", "the image file is empty")
     if len(data) > max_bytes:
@@ -163,9 +166,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     try:
         header = _read_header(data, sniffed)
         _check_size(header.width, header.height, max_pixels)
-        pixels = None if header.pillow else _decode_opencv(data, sniffed, header)
+        pixels = None if header.pillow else _decode_opencv(data, sniffed, header, side)
         if pixels is None:  # Pillow's turn; it raises on what it cannot read either
-            pixels = _decode_pillow(data, sniffed, header)
+            pixels = _decode_pillow(data, sniffed, header, side)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -209,7 +212,7 @@ _JPEG_SCALES = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAY
 _JPEG_SCALES += ((2, cv2.IMREAD_REDUCED_GRAYSCALE_2),)
 
 
-def _decode_opencv(data: bytes, sniffed: str, header: _Header) -> np.ndarray | None:
+def _decode_opencv(data: bytes, sniffed: str, header: _Header, side: int) -> np.ndarray | None:
     """OpenCV's decode, None where it cannot read the bytes (then Pillow tries, and says why)."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     if sniffed == "JPEG":
@@ -217,7 +220,7 @@ def _decode_opencv(data: bytes, sniffed: str, header: _Header) -> np.ndarray | N
         flags = cv2.IMREAD_ANYCOLOR
         longer = max(header.width, header.height)
         for denominator, reduced in _JPEG_SCALES:
-            if longer / denominator >= DECODE_SIDE:
+            if longer / denominator >= side:
                 flags |= reduced
                 break
     else:
@@ -228,10 +231,10 @@ def _decode_opencv(data: bytes, sniffed: str, header: _Header) -> np.ndarray | N
         return None
 
 
-def _decode_pillow(data: bytes, sniffed: str, header: _Header) -> np.ndarray:
+def _decode_pillow(data: bytes, sniffed: str, header: _Header, side: int) -> np.ndarray:
     image = _open_header(data, sniffed)
     image.seek(0)  # the first frame of an animation
     if sniffed == "JPEG":
-        image.draft(None, _reduced_size(header.width, header.height, DECODE_SIDE))
+        image.draft(None, _reduced_size(header.width, header.height, side))
     image.load()
     return pixels_from_pil(ImageOps.exif_transpose(image))

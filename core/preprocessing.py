@@ -57,6 +57,10 @@ WORKING_SIDE = 512
 THUMB_SIDE = 96
 # The glyph is finished at a resolution where its box is at most this big: 4x the output.
 FINE_BOX = 4 * GLYPH_BOX
+# A picture of a row of characters is measured on a thumbnail this big (`ink_map`).
+ROW_THUMB_SIDE = 4 * THUMB_SIDE
+_ROW_BLUR = 1.0  # px, sigma
+_ROW_PAPER_WINDOW = 0.25  # of a row's shorter side: wider than its strokes
 
 _INK_THRESHOLD = 0.5  # of the normalised ink level: what counts as a stroke
 _MIN_INK_PIXELS = 4  # fewer stroke pixels than this: the image is empty
@@ -103,6 +107,42 @@ def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
         for position in np.flatnonzero(general):  # uneven light, lines: one at a time
             glyphs[indices[position]] = _picture(grays[indices[position]])
     return glyphs[..., np.newaxis]
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray | None:
+    """A whole picture's ink, for pictures of several characters (core.segmentation): float32
+    (H, W), 0 on the paper, 1 at the strokes' cores, measured as for one glyph (polarity, uneven
+    light, printed lines across the picture, noise floor). `gray` as `grayscale` gives it.
+    None: no ink. The paper is measured on a larger thumbnail than one glyph's, since a row is
+    wide and its characters small."""
+    thumb = _to_unit(_reduce(gray, ROW_THUMB_SIDE))
+    measured = _measure_paper(thumb)
+    if measured is None:
+        return None
+    paper, _ = measured
+    unit = _to_unit(gray)
+    background = None
+    if paper.background is not None:  # uneven light: the paper's level measured locally
+        size = (unit.shape[1], unit.shape[0])
+        background = cv2.resize(_row_background(thumb, paper), size, interpolation=cv2.INTER_LINEAR)
+    # A photo at full resolution is noisy pixel by pixel (a glyph's window is averaged down
+    # instead): a light blur, narrower than any stroke worth reading, before the noise floor.
+    ink = cv2.GaussianBlur(paper.ink(unit, background), (0, 0), _ROW_BLUR)
+    return _normalise_one(ink, _noise_floor(ink))
+
+
+def _row_background(thumb: np.ndarray, paper: "Paper") -> np.ndarray:
+    """Uneven light over a row, in ink space (as Paper.background): the paper's own level
+    everywhere, strokes closed over by a morphological closing (an opening for light ink)
+    wider than any stroke, a quarter of the picture's shorter side, then smoothed. One
+    glyph's background is bounded by what its border shows; a row's light varies along it
+    more than its border can tell."""
+    side = max(3, round(_ROW_PAPER_WINDOW * min(thumb.shape))) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    operation = cv2.MORPH_CLOSE if paper.dark_ink else cv2.MORPH_OPEN
+    level = cv2.morphologyEx(thumb, operation, kernel, borderType=cv2.BORDER_REPLICATE)
+    level = cv2.blur(level, (side, side), borderType=cv2.BORDER_REPLICATE)
+    return (paper.level - level) if paper.dark_ink else (level - paper.level)
 
 
 def nist_to_model_input(images: np.ndarray) -> np.ndarray:
@@ -181,20 +221,20 @@ def _high_depth(image: Image.Image) -> np.ndarray:
     return np.clip(values / max(full_scale, top), 0.0, 1.0)
 
 
-def grayscale(image: np.ndarray | Image.Image) -> np.ndarray:
-    """(H, W) grey, no side longer than WORKING_SIDE, alpha composited: uint8, uint16 or
-    float32 in [0, 1] (turned into float only where needed: the thumbnail, the window)."""
+def grayscale(image: np.ndarray | Image.Image, side: int = WORKING_SIDE) -> np.ndarray:
+    """(H, W) grey, no side longer than `side`, alpha composited: uint8, uint16 or float32 in
+    [0, 1] (turned into float only where needed: the thumbnail, the window)."""
     pixels = pixels_from_pil(image) if isinstance(image, Image.Image) else image
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.dtype == np.bool_:
         pixels = pixels.astype(np.uint8) * 255
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and _has_transparency(pixels):
-        return _reduce(_composite(pixels), WORKING_SIDE)
+        return _reduce(_composite(pixels), side)
     if pixels.ndim == 3:
         code = {2: None, 3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}[pixels.shape[2]]
         pixels = pixels[:, :, 0] if code is None else cv2.cvtColor(pixels, code)
-    return _reduce(_undo_pixel_repetition(pixels), WORKING_SIDE)
+    return _reduce(_undo_pixel_repetition(pixels), side)
 
 
 def _undo_pixel_repetition(gray: np.ndarray) -> np.ndarray:
@@ -357,7 +397,7 @@ def _smooth_background(ink: np.ndarray, ceiling: float) -> np.ndarray:
     drop out), smoothed. Never above `ceiling`, the most the border shows: where a stroke is
     too thick for the opening (a low-resolution, blurry glyph), it would otherwise be taken
     for background and eaten."""
-    width = _stroke_width(ink > 0.5 * float(ink.max()))
+    width = stroke_width(ink > 0.5 * float(ink.max()))
     side = max(ink.shape)
     size = int(min(side // 2, max(3 * width + 1, side / 6))) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
@@ -576,7 +616,7 @@ def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
     top, bottom = top + first_row, top + last_row + 1
     left, right = left + first_col, left + last_col + 1
     scale = GLYPH_BOX / max(bottom - top, right - left)
-    width = _stroke_width(strokes) * scale
+    width = stroke_width(strokes) * scale
     stretched = _stroke_to_range(stretched, width, scale)
     glyph = _resample_one(stretched, (top + bottom) / 2, (left + right) / 2, scale)
     peak = cv2.minMaxLoc(glyph)[1]
@@ -686,7 +726,7 @@ def _trimmed_extents(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.maximum(first, np.minimum(last, profiles.shape[1] - 1))
 
 
-def _stroke_width(strokes: np.ndarray) -> float:
+def stroke_width(strokes: np.ndarray) -> float:
     """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
     pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
     strokes = strokes.view(np.uint8) if strokes.dtype == np.bool_ else strokes
@@ -698,7 +738,7 @@ def _stroke_width(strokes: np.ndarray) -> float:
 
 
 def _stroke_widths(strokes: np.ndarray) -> np.ndarray:
-    """`_stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
+    """`stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
     removes (beyond the border counts as background)."""
     across = strokes[:, :, :-2] & strokes[:, :, 1:-1] & strokes[:, :, 2:]
     interior = across[:, :-2] & across[:, 1:-1] & across[:, 2:]  # never on the border

@@ -36,6 +36,7 @@ class SampleSource(enum.StrEnum):
     upload = "upload"
     canvas = "canvas"
     correction = "correction"
+    reading = "reading"  # a character of a row (/v1/readings) whose reading a user corrected
 
 
 class SampleStatus(enum.StrEnum):
@@ -93,6 +94,10 @@ class Sample(Base):
     suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     model_label: Mapped[str | None] = mapped_column(String(1), nullable=True)
     model_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The row it was cut from, for a character of a corrected reading.
+    reading_id: Mapped[int | None] = mapped_column(
+        ForeignKey("readings.id", ondelete="SET NULL"), nullable=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -172,6 +177,32 @@ class ModelVersion(Base):
     # The gate's fixed reference for its label set: the newest blessed version (the bundled
     # model when it is installed, or one an admin blesses).
     blessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Reading(Base):
+    """A picture of a row of characters and what the serving model read in it. Its characters'
+    pictures are kept, so that a user's correction stores exactly what was read as samples."""
+
+    __tablename__ = "readings"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    image: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[int] = mapped_column(Integer)
+    allowed_labels: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expected_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    confidence: Mapped[float] = mapped_column(Float)
+    # Per character: box, label, confidence, top candidates, low_confidence, space_before.
+    characters: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Per character, its picture as a base64 PNG: what a correction stores as a sample.
+    crops: Mapped[list[str]] = mapped_column(JSON)
+    corrected_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class ServiceKey(Base):

@@ -137,7 +137,7 @@ def suspect_rule(settings: Settings) -> SuspectRule:
 
 
 @dataclass(frozen=True)
-class ModelReading:
+class ModelOpinion:
     """What the serving model read in a sample when it was stored."""
 
     label: str
@@ -145,22 +145,22 @@ class ModelReading:
     suspect: bool
 
 
-def read_with_model(
+def model_opinion(
     model: "LoadedModel", image: np.ndarray, label: str, rule: SuspectRule | None
-) -> ModelReading | None:
-    """The serving model's reading of a sample, through the serving preprocessing; suspect by
+) -> ModelOpinion | None:
+    """What the serving model reads in a sample, through the serving preprocessing; suspect by
     `rule` (None: a trusted source, never suspect). None when the model does not know the
     label (it was trained on another label set)."""
     if label not in model.labels.characters:
         return None
     probabilities = model.probabilities(preprocess_image(image)[np.newaxis, :, :, np.newaxis])
-    return reading_of(probabilities[0], model.labels.characters, label, rule)
+    return opinion_of(probabilities[0], model.labels.characters, label, rule)
 
 
-def reading_of(
+def opinion_of(
     probabilities: np.ndarray, characters: str, label: str, rule: SuspectRule | None
-) -> ModelReading:
-    """A model's reading of one sample from its class probabilities (`characters` order)."""
+) -> ModelOpinion:
+    """A model's opinion of one sample from its class probabilities (`characters` order)."""
     top = int(probabilities.argmax())
     suspect = (
         rule is not None
@@ -168,7 +168,7 @@ def reading_of(
         and probabilities[characters.index(label)] < rule.max_label_probability
         and probabilities[top] >= rule.min_other_probability
     )
-    return ModelReading(characters[top], float(probabilities[top]), bool(suspect))
+    return ModelOpinion(characters[top], float(probabilities[top]), bool(suspect))
 
 
 def status_of(sample: Sample) -> SampleStatus:
@@ -192,7 +192,8 @@ def store(
     submitted_label: str,
     source: SampleSource,
     retrain_threshold: int | None = None,
-    reading: ModelReading | None = None,
+    opinion: ModelOpinion | None = None,
+    reading_id: int | None = None,
 ) -> Upload:
     """Store an uploaded image with its label, and say whether a retrain is now due.
 
@@ -200,7 +201,7 @@ def store(
     LabelConflict. Uploads are the busiest write, so a new picture costs one transaction of
     two Core statements: INSERT .. ON CONFLICT DO NOTHING (which also settles two requests
     racing with the same bytes) and, for a training sample, the threshold check (domain.runs).
-    A suspect sample (by the serving model's `reading`) never counts toward the threshold.
+    A suspect sample (by the serving model's `opinion`) never counts toward the threshold.
     """
     values = {
         "sha256": decoded.sha256,
@@ -212,9 +213,10 @@ def store(
         "submitted_label": submitted_label,
         "source": source.value,
         "evaluation": is_evaluation_sample(decoded.image, evaluation_key(session)),
-        "suspect": reading is not None and reading.suspect,
-        "model_label": reading.label if reading else None,
-        "model_probability": reading.probability if reading else None,
+        "suspect": opinion is not None and opinion.suspect,
+        "model_label": opinion.label if opinion else None,
+        "model_probability": opinion.probability if opinion else None,
+        "reading_id": reading_id,
     }
     inserted = session.connection().execute(_insert_unless_stored(session, values)).first()
     if inserted is not None:
@@ -230,7 +232,15 @@ def store(
     session.commit()
     if existing is None:  # deleted between the two statements: store it after all
         return store(
-            session, data, decoded, label, submitted_label, source, retrain_threshold, reading
+            session,
+            data,
+            decoded,
+            label,
+            submitted_label,
+            source,
+            retrain_threshold,
+            opinion,
+            reading_id,
         )
     if existing.label != label:
         raise LabelConflict(existing)

@@ -93,10 +93,10 @@ def create_sample(
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
     rule = None if source in settings.trusted_sources else samples.suspect_rule(settings)
-    reading = samples.read_with_model(model, decoded.image, stored_label, rule) if model else None
+    opinion = samples.model_opinion(model, decoded.image, stored_label, rule) if model else None
     try:
         upload = samples.store(
-            session, data, decoded, stored_label, label, source, settings.retrain_threshold, reading
+            session, data, decoded, stored_label, label, source, settings.retrain_threshold, opinion
         )
     except samples.LabelConflict as exc:
         raise ApiError(

@@ -94,7 +94,10 @@ def empty_tables() -> Iterator[None]:
         try:
             with get_engine().begin() as conn:
                 conn.execute(
-                    text("TRUNCATE samples, model_versions, training_runs RESTART IDENTITY CASCADE")
+                    text(
+                        "TRUNCATE samples, readings, model_versions, training_runs "
+                        "RESTART IDENTITY CASCADE"
+                    )
                 )
             break
         except OperationalError:

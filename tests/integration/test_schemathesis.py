@@ -139,8 +139,9 @@ def exercise(
 
 
 def seed_rows(client: TestClient) -> None:
-    """A few samples, a candidate model and a training run, so that small generated ids
-    (Hypothesis tries 1, 2, 3... early) find rows and the 200 replies are checked too."""
+    """A few samples and readings, a candidate model and a training run, so that small
+    generated ids (Hypothesis tries 1, 2, 3... early) find rows and the 200 replies are
+    checked too."""
     for seed in range(5):
         reply = client.post(
             "/v1/samples",
@@ -148,6 +149,10 @@ def seed_rows(client: TestClient) -> None:
             data={"label": "7"},
         )
         assert reply.status_code == 201, reply.text
+        reading = client.post(
+            "/v1/readings", files={"image": ("r.png", png(seed, size=(200, 64)), "image/png")}
+        )
+        assert reading.status_code == 201, reading.text
     add_model_version()
 
 
@@ -158,7 +163,7 @@ def test_every_route_conforms_to_its_schema_and_never_answers_5xx(
     started = time.monotonic()
     tally = Tally()
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 20, [op.label for op in operations]
+    assert len(operations) == 23, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             exercise(operation, mode, ADMIN, tally, f"{operation.label} [{mode.value}]")

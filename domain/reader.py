@@ -1,0 +1,124 @@
+"""Reading a row: a picture of several characters -> segments -> one model run -> text.
+
+The one place a row is read: the /v1/readings route, the web page's "Read a row" mode, the
+benchmark (bench/bench_readings.py) and the tests all come here. Each character goes through
+the one preprocessing, as a single upload does, and all of them through one ONNX Runtime run.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.preprocessing import preprocess_batch
+from core.segmentation import Segment, segment_row
+from domain.predictor import TOP_K, Candidate, LoadedModel
+
+
+class ReadingError(ValueError):
+    """A row we cannot read; `code` names the problem for the API reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ReadCharacter:
+    box: tuple[int, int, int, int]  # x, y, width, height in the picture's own pixels
+    label: str
+    confidence: float
+    top: list[Candidate]
+    low_confidence: bool
+    space_before: bool
+    glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
+    crop: np.ndarray  # float32 (H, W) in [0, 1], bright ink: the character cut from the row
+
+
+@dataclass(frozen=True)
+class RowReading:
+    characters: list[ReadCharacter]
+    # The chance that every character is right, taking them as independent: the product of
+    # their (calibrated) confidences.
+    confidence: float
+
+    @property
+    def text(self) -> str:
+        return "".join((" " if c.space_before else "") + c.label for c in self.characters)
+
+
+def restrict(probabilities: np.ndarray, characters: str, allowed: str) -> np.ndarray:
+    """Probabilities over `allowed` only (renormalised), zero elsewhere: the caller knows the
+    field holds digits, say. Each allowed character must be one of `characters`."""
+    mask = np.isin(np.array(list(characters)), np.array(list(allowed)))
+    kept = np.where(mask, probabilities, 0.0)
+    return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
+
+
+def _probabilities(model: LoadedModel, glyphs: np.ndarray, labels: str | None) -> np.ndarray:
+    probabilities = model.probabilities(glyphs)
+    return restrict(probabilities, model.labels.characters, labels) if labels else probabilities
+
+
+def read_row(
+    model: LoadedModel,
+    image: np.ndarray,
+    *,
+    labels: str | None = None,
+    expected_length: int | None = None,
+    threshold: float = 0.7,
+    max_characters: int = 64,
+    scale: float = 1.0,
+) -> RowReading:
+    """Read the characters of a decoded picture (OpenCV's layout), left to right.
+
+    labels: the characters the field may hold (a subset of the model's); expected_length: how
+    many there are, when the caller knows; scale: the picture's own width over the decoded
+    array's (a big JPEG is decoded reduced), so boxes are in the picture's own pixels.
+    Raises ReadingError when no character is found or more than `max_characters`."""
+
+    def judge(crops: list[np.ndarray]) -> np.ndarray:
+        return _probabilities(model, preprocess_batch(crops), labels).max(axis=1)
+
+    segments = segment_row(image, expected_length, judge)
+    if not segments:
+        raise ReadingError("no_characters", "no handwritten character was found in the image")
+    if len(segments) > max_characters:
+        raise ReadingError(
+            "too_many_characters",
+            f"the image holds {len(segments)} characters or pieces; at most {max_characters} "
+            "are read in one row",
+        )
+    glyphs = preprocess_batch([s.crop for s in segments])
+    probabilities = _probabilities(model, glyphs, labels)
+    characters = [
+        _character(segment, glyphs[i, :, :, 0], probabilities[i], model, threshold, scale)
+        for i, segment in enumerate(segments)
+    ]
+    return RowReading(characters, float(np.prod([c.confidence for c in characters])))
+
+
+def _character(
+    segment: Segment,
+    glyph: np.ndarray,
+    probabilities: np.ndarray,
+    model: LoadedModel,
+    threshold: float,
+    scale: float,
+) -> ReadCharacter:
+    best = np.argsort(probabilities)[::-1][:TOP_K]
+    top = [
+        Candidate(model.labels.characters[i], float(probabilities[i]))
+        for i in best
+        if probabilities[i] > 0 or i == best[0]
+    ]
+    return ReadCharacter(
+        box=tuple(round(v * scale) for v in segment.box),  # type: ignore[arg-type]
+        label=top[0].label,
+        confidence=top[0].probability,
+        top=top,
+        low_confidence=top[0].probability < threshold,
+        space_before=segment.space_before,
+        glyph=glyph,
+        crop=segment.crop,
+    )
