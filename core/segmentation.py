@@ -50,6 +50,7 @@ _CLOSE = 0.12  # neighbours closer than this share of the typical height may be 
 # "X" and a "7" at 0.8 each). An insertion penalty, as speech recognisers have.
 _EXTRA_CHARACTER = 0.5
 _SURELY_WIDE = 1.6  # typical widths: a piece this wide more likely holds two characters
+_CUTS = (0.35, 0.42, 0.5, 0.58, 0.65)  # shares of a piece's width where a judge tries a cut
 _WIDE_ASPECT = 2.0  # a piece this much wider than tall ...
 _WIDE = 2.2  # ... and this many typical character widths wide holds several characters
 _MAYBE_WIDE_ASPECT = 1.1  # one this much wider than tall and ...
@@ -340,23 +341,24 @@ def _split_wide(
     if not pieces:
         return pieces
     width = _typical_width(pieces)
-    options: dict[int, list[_Piece]] = {}  # index -> its parts
+    options: dict[int, list[list[_Piece]]] = {}  # index -> ways to cut it
     for index, piece in enumerate(pieces):
         if piece.width > _MAYBE_WIDE_ASPECT * piece.height and piece.width > _MAYBE_WIDE * width:
-            parts = _cut(labels, piece, max(2, round(piece.width / width)))
-            if len(parts) > 1:
-                options[index] = parts
-    wide = {
-        i
+            ways = _ways_to_cut(labels, piece, max(2, round(piece.width / width)))
+            if ways:
+                options[index] = ways
+    chosen = {  # far too wide for one: cut where the ink is least, whatever a judge says
+        i: options[i][0]
         for i, piece in enumerate(pieces)
-        if piece.width > _WIDE_ASPECT * piece.height and piece.width > _WIDE * width
+        if i in options
+        and piece.width > _WIDE_ASPECT * piece.height
+        and piece.width > _WIDE * width
     }
-    chosen = wide & set(options)
     if judge is not None:
         chosen |= _judged_splits(ink, labels, pieces, options, judge, width)
     split = []
     for index, piece in enumerate(pieces):
-        split.extend(options[index] if index in chosen else [piece])
+        split.extend(chosen.get(index, [piece]))
     return split
 
 
@@ -364,27 +366,29 @@ def _judged_splits(
     ink: np.ndarray,
     labels: np.ndarray,
     pieces: list[_Piece],
-    options: dict[int, list[_Piece]],
+    options: dict[int, list[list[_Piece]]],
     judge: Judge,
     width: float,
-) -> set[int]:
-    """The pieces whose parts the judge reads better than the whole: the product of the parts'
-    confidences (the chance all are right), times the odds of each extra character given the
-    piece's width, above the whole's. One judge call for all."""
+) -> dict[int, list[_Piece]]:
+    """The pieces the judge reads better cut than whole, each with the way to cut it that it
+    reads best: the product of the parts' confidences (the chance all are right), times the
+    odds of each extra character given the piece's width, above the whole's confidence. One
+    judge call for all."""
     crops = []
-    for index, parts in options.items():
+    for index, ways in options.items():
         crops.append(_crop(ink, labels, pieces[index]))
-        crops.extend(_crop(ink, labels, part) for part in parts)
+        crops.extend(_crop(ink, labels, part) for way in ways for part in way)
     if not crops:
-        return set()
+        return {}
     confidences = iter(judge(crops))
-    chosen = set()
-    for index, parts in options.items():
+    chosen = {}
+    for index, ways in options.items():
         whole = next(confidences)
-        together = float(np.prod([next(confidences) for _ in parts]))
+        scores = [float(np.prod([next(confidences) for _ in way])) for way in ways]
+        best = int(np.argmax(scores))
         odds = _extra_character_odds(pieces[index].width / width)
-        if together * odds ** (len(parts) - 1) > whole:
-            chosen.add(index)
+        if scores[best] * odds ** (len(ways[best]) - 1) > whole:
+            chosen[index] = ways[best]
     return chosen
 
 
@@ -412,9 +416,24 @@ def _cut(labels: np.ndarray, piece: _Piece, parts: int) -> list[_Piece]:
         if low >= high:
             continue
         cuts.append(piece.left + low + int(np.argmin(profile[low:high])))
-    cuts.append(piece.right)
-    parts_found = [_piece(labels, piece.components, a, b) for a, b in itertools.pairwise(cuts)]
-    return [p for p in parts_found if p.area > 0]
+    return _cut_at(labels, piece, cuts[1:])
+
+
+def _cut_at(labels: np.ndarray, piece: _Piece, columns: list[int]) -> list[_Piece]:
+    """`piece` cut at these columns (increasing), its empty parts dropped."""
+    edges = [piece.left, *columns, piece.right]
+    parts = [_piece(labels, piece.components, a, b) for a, b in itertools.pairwise(edges)]
+    return [p for p in parts if p.area > 0]
+
+
+def _ways_to_cut(labels: np.ndarray, piece: _Piece, parts: int) -> list[list[_Piece]]:
+    """Ways to cut a piece into `parts`: at the column profile's minima, and, for two, also at
+    fixed shares of its width, since two touching characters do not always meet where the
+    ink is least (a judge picks the way it reads best)."""
+    ways = [_cut(labels, piece, parts)]
+    if parts == 2:
+        ways += [_cut_at(labels, piece, [piece.left + round(s * piece.width)]) for s in _CUTS]
+    return [way for way in ways if len(way) == parts]
 
 
 def _to_length(labels: np.ndarray, pieces: list[_Piece], length: int) -> list[_Piece]:
