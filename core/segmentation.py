@@ -49,7 +49,8 @@ _CLOSE = 0.12  # neighbours closer than this share of the typical height may be 
 # characters has to be this much likelier than as one (a wide "P" read 0.67 as "P" is not an
 # "X" and a "7" at 0.8 each). An insertion penalty, as speech recognisers have.
 _EXTRA_CHARACTER = 0.5
-_SURELY_WIDE = 1.6  # typical widths: a piece this wide more likely holds two characters
+_SURELY_WIDE = 1.6  # typical widths: a piece this wide more likely holds two characters,
+_WIDE_ODDS = 2.0  # ... by this much, before the judge reads it
 _CUTS = (0.35, 0.42, 0.5, 0.58, 0.65)  # shares of a piece's width where a judge tries a cut
 _WIDE_ASPECT = 2.0  # a piece this much wider than tall ...
 _WIDE = 2.2  # ... and this many typical character widths wide holds several characters
@@ -398,7 +399,7 @@ def _extra_character_odds(widths: float) -> float:
     be earned (_EXTRA_CHARACTER); above, it is expected, since the model reads two touching
     characters squeezed into one 28x28 picture as one with a confidence it has not earned
     (a touching "d9" is a "d" at 1.00)."""
-    return _EXTRA_CHARACTER if widths < _SURELY_WIDE else 1 / _EXTRA_CHARACTER**2
+    return _EXTRA_CHARACTER if widths < _SURELY_WIDE else _WIDE_ODDS
 
 
 def _cut(labels: np.ndarray, piece: _Piece, parts: int) -> list[_Piece]:
