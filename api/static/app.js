@@ -8,9 +8,6 @@ let labels = ""; // the active model's label set, one character per class
 let drawnBlob = null; // the drawing last predicted: what "teach" and "add" send
 let drawnLabel = null; // what the model read in it: "Add as sample" stores that label
 let thumbnailUrl = null; // the chosen file's preview
-let boardDirty = false;
-let lastPoint = null; // while a pointer is drawing
-let strokes = []; // what is on the board, stroke by stroke: undo redraws all but the last
 let livePrediction = null; // { timer, controller }: the prediction asked for while drawing
 let lastPredicted = null; // { image, filename }: asked again when the heat map is switched on
 const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for every stroke
@@ -42,6 +39,7 @@ async function api(path, options = {}) {
     const detail = body && body.detail ? body.detail : `${response.status} ${response.statusText}`;
     const error = new Error(detail);
     error.status = response.status;
+    error.code = body && body.error;
     throw error;
   }
   return { status: response.status, body };
@@ -104,36 +102,113 @@ function withCount(accuracy, images) {
   return `${percent(accuracy)} of ${images.toLocaleString("en")} ${noun} (95% interval ${low}–${high}%)`;
 }
 
-// ---- the drawing board ---------------------------------------------------------------------
+// ---- the drawing boards --------------------------------------------------------------------
 
-const board = $("board");
-const pen = board.getContext("2d");
+// A board: white ink on black, kept stroke by stroke so that undo redraws all but the last.
+// Both boards (one character, a row) draw with this pen; `onStart` runs as a stroke begins,
+// `onEnd` once the pen lifts.
+function drawingBoard(canvas, markerSize, { onStart = () => {}, onEnd = () => {} } = {}) {
+  const pen = canvas.getContext("2d");
+  let strokes = [];
+  let lastPoint = null; // while a pointer is drawing
 
-function paintBoard() {
-  pen.fillStyle = "#000";
-  pen.fillRect(0, 0, board.width, board.height);
-  for (const stroke of strokes) {
-    lastPoint = stroke.points[0];
-    for (const point of stroke.points) strokeTo(point, stroke.width);
+  function strokeTo(point, width) {
+    pen.strokeStyle = "#fff";
+    pen.lineWidth = width;
+    pen.lineCap = "round";
+    pen.lineJoin = "round";
+    pen.beginPath();
+    pen.moveTo(lastPoint.x, lastPoint.y);
+    pen.lineTo(point.x, point.y);
+    pen.stroke();
+    lastPoint = point;
   }
-  lastPoint = null;
-  boardDirty = strokes.length > 0;
+
+  function paint() {
+    pen.fillStyle = "#000";
+    pen.fillRect(0, 0, canvas.width, canvas.height);
+    for (const stroke of strokes) {
+      lastPoint = stroke.points[0];
+      for (const point of stroke.points) strokeTo(point, stroke.width);
+    }
+    lastPoint = null;
+  }
+
+  function pointAt(event) {
+    const rect = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - rect.left) * canvas.width) / rect.width,
+      y: ((event.clientY - rect.top) * canvas.height) / rect.height,
+    };
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    onStart();
+    const point = pointAt(event);
+    strokes.push({ points: [point], width: Number(markerSize.value) });
+    lastPoint = point;
+    strokeTo(point, strokes.at(-1).width); // a tap leaves a dot
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (lastPoint === null) return;
+    const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const each of events.length ? events : [event]) {
+      const point = pointAt(each);
+      strokes.at(-1).points.push(point);
+      strokeTo(point, strokes.at(-1).width);
+    }
+  });
+  const endStroke = () => {
+    if (lastPoint === null) return;
+    lastPoint = null;
+    onEnd();
+  };
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+
+  return {
+    canvas,
+    get dirty() {
+      return strokes.length > 0;
+    },
+    clear() {
+      strokes = [];
+      paint();
+    },
+    undo() {
+      if (!strokes.length) return false;
+      strokes.pop();
+      paint();
+      return true;
+    },
+    blob() {
+      return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    },
+  };
 }
 
+// The board of one character: it reads as you draw.
+const board = drawingBoard($("board"), $("marker-size"), {
+  onStart: () => {
+    cancelLivePrediction();
+    forgetDrawing();
+  },
+  onEnd: () => scheduleLivePrediction(),
+});
+
 function clearBoard() {
-  strokes = [];
+  board.clear();
   cancelLivePrediction();
-  paintBoard();
   forgetDrawing();
   clearPrediction();
 }
 
 function undoStroke() {
-  if (!strokes.length) return;
-  strokes.pop();
-  paintBoard();
+  if (!board.undo()) return;
   forgetDrawing();
-  if (boardDirty) scheduleLivePrediction();
+  if (board.dirty) scheduleLivePrediction();
   else clearPrediction();
 }
 
@@ -142,54 +217,6 @@ function forgetDrawing() {
   drawnBlob = null;
   drawnLabel = null;
   $("teaching").hidden = true;
-}
-
-function boardPoint(event) {
-  const rect = board.getBoundingClientRect();
-  return {
-    x: ((event.clientX - rect.left) * board.width) / rect.width,
-    y: ((event.clientY - rect.top) * board.height) / rect.height,
-  };
-}
-
-function strokeTo(point, width) {
-  pen.strokeStyle = "#fff";
-  pen.lineWidth = width;
-  pen.lineCap = "round";
-  pen.lineJoin = "round";
-  pen.beginPath();
-  pen.moveTo(lastPoint.x, lastPoint.y);
-  pen.lineTo(point.x, point.y);
-  pen.stroke();
-  lastPoint = point;
-  boardDirty = true;
-}
-
-function startStroke(event) {
-  event.preventDefault();
-  board.setPointerCapture(event.pointerId);
-  cancelLivePrediction();
-  forgetDrawing();
-  const point = boardPoint(event);
-  strokes.push({ points: [point], width: Number($("marker-size").value) });
-  lastPoint = point;
-  strokeTo(point, strokes.at(-1).width); // a tap leaves a dot
-}
-
-function continueStroke(event) {
-  if (lastPoint === null) return;
-  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const each of events.length ? events : [event]) {
-    const point = boardPoint(each);
-    strokes.at(-1).points.push(point);
-    strokeTo(point, strokes.at(-1).width);
-  }
-}
-
-function endStroke() {
-  if (lastPoint === null) return;
-  lastPoint = null;
-  scheduleLivePrediction();
 }
 
 // ---- live prediction: while drawing, the newest drawing only --------------------------------
@@ -209,10 +236,6 @@ function scheduleLivePrediction() {
     LIVE_DELAY_MS
   );
   livePrediction = { timer, controller };
-}
-
-function boardBlob() {
-  return new Promise((resolve) => board.toBlob(resolve, "image/png"));
 }
 
 // ---- predictions and teaching --------------------------------------------------------------
@@ -287,9 +310,9 @@ function showPrediction(prediction) {
 }
 
 async function predictDrawing(signal = undefined) {
-  if (!boardDirty) throw new Error("Draw a character on the board first.");
+  if (!board.dirty) throw new Error("Draw a character on the board first.");
   $("sample-reply").textContent = "";
-  const blob = await boardBlob();
+  const blob = await board.blob();
   const prediction = await predict(blob, "drawing.png", signal);
   drawnBlob = blob;
   drawnLabel = prediction.label;
@@ -330,6 +353,7 @@ async function storeSample(image, filename, label, source) {
 
 async function teachDrawing() {
   if (!drawnBlob) throw new Error("Predict a drawing first.");
+  cancelLivePrediction(); // a late one would clear the reply and the chosen label
   const label = $("teach-label").value;
   if (!label || label === drawnLabel) throw new Error("Choose the right label first.");
   await storeSample(drawnBlob, "drawing.png", label, "correction");
@@ -338,6 +362,7 @@ async function teachDrawing() {
 
 async function addDrawing() {
   if (!drawnBlob) throw new Error("Predict a drawing first.");
+  cancelLivePrediction();
   await storeSample(drawnBlob, "drawing.png", drawnLabel, "canvas");
   readyForTheNext();
 }
@@ -347,7 +372,7 @@ function readyForTheNext() {
   const stored = $("sample-reply").textContent;
   clearBoard();
   $("sample-reply").textContent = stored;
-  board.focus();
+  board.canvas.focus();
 }
 
 function boardKeys(event) {
@@ -398,6 +423,303 @@ async function storeFile() {
   const label = $("file-label").value.trim();
   if (!label) throw new Error("Type the character the image shows in the Label field.");
   await storeSample(file, file.name, label, "upload");
+}
+
+// ---- the page's modes: one character, or a row ----------------------------------------------
+
+function selectMode(tab) {
+  for (const each of document.querySelectorAll('[role="tab"]')) {
+    const selected = each === tab;
+    each.setAttribute("aria-selected", String(selected));
+    each.tabIndex = selected ? 0 : -1; // one tab stop for the tabs; arrows move between them
+    $(each.getAttribute("aria-controls")).hidden = !selected;
+  }
+}
+
+function tabKeys(event) {
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  const at = tabs.indexOf(event.currentTarget);
+  const next = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: tabs.length - 1 }[event.key];
+  if (next === undefined) return;
+  event.preventDefault();
+  const tab = tabs[(next + tabs.length) % tabs.length];
+  selectMode(tab);
+  tab.focus();
+}
+
+// ---- reading a row ---------------------------------------------------------------------------
+
+const rowBoard = drawingBoard($("row-board"), $("row-marker-size"));
+// The row shown: the API's reading, its picture (an object URL), the label the user gave each
+// character (null: as read), the character being corrected, and whether it has been saved.
+let rowReading = null;
+const PICTURE_HEIGHT = 280; // CSS px the picture read is shown at, at most
+
+// The API's refusals of the options are shown beside the options, any other beside the control
+// that sent the picture (the board or the file).
+function isOptionError(err) {
+  const aboutOptions = /^(labels|expected_length)\b/.test(err.message); // the API's words
+  return err.option || err.code === "invalid_labels" || aboutOptions;
+}
+
+function rowOptions(form) {
+  const only = $("row-labels").value.replace(/\s+/g, "");
+  if (only) form.append("labels", only);
+  const count = $("row-length").value.trim();
+  const whole = Number.isInteger(Number(count)) && Number(count) >= 1;
+  if ($("row-length").validity.badInput || (count && !whole)) {
+    const error = new Error("Number of characters: a whole number, 1 or more (or leave it empty).");
+    error.option = true;
+    throw error;
+  }
+  if (count) form.append("expected_length", count);
+}
+
+async function readRow(image, filename, description) {
+  clearError("row-options-error");
+  const form = new FormData();
+  form.append("image", image, filename);
+  let reading;
+  try {
+    rowOptions(form);
+    reading = (await api("/v1/readings", { method: "POST", body: form })).body;
+  } catch (err) {
+    if (!isOptionError(err)) throw err;
+    showError(err.message, "row-options-error");
+    return;
+  }
+  showReading(reading, URL.createObjectURL(image), description);
+}
+
+async function readDrawnRow() {
+  if (!rowBoard.dirty) throw new Error("Write a row of characters on the board first.");
+  await readRow(await rowBoard.blob(), "row.png", "The drawing read");
+}
+
+async function readRowFile() {
+  const file = $("row-file").files[0];
+  if (!file) throw new Error("Choose a picture of a row first.");
+  await readRow(file, file.name, `The picture read (${file.name})`);
+}
+
+function confidenceInWords(probability) {
+  if (probability >= 0.9) return "sure";
+  if (probability >= 0.6) return "fairly sure";
+  if (probability >= 0.3) return "unsure";
+  return "doubtful";
+}
+
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+function showReading(reading, picture, description) {
+  if (rowReading) URL.revokeObjectURL(rowReading.picture);
+  rowReading = {
+    reading,
+    picture,
+    corrections: reading.characters.map(() => null),
+    selected: null,
+    saved: false,
+  };
+  const count = reading.characters.length;
+  // The boxes are placed in shares of the picture, so they follow it at any displayed size.
+  const frame = $("row-frame");
+  frame.style.aspectRatio = `${reading.width} / ${reading.height}`;
+  frame.style.width = `min(100%, ${(PICTURE_HEIGHT * reading.width) / reading.height}px)`;
+  $("row-picture").src = picture;
+  $("row-picture").alt =
+    `${description}, with a box around each of the ${plural(count, "character")} found`;
+  $("row-confidence").textContent =
+    `How sure it is of the whole text: ${confidenceInWords(reading.confidence)} ` +
+    `(${percent(reading.confidence)}). Model version ${reading.model_version}.`;
+  const doubtful = reading.characters.filter((c) => c.low_confidence).length;
+  $("row-doubt").textContent =
+    `${doubtful} of ${plural(count, "character")} ${doubtful === 1 ? "is" : "are"} doubtful ` +
+    `(orange, dashed): check ${doubtful === 1 ? "it" : "them"}.`;
+  $("row-doubt").hidden = !doubtful;
+  $("row-reply").textContent = "";
+  for (const where of ["row-draw-error", "row-file-error", "row-save-error"]) clearError(where);
+  $("row-result").hidden = false;
+  selectCharacter(null);
+}
+
+function rowLabel(index) {
+  return rowReading.corrections[index] ?? rowReading.reading.characters[index].label;
+}
+
+function describeCharacter(index) {
+  const { reading, corrections } = rowReading;
+  const character = reading.characters[index];
+  let text =
+    `Character ${index + 1} of ${reading.characters.length}: “${character.label}”, ` +
+    `${percent(character.confidence)} sure`;
+  if (character.low_confidence) text += ", doubtful";
+  if (corrections[index] !== null) text += `; corrected to “${corrections[index]}”`;
+  return text;
+}
+
+// The boxes over the picture and the text below it, each character marked as read, doubtful,
+// corrected, or being corrected.
+function renderReading() {
+  const { reading, corrections, selected, saved } = rowReading;
+  const focused = document.activeElement?.closest?.("#row-text [data-index]")?.dataset.index;
+  const boxes = [];
+  const letters = [];
+  reading.characters.forEach((character, index) => {
+    const changed = corrections[index] !== null;
+    const state = [
+      character.low_confidence ? "low" : "",
+      changed ? "changed" : "",
+      index === selected ? "selected" : "",
+    ]
+      .filter(Boolean)
+      .join(" ");
+    const [x, y, w, h] = character.box;
+    const tag = changed ? `${character.label}→${corrections[index]}` : character.label;
+    const box = el("span", { className: `box ${state}` }, el("span", { className: "tag" }, tag));
+    Object.assign(box.style, {
+      left: `${(100 * x) / reading.width}%`,
+      top: `${(100 * y) / reading.height}%`,
+      width: `${(100 * w) / reading.width}%`,
+      height: `${(100 * h) / reading.height}%`,
+    });
+    box.dataset.index = index;
+    boxes.push(box);
+    if (character.space_before && index > 0) letters.push(el("span", { className: "space" }));
+    const letter = el("button", { type: "button", className: state }, rowLabel(index));
+    letter.disabled = saved; // a reading is corrected once
+    letter.dataset.index = index;
+    letter.setAttribute("aria-label", describeCharacter(index));
+    if (index === selected) letter.setAttribute("aria-current", "true");
+    letters.push(letter);
+  });
+  $("row-boxes").replaceChildren(...boxes);
+  $("row-text").replaceChildren(...letters);
+  if (focused !== undefined && !saved) {
+    $("row-text").querySelector(`[data-index="${focused}"]`).focus(); // kept on its character
+  }
+  const changed = corrections.filter((c) => c !== null).length;
+  const note = changed && !saved ? `${plural(changed, "character")} changed.` : "";
+  $("row-changes").textContent = note;
+}
+
+// The character to correct: the field beside the text takes its right label, or one of the
+// labels the model found most likely.
+function selectCharacter(index) {
+  rowReading.selected = rowReading.saved ? null : index;
+  renderReading();
+  const field = $("row-fix");
+  if (rowReading.selected === null) {
+    $("row-fix-label").textContent = rowReading.saved
+      ? "Saved: read another row to correct more"
+      : "Click a character to correct it";
+    field.value = "";
+    field.placeholder = "";
+    field.disabled = true;
+    field.hidden = rowReading.saved; // nothing more to type in
+    $("row-picks").replaceChildren();
+    return;
+  }
+  const character = rowReading.reading.characters[index];
+  $("row-fix-label").textContent =
+    `Character ${index + 1}, read as “${character.label}” (${percent(character.confidence)}), is`;
+  field.disabled = false;
+  field.value = rowReading.corrections[index] ?? "";
+  field.placeholder = character.label;
+  $("row-picks").replaceChildren(
+    ...character.top.map(({ label, probability }) => {
+      const pick = el("button", { type: "button" }, label, el("small", {}, percent(probability)));
+      pick.dataset.label = label;
+      pick.setAttribute("aria-label", `${label}, ${percent(probability)} likely`);
+      return pick;
+    })
+  );
+  field.focus();
+  field.select();
+}
+
+function correctCharacter(value) {
+  const { reading, selected } = rowReading;
+  const label = value.trim();
+  const asRead = !label || label === reading.characters[selected].label;
+  rowReading.corrections[selected] = asRead ? null : label;
+  $("row-reply").textContent = "";
+  clearError("row-save-error");
+  renderReading();
+}
+
+function clickedCharacter(event) {
+  const target = event.target.closest("[data-index]");
+  if (target && rowReading && !rowReading.saved) selectCharacter(Number(target.dataset.index));
+}
+
+function fixKeys(event) {
+  const { selected, reading } = rowReading;
+  if (event.key === "Enter") {
+    // On to the next character; after the last, to Save.
+    event.preventDefault();
+    if (selected + 1 < reading.characters.length) selectCharacter(selected + 1);
+    else $("row-save").focus();
+  } else if (event.key === "Escape") {
+    $("row-text").querySelector(`[data-index="${selected}"]`).focus();
+  }
+}
+
+function pickLabel(event) {
+  const pick = event.target.closest("[data-label]");
+  if (!pick) return;
+  $("row-fix").value = pick.dataset.label;
+  correctCharacter(pick.dataset.label);
+}
+
+async function saveCorrections() {
+  if (!rowReading) throw new Error("Read a row first.");
+  if (rowReading.saved) {
+    throw new Error("These corrections are saved; read another row to correct more.");
+  }
+  const { reading, corrections } = rowReading;
+  if (!corrections.some((c) => c !== null)) {
+    throw new Error("Click a character that was read wrong and give the right one first.");
+  }
+  // The whole text, one character per character read.
+  const text = reading.characters.map((_, index) => rowLabel(index)).join("");
+  const { body } = await api(`/v1/readings/${reading.id}/correction`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  rowReading.saved = true;
+  selectCharacter(null);
+  $("row-reply").textContent = describeStored(body.corrected);
+  await loadStats();
+}
+
+function describeStored(corrected) {
+  if (!corrected.length) {
+    return "Saved. Nothing new to learn from: as stored, every label is the one read.";
+  }
+  const each = corrected.map((c) => `#${c.sample.id} “${c.label}” (read as “${c.read}”)`);
+  let message =
+    `${plural(corrected.length, "character")} stored as ` +
+    `${corrected.length === 1 ? "a sample" : "samples"} to learn from: ${each.join(", ")}.`;
+  const held = corrected.filter((c) => c.sample.status === "suspect").length;
+  if (held) {
+    message +=
+      ` ${held === 1 ? "One is" : `${held} are`} kept out of training until an admin confirms ` +
+      "the label: the model is confident it reads something else.";
+  }
+  return message;
+}
+
+function rowBoardKeys(event) {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    action(readDrawnRow, "row-draw-error")();
+  } else if (event.key === "Escape") {
+    rowBoard.clear();
+  } else if ((event.key === "z" && (event.ctrlKey || event.metaKey)) || event.key === "Backspace") {
+    event.preventDefault();
+    rowBoard.undo();
+  }
 }
 
 // ---- the model dashboard -------------------------------------------------------------------
@@ -643,7 +965,12 @@ async function submitAdminToken(event) {
 
 // ---- the newest samples ----------------------------------------------------------------------
 
-const SOURCE_NAMES = { upload: "uploaded file", canvas: "drawing", correction: "correction" };
+const SOURCE_NAMES = {
+  upload: "uploaded file",
+  canvas: "drawing",
+  correction: "correction",
+  reading: "a row's correction",
+};
 const STATUS_NAMES = {
   accepted: "trains",
   confirmed: "confirmed by an admin",
@@ -794,14 +1121,10 @@ function showGateChecks(checks) {
 
 function start() {
   clearBoard();
-  board.addEventListener("pointerdown", startStroke);
-  board.addEventListener("pointermove", continueStroke);
-  board.addEventListener("pointerup", endStroke);
-  board.addEventListener("pointercancel", endStroke);
   $("marker-size").addEventListener("input", () => {
     $("marker-size-value").textContent = $("marker-size").value;
   });
-  board.addEventListener("keydown", boardKeys);
+  board.canvas.addEventListener("keydown", boardKeys);
   $("predict").addEventListener("click", action(() => predictDrawing(), "draw-error"));
   $("undo").addEventListener("click", undoStroke);
   $("clear").addEventListener("click", () => {
@@ -826,6 +1149,31 @@ function start() {
     pendingAdminAction = null;
   });
   $("confusion").addEventListener("mousemove", describeConfusionCell);
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    tab.addEventListener("click", () => selectMode(tab));
+    tab.addEventListener("keydown", tabKeys);
+  }
+  // On a phone the row board is less wide, so that a finger has the height to write in.
+  if (window.matchMedia("(max-width: 600px)").matches) rowBoard.canvas.width = 600;
+  rowBoard.clear();
+  rowBoard.canvas.addEventListener("keydown", rowBoardKeys);
+  $("row-marker-size").addEventListener("input", () => {
+    $("row-marker-size-value").textContent = $("row-marker-size").value;
+  });
+  $("row-read").addEventListener("click", action(readDrawnRow, "row-draw-error"));
+  $("row-undo").addEventListener("click", () => rowBoard.undo());
+  $("row-clear").addEventListener("click", () => {
+    rowBoard.clear();
+    clearError("row-draw-error");
+  });
+  $("row-file").addEventListener("change", action(readRowFile, "row-file-error"));
+  $("row-read-file").addEventListener("click", action(readRowFile, "row-file-error"));
+  $("row-boxes").addEventListener("click", clickedCharacter);
+  $("row-text").addEventListener("click", clickedCharacter);
+  $("row-fix").addEventListener("input", () => correctCharacter($("row-fix").value));
+  $("row-fix").addEventListener("keydown", fixKeys);
+  $("row-picks").addEventListener("click", pickLabel);
+  $("row-save").addEventListener("click", action(saveCorrections, "row-save-error"));
   const loadDashboard = action(async () => {
     await loadActive(); // first: the label set orders the per-label counts
     await Promise.all([loadVersions(), loadStats()]);

@@ -8,11 +8,13 @@ the tests fail and say what to install.
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import httpx
 import pytest
 from PIL import Image, ImageDraw
@@ -23,6 +25,7 @@ from db.session import get_sessionmaker
 from domain.gate import GateRules, Scores, gate
 from domain.registry import install_bundled
 from testkit.images import encode, noise_png
+from testkit.rows import make_rows
 from testkit.stack import REPO_ROOT, free_port, uvicorn_command
 from tests.integration.conftest import (
     ADMIN_TOKEN,
@@ -48,6 +51,16 @@ NO_FIGURE = "\N{EN DASH}"  # what the dashboard shows for a metric the model doe
 # A "7" in board coordinates (the board is 280x280): the bundled model reads it as 7 at
 # every marker size (checked from 12 to 26: 99.6% and more).
 SEVEN = [(60, 60), (220, 60), (120, 240)]
+
+# A "1", a "7" and an "L" with gaps between them, in the wide board's coordinates (1000x250;
+# a phone's board is narrower, 600x250: the same strokes, narrower).
+ROW_BOARD = ("#row-board", 1000, 250)
+CONFIDENCE_WORDS = [(0.9, "sure"), (0.6, "fairly sure"), (0.3, "unsure"), (0, "doubtful")]
+ROW_STROKES = [
+    [(150, 40), (150, 210)],
+    [(330, 40), (480, 40), (390, 210)],
+    [(620, 40), (620, 210), (760, 210)],
+]
 
 ALL_BLACK = """() => {
   const board = document.getElementById("board");
@@ -154,14 +167,20 @@ def page(browser: "Browser", server: str, api: httpx.Client) -> Iterator["Page"]
     page.context.close()
 
 
-def draw(page: "Page", points: list[tuple[float, float]]) -> None:
-    """One stroke on the board through points given in board pixels (280x280), by the mouse."""
-    box = page.locator("#board").bounding_box()
+def draw(
+    page: "Page",
+    points: list[tuple[float, float]],
+    board: tuple[str, int, int] = ("#board", 280, 280),
+) -> None:
+    """One stroke through points given in board pixels, by the mouse; `board` is the canvas and
+    the width and height the points are given in (the character board is 280x280)."""
+    selector, width, height = board
+    box = page.locator(selector).bounding_box()
     assert box is not None
-    scale = box["width"] / 280
 
     def at(point: tuple[float, float]) -> tuple[float, float]:
-        return box["x"] + point[0] * scale, box["y"] + point[1] * scale
+        x, y = point
+        return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
 
     page.mouse.move(*at(points[0]))
     page.mouse.down()
@@ -350,6 +369,7 @@ def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
     page.select_option("#teach-label", "1")
     page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Already stored")
+    expect(page.locator("#teaching")).to_be_hidden()  # the board is cleared for the next one
     # Added with the prediction's label: the API's conflict, in words, beside the buttons.
     predict_seven(page)
     expect(page.locator("#add-sample")).to_have_text("Right — add as “7”")
@@ -464,6 +484,227 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     # The next successful action clears the error.
     page.click("#predict-file")
     expect(page.locator("#upload-error")).to_be_hidden()
+
+
+def show_row_mode(page: "Page") -> None:
+    page.click("#tab-row")
+    expect(page.locator("#row-mode")).to_be_visible()
+    expect(page.locator("#single-mode")).to_be_hidden()
+    expect(page.locator("#tab-row")).to_have_attribute("aria-selected", "true")
+
+
+def read_drawn_row(page: "Page") -> dict[str, Any]:
+    """Write ROW_STROKES on the wide board and read them; the API's reply."""
+    for stroke in ROW_STROKES:
+        draw(page, stroke, ROW_BOARD)
+    with page.expect_response("**/v1/readings") as reply:
+        page.click("#row-read")
+    assert reply.value.status == 201, reply.value.text()
+    expect(page.locator("#row-result")).to_be_visible()
+    return reply.value.json()
+
+
+def row_png(path: Path, seed: int) -> tuple[Path, str]:
+    """A row of NIST holdout characters as drawn on a canvas, black on white; and its text."""
+    [row] = make_rows(1, kind="canvas", seed=seed)
+    ok, encoded = cv2.imencode(".png", row.image)
+    assert ok
+    path.write_bytes(encoded.tobytes())
+    return path, row.text
+
+
+def confidence_in_words(probability: float) -> str:
+    return next(w for low, w in CONFIDENCE_WORDS if probability >= low)
+
+
+def test_the_modes_switch_by_mouse_and_keyboard(page: "Page") -> None:
+    expect(page.locator("#row-mode")).to_be_hidden()  # one character first, as before
+    expect(page.locator("#tab-single")).to_have_attribute("aria-selected", "true")
+    page.focus("#tab-single")
+    page.keyboard.press("ArrowRight")  # the tabs' pattern: arrows move and show
+    expect(page.locator("#row-mode")).to_be_visible()
+    expect(page.locator("#tab-row")).to_be_focused()
+    assert page.get_attribute("#tab-single", "tabindex") == "-1"  # one tab stop for both
+    page.keyboard.press("Home")
+    expect(page.locator("#single-mode")).to_be_visible()
+    expect(page.locator("#row-mode")).to_be_hidden()
+    show_row_mode(page)
+    page.click("#tab-single")
+    expect(page.locator("#board")).to_be_visible()
+
+
+def test_read_a_row_drawn_on_the_wide_board(page: "Page") -> None:
+    show_row_mode(page)
+    board = page.locator("#row-board").bounding_box()
+    assert board is not None and board["width"] >= 3.5 * board["height"] >= 250
+    reading = read_drawn_row(page)
+    characters = reading["characters"]
+    assert len(characters) == 3, reading["text"]
+    # A box and a label over the picture for each character read, and the text below it.
+    boxes = page.locator("#row-boxes .box")
+    expect(boxes).to_have_count(len(characters))
+    expect(boxes.locator(".tag")).to_have_text([c["label"] for c in characters])
+    letters = page.locator("#row-text button")
+    expect(letters).to_have_text([c["label"] for c in characters])
+    assert "".join(c["label"] for c in characters) == reading["text"].replace(" ", "")
+    # Each box lies where the API found the character, scaled to the picture's displayed size.
+    picture = page.locator("#row-picture").bounding_box()
+    assert picture is not None
+    scale = picture["width"] / reading["width"]
+    for i, character in enumerate(characters):
+        shown = boxes.nth(i).bounding_box()
+        assert shown is not None
+        x, y, w, h = character["box"]
+        assert shown["x"] == pytest.approx(picture["x"] + x * scale, abs=2)
+        assert shown["y"] == pytest.approx(picture["y"] + y * scale, abs=2)
+        assert shown["width"] == pytest.approx(w * scale, abs=2)
+        assert shown["height"] == pytest.approx(h * scale, abs=2)
+    expect(page.locator("#row-confidence")).to_contain_text(
+        f"How sure it is of the whole text: {confidence_in_words(reading['confidence'])} "
+        f"({reading['confidence']:.1%})"
+    )
+    doubtful = sum(c["low_confidence"] for c in characters)
+    doubt = page.locator("#row-doubt")
+    if doubtful:
+        expect(doubt).to_contain_text(f"{doubtful} of 3 characters")
+    else:
+        expect(doubt).to_be_hidden()
+    expect(page.locator("#row-boxes .box.low")).to_have_count(doubtful)
+
+    # A letter of the text opens the correction; one of the likeliest labels is a click away.
+    letters.nth(0).click()
+    expect(page.locator("#row-fix")).to_be_focused()
+    expect(page.locator("#row-fix-label")).to_contain_text(f"read as “{characters[0]['label']}”")
+    picks = page.locator("#row-picks button")
+    expect(picks).to_have_count(len(characters[0]["top"]))
+    other = characters[0]["top"][1]["label"]
+    picks.nth(1).click()
+    expect(letters.nth(0)).to_have_text(other)
+    expect(letters.nth(0)).to_have_class(re.compile(r"\bchanged\b.*\bselected\b"))
+    expect(boxes.nth(0).locator(".tag")).to_have_text(f"{characters[0]['label']}→{other}")
+    expect(page.locator("#row-changes")).to_have_text("1 character changed.")
+    picks.nth(0).click()  # back to what was read: nothing changed
+    expect(letters.nth(0)).to_have_text(characters[0]["label"])
+    expect(page.locator("#row-changes")).to_have_text("")
+    # Nothing to save yet: said beside the button.
+    page.click("#row-save")
+    expect(page.locator("#row-save-error")).to_contain_text("read wrong")
+
+    # The board by the keyboard, as the character board: Backspace undoes, Escape clears.
+    page.focus("#row-board")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Escape")
+    page.click("#row-read")
+    expect(page.locator("#row-draw-error")).to_contain_text("Write a row")
+
+
+def test_upload_a_row_and_correct_a_character(
+    page: "Page", api: httpx.Client, tmp_path: Path
+) -> None:
+    path, _ = row_png(tmp_path / "row.png", seed=5)
+    show_row_mode(page)
+    with page.expect_response("**/v1/readings") as reply:
+        page.set_input_files("#row-file", path)  # read as soon as it is chosen
+    reading = reply.value.json()
+    characters = reading["characters"]
+    assert len(characters) >= 3
+    boxes = page.locator("#row-boxes .box")
+    expect(boxes).to_have_count(len(characters))
+    expect(page.locator("#row-text button")).to_have_count(len(characters))
+    expect(page.locator("#row-picture")).to_have_attribute("alt", re.compile("row.png"))
+
+    # A click on a character's box on the picture, and the right label typed.
+    index = 1
+    read = characters[index]["label"]
+    right = "7" if read != "7" else "1"
+    boxes.nth(index).click()
+    expect(page.locator("#row-fix")).to_be_focused()
+    page.keyboard.type(right)
+    letter = page.locator("#row-text button").nth(index)
+    expect(letter).to_have_text(right)
+    expect(letter).to_have_class(re.compile("changed"))
+    expect(boxes.nth(index).locator(".tag")).to_have_text(f"{read}→{right}")
+    page.keyboard.press("Enter")  # on to the next character
+    expect(page.locator("#row-fix-label")).to_contain_text(f"Character {index + 2},")
+
+    with page.expect_response("**/correction") as saved:
+        page.click("#row-save")
+    sent = saved.value.request.post_data_json
+    assert sent["text"] == "".join(
+        right if i == index else c["label"] for i, c in enumerate(characters)
+    )
+    [corrected] = saved.value.json()["corrected"]
+    expect(page.locator("#row-reply")).to_contain_text(
+        f"1 character stored as a sample to learn from: #{corrected['sample']['id']} “{right}” "
+        f"(read as “{read}”)"
+    )
+    [sample] = api.get("/v1/samples").json()["items"]
+    assert (sample["label"], sample["source"]) == (right, "reading")
+    expect(page.locator("#sample-count")).to_have_text("1")  # the dashboard follows
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        page.locator("#row-mode").screenshot(path=SCREENSHOT.with_name("web-row.png"))
+    # A reading is corrected once: the characters are done, and a second Save says why.
+    expect(page.locator("#row-text button").first).to_be_disabled()
+    expect(page.locator("#row-fix")).to_be_disabled()
+    page.click("#row-save")
+    expect(page.locator("#row-save-error")).to_contain_text("saved")
+    assert api.get("/v1/samples/stats").json()["total"] == 1
+
+
+def test_row_errors_are_shown_beside_their_control(
+    page: "Page", api: httpx.Client, tmp_path: Path
+) -> None:
+    blank = tmp_path / "blank.png"
+    Image.new("L", (600, 150), 255).save(blank)
+    refusal = api.post("/v1/readings", files={"image": ("blank.png", blank.read_bytes())})
+    assert (refusal.status_code, refusal.json()["error"]) == (422, "no_characters")
+    show_row_mode(page)
+    controls = ("#row-board", "#row-file", "#row-read-file", "#row-labels")
+    before = [page.locator(s).bounding_box() for s in controls]
+    page.set_input_files("#row-file", blank)
+    expect(page.locator("#row-file-error")).to_have_text(refusal.json()["detail"])
+    # Under the upload: nothing above it moves, nothing else is said, no result shown.
+    assert [page.locator(s).bounding_box() for s in controls] == before
+    for quiet in ("#error", "#row-draw-error", "#row-options-error", "#row-result"):
+        expect(page.locator(quiet)).to_be_hidden()
+
+    # A label the model does not know: said beside the options, not beside the board.
+    for stroke in ROW_STROKES:
+        draw(page, stroke, ROW_BOARD)
+    page.fill("#row-labels", "%")
+    page.click("#row-read")
+    expect(page.locator("#row-options-error")).to_contain_text("not among the model's labels")
+    expect(page.locator("#row-draw-error")).to_be_hidden()
+    page.fill("#row-labels", "")
+    page.fill("#row-length", "0")
+    page.click("#row-read")
+    expect(page.locator("#row-options-error")).to_contain_text("Number of characters")
+
+    # Put right, the same board reads, and the errors go.
+    page.fill("#row-length", "3")
+    page.click("#row-read")
+    expect(page.locator("#row-boxes .box")).to_have_count(3)
+    for gone in ("#row-options-error", "#row-file-error", "#row-draw-error"):
+        expect(page.locator(gone)).to_be_hidden()
+
+
+def test_row_mode_on_a_phone(browser: "Browser", server: str, api: httpx.Client) -> None:
+    page = open_page(browser, server, PHONE, is_mobile=True, has_touch=True)
+    show_row_mode(page)
+    board = page.locator("#row-board").bounding_box()
+    assert board is not None
+    assert board["x"] >= 0 and board["x"] + board["width"] <= PHONE["width"]
+    assert board["width"] >= 300  # the card's width
+    assert board["width"] >= 2 * board["height"] >= 250  # wide, with room for a finger to write
+    assert page.eval_on_selector("#row-board", "b => getComputedStyle(b).touchAction") == "none"
+    reading = read_drawn_row(page)
+    page.locator("#row-text button").first.click()
+    expect(page.locator("#row-picks button")).to_have_count(len(reading["characters"][0]["top"]))
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    picture = page.locator("#row-picture").bounding_box()
+    assert picture is not None and picture["x"] + picture["width"] <= PHONE["width"]
+    assert small_controls(page) == []
+    page.context.close()
 
 
 def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Client) -> None:
@@ -680,11 +921,34 @@ def test_phone_sized_viewport(browser: "Browser", server: str, api: httpx.Client
 def test_no_serious_accessibility_violations(
     browser: "Browser", server: str, api: httpx.Client, viewport: dict[str, int]
 ) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
     page = open_page(browser, server, viewport)
     predict_seven(page)  # the page with a prediction, the teaching controls and the dashboard
     expect(page.locator("#teaching")).to_be_visible()
+    assert_accessible(page, viewport)
+    # The row mode, with a row read and a character being corrected.
+    show_row_mode(page)
+    read_drawn_row(page)
+    page.locator("#row-text button").first.click()
+    expect(page.locator("#row-picks button").first).to_be_visible()
+    assert_accessible(page, viewport)
+    page.context.close()
+
+
+def small_controls(page: "Page") -> list[Any]:
+    """The visible controls under 44 px high, by id or text: too small for a finger."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll("button, select, input[type=text],"
+            + " input[type=number], input[type=file], input[type=range],"
+            + " label:has(> input[type=checkbox])")]
+            .filter((e) => e.offsetParent !== null)
+            .map((e) => [e.id || e.textContent.trim(), e.getBoundingClientRect().height])
+            .filter(([, h]) => h < 44)"""
+    )
+
+
+def assert_accessible(page: "Page", viewport: dict[str, int]) -> None:
+    from axe_playwright_python.sync_playwright import Axe
+
     violations = Axe().run(page).response["violations"]
     serious = [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
@@ -693,15 +957,7 @@ def test_no_serious_accessibility_violations(
     ]
     assert not serious, "\n".join(serious)
     if viewport is PHONE:  # every button and field big enough for a finger
-        small = page.evaluate(
-            """() => [...document.querySelectorAll("button, select, input[type=text],"
-                + " input[type=file], input[type=range], label:has(> input[type=checkbox])")]
-                .filter((e) => e.offsetParent !== null)
-                .map((e) => [e.id || e.textContent.trim(), e.getBoundingClientRect().height])
-                .filter(([, h]) => h < 44)"""
-        )
-        assert small == [], small
-    page.context.close()
+        assert small_controls(page) == []
 
 
 CONTRAST = """([foreground, background]) => {
