@@ -3,11 +3,12 @@
 import hmac
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Header, Path, Request, UploadFile
 from sqlalchemy.orm import Session
 
-from api.errors import ApiError
+from api.errors import ApiError, image_error
 from core.config import Settings, get_settings
+from core.images import DECODE_SIDE, DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
 from db.session import get_db
 from domain.predictor import ImageLimits, LoadedModel, Predictor
@@ -31,6 +32,25 @@ def get_or_404(session: Session, model: type[Row], key: int, code: str, what: st
     if row is None:
         raise ApiError(404, code, f"there is no {what} {key}")
     return row
+
+
+def read_image(
+    upload: UploadFile, settings: Settings, side: int = DECODE_SIDE
+) -> tuple[bytes, DecodedImage]:
+    """An uploaded image's bytes, decoded (a big JPEG at no less than `side`), or the 4xx
+    saying what is wrong with it. Reading one byte past the limit tells "too large" from
+    "exactly at the limit"."""
+    data = upload.file.read(settings.max_upload_bytes + 1)
+    try:
+        decoded = decode_image(
+            data,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            side=side,
+        )
+    except ImageError as exc:
+        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
+    return data, decoded
 
 
 async def current_settings() -> Settings:

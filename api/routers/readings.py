@@ -13,9 +13,10 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     get_or_404,
+    read_image,
     sent_once,
 )
-from api.errors import NO_MODEL, ApiError, image_error
+from api.errors import NO_MODEL, ApiError
 from api.routers.samples import to_out as sample_out
 from api.schemas import (
     CandidateOut,
@@ -25,7 +26,6 @@ from api.schemas import (
     ReadCharacterOut,
     ReadingOut,
 )
-from core.images import ImageError, decode_image
 from core.labels import LabelSet
 from core.segmentation import ROW_SIDE
 from db.models import Reading
@@ -111,14 +111,8 @@ def read(
             f"{settings.max_reading_characters} characters are read in one row",
             max_characters=settings.max_reading_characters,
         )
-    data = image.file.read(settings.max_upload_bytes + 1)
+    data, decoded = read_image(image, settings, side=ROW_SIDE)
     try:
-        decoded = decode_image(
-            data,
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_image_pixels,
-            side=ROW_SIDE,
-        )
         row = read_row(
             model,
             decoded.image,
@@ -128,8 +122,6 @@ def read(
             max_characters=settings.max_reading_characters,
             scale=decoded.width / decoded.image.shape[1],
         )
-    except ImageError as exc:
-        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
     except ReadingError as exc:
         raise ApiError(
             422, exc.code, exc.message, max_characters=settings.max_reading_characters

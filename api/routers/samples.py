@@ -16,11 +16,12 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     get_or_404,
+    read_image,
     sent_once,
 )
-from api.errors import ERRORS, ApiError, image_error
+from api.errors import ERRORS, ApiError
 from api.schemas import SampleOut, SamplePage, SampleStats
-from core.images import ImageError, accepted_types, decode_image
+from core.images import accepted_types
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Sample, SampleSource, SampleStatus
 from domain import runs, samples
@@ -84,14 +85,7 @@ def create_sample(
     confident in another is stored with `status: suspect` and kept out of training until an
     admin confirms it (sources in TRUSTED_SOURCES are never suspect)."""
     stored_label, _ = match_label(label, label_set)
-    # Reading one byte past the limit tells "too large" from "exactly at the limit".
-    data = image.file.read(settings.max_upload_bytes + 1)
-    try:
-        decoded = decode_image(
-            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
-        )
-    except ImageError as exc:
-        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
+    data, decoded = read_image(image, settings)
     rule = None if source in settings.trusted_sources else samples.suspect_rule(settings)
     opinion = samples.model_opinion(model, decoded.image, stored_label, rule) if model else None
     try:
