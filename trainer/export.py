@@ -85,3 +85,31 @@ def onnx_keras_difference(model: keras.Model, path: Path, images: np.ndarray) ->
     onnx_probabilities = session.run(None, {MODEL_INPUT_NAME: images.astype(np.float32)})[0]
     keras_probabilities = model.predict(images, batch_size=256, verbose=0)
     return float(np.abs(onnx_probabilities - keras_probabilities).max())
+
+
+def ensemble_onnx(members: list[bytes]) -> bytes:
+    """One ONNX graph averaging several models' probabilities: each member's graph, its names
+    prefixed, reads the shared "image" input; a Mean gives "probabilities". The service serves
+    it like any model (one session, one run per batch)."""
+    graphs, opset = [], max(_opset(onnx.load_from_string(m)) for m in members)
+    for index, member in enumerate(members):
+        proto = onnx.compose.add_prefix(onnx.load_from_string(member), f"member{index}_")
+        _rename(proto.graph, f"member{index}_{MODEL_INPUT_NAME}", MODEL_INPUT_NAME)
+        graphs.append(proto.graph)
+    first = graphs[0]
+    mean = onnx.helper.make_node("Mean", [g.output[0].name for g in graphs], [OUTPUT_NAME])
+    graph = onnx.helper.make_graph(
+        [node for g in graphs for node in g.node] + [mean],
+        "ensemble",
+        [first.input[0]],
+        [onnx.helper.make_value_info(OUTPUT_NAME, first.output[0].type)],
+        [init for g in graphs for init in g.initializer],
+    )
+    graph.input[0].name = MODEL_INPUT_NAME
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
