@@ -97,12 +97,25 @@ class _Piece:
 Judge = Callable[[list[np.ndarray]], np.ndarray]
 
 
+class TooManyMarks(ValueError):
+    """More separate marks than a row of characters could have: refused before the work that
+    grows with their number (a picture of noise, a page of text)."""
+
+    def __init__(self, marks: int) -> None:
+        super().__init__(f"{marks} separate marks")
+        self.marks = marks
+
+
 def segment_row(
-    image: np.ndarray, expected_length: int | None = None, judge: Judge | None = None
+    image: np.ndarray,
+    expected_length: int | None = None,
+    judge: Judge | None = None,
+    max_marks: int | None = None,
 ) -> list[Segment]:
     """The characters of a row, left to right; [] when the picture has no ink.
 
     `image` is a decoded picture in OpenCV's layout (see core.preprocessing.preprocess_image).
+    More than `max_marks` connected pieces of ink: TooManyMarks.
     """
     gray = grayscale(image, ROW_SIDE)
     ink = ink_map(gray)
@@ -113,6 +126,8 @@ def segment_row(
     lines = cv2.dilate(form_lines(strokes).view(np.uint8), np.ones((3, 3), np.uint8))
     strokes &= ~lines.astype(bool)
     labels, pieces = _components(strokes)
+    if max_marks is not None and len(pieces) > max_marks:
+        raise TooManyMarks(len(pieces))
     pieces = _join_stacked(labels, _drop_fragments(labels, pieces))
     pieces = _join_judged(ink, labels, pieces, judge)
     pieces = _split_wide(ink, labels, pieces, judge)

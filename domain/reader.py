@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.preprocessing import preprocess_batch
-from core.segmentation import Segment, segment_row
+from core.segmentation import Segment, TooManyMarks, segment_row
 from domain.predictor import TOP_K, Candidate, LoadedModel
+
+MARKS_PER_CHARACTER = 8
 
 
 class ReadingError(ValueError):
@@ -80,7 +82,16 @@ def read_row(
     def judge(crops: list[np.ndarray]) -> np.ndarray:
         return _probabilities(model, preprocess_batch(crops), labels).max(axis=1)
 
-    segments = segment_row(image, expected_length, judge)
+    try:
+        # Pieces of one character and specks merge or drop later; far more than that many
+        # marks is not a row of characters.
+        segments = segment_row(image, expected_length, judge, MARKS_PER_CHARACTER * max_characters)
+    except TooManyMarks as exc:
+        raise ReadingError(
+            "too_many_characters",
+            f"the image holds {exc.marks} separate marks; a row of at most {max_characters} "
+            "characters has far fewer",
+        ) from exc
     if not segments:
         raise ReadingError("no_characters", "no handwritten character was found in the image")
     if len(segments) > max_characters:
