@@ -397,7 +397,7 @@ def _smooth_background(ink: np.ndarray, ceiling: float) -> np.ndarray:
     drop out), smoothed. Never above `ceiling`, the most the border shows: where a stroke is
     too thick for the opening (a low-resolution, blurry glyph), it would otherwise be taken
     for background and eaten."""
-    width = stroke_width(ink > 0.5 * float(ink.max()))
+    width = _stroke_width(ink > 0.5 * float(ink.max()))
     side = max(ink.shape)
     size = int(min(side // 2, max(3 * width + 1, side / 6))) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
@@ -616,7 +616,7 @@ def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
     top, bottom = top + first_row, top + last_row + 1
     left, right = left + first_col, left + last_col + 1
     scale = GLYPH_BOX / max(bottom - top, right - left)
-    width = stroke_width(strokes) * scale
+    width = _stroke_width(strokes) * scale
     stretched = _stroke_to_range(stretched, width, scale)
     glyph = _resample_one(stretched, (top + bottom) / 2, (left + right) / 2, scale)
     peak = cv2.minMaxLoc(glyph)[1]
@@ -726,7 +726,7 @@ def _trimmed_extents(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.maximum(first, np.minimum(last, profiles.shape[1] - 1))
 
 
-def stroke_width(strokes: np.ndarray) -> float:
+def _stroke_width(strokes: np.ndarray) -> float:
     """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
     pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
     strokes = strokes.view(np.uint8) if strokes.dtype == np.bool_ else strokes
@@ -738,7 +738,7 @@ def stroke_width(strokes: np.ndarray) -> float:
 
 
 def _stroke_widths(strokes: np.ndarray) -> np.ndarray:
-    """`stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
+    """`_stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
     removes (beyond the border counts as background)."""
     across = strokes[:, :, :-2] & strokes[:, :, 1:-1] & strokes[:, :, 2:]
     interior = across[:, :-2] & across[:, 1:-1] & across[:, 2:]  # never on the border

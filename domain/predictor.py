@@ -57,6 +57,12 @@ class Candidate:
     probability: float
 
 
+def top_candidates(probabilities: np.ndarray, characters: str, k: int = TOP_K) -> list[Candidate]:
+    """The `k` likeliest labels of one picture's probabilities, best first."""
+    best = np.argsort(probabilities)[::-1][:k]
+    return [Candidate(characters[i], float(probabilities[i])) for i in best]
+
+
 @dataclass(frozen=True)
 class Timings:
     decode_ms: float
@@ -132,9 +138,7 @@ class Predictor:
         self.model, self.limits, self.top_k = model, limits, top_k
 
     def top(self, probabilities: np.ndarray) -> list[Candidate]:
-        best = np.argsort(probabilities)[::-1][: self.top_k]
-        characters = self.model.labels.characters
-        return [Candidate(characters[i], float(probabilities[i])) for i in best]
+        return top_candidates(probabilities, self.model.labels.characters, self.top_k)
 
     def _decode(self, data: bytes):  # -> DecodedImage
         return decode_image(

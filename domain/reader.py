@@ -11,7 +11,7 @@ import numpy as np
 
 from core.preprocessing import preprocess_batch
 from core.segmentation import Segment, TooManyMarks, segment_row
-from domain.predictor import TOP_K, Candidate, LoadedModel
+from domain.predictor import Candidate, LoadedModel, top_candidates
 
 MARKS_PER_CHARACTER = 8
 
@@ -33,7 +33,6 @@ class ReadCharacter:
     top: list[Candidate]
     low_confidence: bool
     space_before: bool
-    glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
     crop: np.ndarray  # float32 (H, W) in [0, 1], bright ink: the character cut from the row
 
 
@@ -103,7 +102,7 @@ def read_row(
     glyphs = preprocess_batch([s.crop for s in segments])
     probabilities = _probabilities(model, glyphs, labels)
     characters = [
-        _character(segment, glyphs[i, :, :, 0], probabilities[i], model, threshold, scale)
+        _character(segment, probabilities[i], model, threshold, scale)
         for i, segment in enumerate(segments)
     ]
     return RowReading(characters, float(np.prod([c.confidence for c in characters])))
@@ -111,18 +110,13 @@ def read_row(
 
 def _character(
     segment: Segment,
-    glyph: np.ndarray,
     probabilities: np.ndarray,
     model: LoadedModel,
     threshold: float,
     scale: float,
 ) -> ReadCharacter:
-    best = np.argsort(probabilities)[::-1][:TOP_K]
-    top = [
-        Candidate(model.labels.characters[i], float(probabilities[i]))
-        for i in best
-        if probabilities[i] > 0 or i == best[0]
-    ]
+    top = top_candidates(probabilities, model.labels.characters)
+    top = [c for c in top if c.probability > 0] or top[:1]  # none outside `labels`
     return ReadCharacter(
         box=tuple(round(v * scale) for v in segment.box),  # type: ignore[arg-type]
         label=top[0].label,
@@ -130,6 +124,5 @@ def _character(
         top=top,
         low_confidence=top[0].probability < threshold,
         space_before=segment.space_before,
-        glyph=glyph,
         crop=segment.crop,
     )

@@ -99,13 +99,14 @@ def corrected_labels(reading: Reading, text: str, label_set: LabelSet) -> list[t
             f"the reading has {len(reading.characters)} characters and the correction "
             f"{len(characters)} (spaces aside); correct each character in its place",
         )
-    unknown = sorted({c for c in characters if label_set.resolve(c) is None})
+    resolved = [(label_set.resolve(c), c) for c in characters]
+    unknown = sorted({c for label, c in resolved if label is None})
     if unknown:
         raise CorrectionError(
             "invalid_label",
             f"{''.join(unknown)!r} not in the label set {label_set.characters!r}",
         )
-    return [(label_set.match(c).label, c) for c in characters]
+    return [(label, c) for label, c in resolved if label is not None]
 
 
 def correct(
