@@ -1,40 +1,61 @@
-"""Calibrated confidence (issue 15): expected calibration error of the bundled model before
-and after its temperature, and what the low-confidence flag does.
+"""Calibrated confidence (issue 15): what dividing out the learned class frequencies and the
+temperature do to the bundled model's answers and to the expected calibration error, and what
+the low-confidence flag does.
 
-    .venv/bin/python -m bench.bench_calibration
+    .venv/bin/python -m bench.bench_calibration [--model DIR]
 
-The network's own probabilities (temperature 1, read from the served graph with the
-temperature taken out) against the temperature fitted on the validation split as the trainer
-fits it (NLL), and, for comparison, fitted with every class of the validation split weighing
-the same. ECE with 15 bins on the validation and test splits and the writer-disjoint holdout
-slice. Then, at LOW_CONFIDENCE_THRESHOLD, the share of holdout answers flagged as unsure and
+DIR: a model directory (model.onnx and report.json, as `python -m trainer train` writes it;
+default: the bundled model).
+
+Three ways to serve the same network (trainer.calibrate): its own probabilities; a temperature
+alone, fitted by NLL on the validation split (what was served before issue 15's prior); the
+class frequencies it learned divided out (every class equal a priori) and the temperature
+fitted on the validation split with every class weighing the same (served). Accuracy (plain
+and per class averaged) and ECE with 15 bins on the validation and test splits (NIST's own
+class frequencies, half digits) and the writer-disjoint holdout slice (every class about as
+common). Then, at LOW_CONFIDENCE_THRESHOLD, how often served answers are flagged as unsure and
 how often flagged and unflagged answers are right.
 """
 
 from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 
 from bench.common import BenchRun, bench_parser, report
 from testkit.tables import markdown_table
 
 
+def balanced_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    right = probabilities.argmax(axis=1) == labels
+    return float(np.mean([right[labels == c].mean() for c in np.unique(labels)]))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = bench_parser(__doc__).parse_args(argv)
+    parser = bench_parser(__doc__)
+    parser.add_argument("--model", type=Path, help="model directory (default: the bundled one)")
+    args = parser.parse_args(argv)
     run = BenchRun(args.wait_quiet)
 
     from core.config import get_settings
+    from core.model_report import ModelReport
     from domain.registry import BUNDLED_MODEL_DIR
     from trainer.calibrate import (
-        apply_temperature,
+        apply_calibration,
         class_balanced_weights,
         expected_calibration_error,
         fit_temperature,
-        with_temperature,
+        learned_prior,
+        with_calibration,
     )
     from trainer.data import load_nist
     from trainer.evaluate import main_holdout, onnx_probabilities
 
+    model_dir = args.model or BUNDLED_MODEL_DIR
     data = load_nist()
-    raw = with_temperature((BUNDLED_MODEL_DIR / "model.onnx").read_bytes(), 1.0)
+    trained = ModelReport.model_validate_json((model_dir / "report.json").read_text())
+    prior = learned_prior(data.y_train, len(data.labels), trained.training["class_balance"])
+    raw = with_calibration((model_dir / "model.onnx").read_bytes(), 1.0)
     holdout = main_holdout(data)
     sets = {
         "validation": (data.x_val, data.y_val),
@@ -43,26 +64,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     probabilities = {name: (onnx_probabilities(raw, x), y) for name, (x, y) in sets.items()}
     validation, labels = probabilities["validation"]
-    temperatures = {
-        "none (the network's own)": 1.0,
-        "NLL on validation (served)": fit_temperature(validation, labels),
-        "NLL on validation, classes weighing the same": fit_temperature(
-            validation, labels, class_balanced_weights(labels)
+    variants = {
+        "the network's own": (1.0, None),
+        "temperature alone (NLL on validation)": (fit_temperature(validation, labels), None),
+        "learned prior divided out, temperature (classes weighing the same) (served)": (
+            fit_temperature(validation, labels, class_balanced_weights(labels), prior),
+            prior,
         ),
     }
-    rows = [
-        [name, f"{t:.3f}"]
-        + [
-            f"{expected_calibration_error(apply_temperature(p, t), y):.2%}"
-            for p, y in probabilities.values()
-        ]
-        for name, t in temperatures.items()
-    ]
+    accuracy_rows, ece_rows = [], []
+    for name, (temperature, divided) in variants.items():
+        served = {
+            k: (apply_calibration(p, temperature, divided), y)
+            for k, (p, y) in probabilities.items()
+        }
+        accuracy_rows.append(
+            [name]
+            + [
+                f"{(p.argmax(1) == y).mean():.2%} / {balanced_accuracy(p, y):.2%}"
+                for p, y in served.values()
+            ]
+        )
+        ece_rows.append(
+            [name, f"{temperature:.3f}"]
+            + [f"{expected_calibration_error(p, y):.2%}" for p, y in served.values()]
+        )
     threshold = get_settings().low_confidence_threshold
-    served = temperatures["NLL on validation (served)"]
+    temperature, divided = list(variants.values())[-1]
     flag_rows = []
     for name, (p, y) in probabilities.items():
-        calibrated = apply_temperature(p, served)
+        calibrated = apply_calibration(p, temperature, divided)
         unsure = calibrated.max(axis=1) < threshold
         right = calibrated.argmax(axis=1) == y
         flag_rows.append(
@@ -75,14 +106,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
         )
     tables = [
-        "Expected calibration error (15 bins), bundled model:\n\n"
-        + markdown_table(["temperature", "T", *probabilities], rows),
-        f"Low-confidence flag at LOW_CONFIDENCE_THRESHOLD={threshold} (served temperature):\n\n"
+        f"Accuracy / per-class accuracy averaged, {model_dir}:\n\n"
+        + markdown_table(["served as", *probabilities], accuracy_rows),
+        f"Expected calibration error (15 bins), {model_dir}:\n\n"
+        + markdown_table(["served as", "T", *probabilities], ece_rows),
+        f"Low-confidence flag at LOW_CONFIDENCE_THRESHOLD={threshold} (served):\n\n"
         + markdown_table(
             ["set", "images", "flagged unsure", "right when flagged", "right when not"],
             flag_rows,
         ),
     ]
+    temperatures = {name: t for name, (t, _) in variants.items()}
     report(run, "calibration", tables, {"temperatures": temperatures, "threshold": threshold})
 
 

@@ -55,13 +55,13 @@ Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images -> probabilities (t
 
 
 def variant_row(name: str, predict: Predict, sets: dict, ms: float) -> list[str]:
-    from trainer.calibrate import apply_temperature, expected_calibration_error, fit_temperature
+    from trainer.calibrate import apply_calibration, expected_calibration_error, fit_temperature
 
     raw = {k: (predict(x), y) for k, (x, y) in sets.items()}
     temperature = fit_temperature(*raw["validation"])
     test_p, test_y = raw["test"]
     holdout_p, holdout_y = raw["holdout"]
-    calibrated = apply_temperature(holdout_p, temperature)
+    calibrated = apply_calibration(holdout_p, temperature)
     return [
         name,
         f"{(test_p.argmax(1) == test_y).mean():.2%}",
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     run = BenchRun(args.wait_quiet)
 
-    from trainer.calibrate import with_temperature
+    from trainer.calibrate import with_calibration
     from trainer.data import load_nist
     from trainer.evaluate import main_holdout, onnx_probabilities
     from trainer.export import ensemble_onnx
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "test": (data.x_test, data.y_test),
         "holdout": data.holdout[main_holdout(data)],
     }
-    members = [with_temperature(path.read_bytes(), 1.0) for path in args.models]
+    members = [with_calibration(path.read_bytes(), 1.0) for path in args.models]
     rows = [
         variant_row(
             str(path), lambda x, m=member: onnx_probabilities(m, x), sets, single_image_ms(member)

@@ -42,12 +42,15 @@ class SetScore(BaseModel):
 
 
 class Calibration(BaseModel):
-    """The temperature the model's probabilities are divided by (in log space), fitted on the
-    validation split, and what it did to the expected calibration error of each set."""
+    """What the served graph does to the network's probabilities (trainer.calibrate): divide
+    out the class frequencies it learned, then divide by a temperature (in log space) fitted on
+    the validation split; and what that did to the expected calibration error of each set."""
 
     temperature: float
     fitted_on: str
     bins: int
+    # Per class, in label order; None: the learned frequencies are served as they are.
+    learned_prior: list[float] | None = None
     ece_before: dict[str, float]
     ece_after: dict[str, float]
 

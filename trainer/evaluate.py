@@ -28,7 +28,13 @@ from core.model_report import (
     headline_metrics,
 )
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
-from trainer.calibrate import calibrate, expected_calibration_error, with_temperature
+from trainer.calibrate import (
+    calibrate,
+    expected_calibration_error,
+    learned_prior,
+    with_calibration,
+)
+from trainer.config import TrainingConfig
 from trainer.data import NistData
 
 TOP_CONFUSIONS = 10
@@ -161,14 +167,15 @@ def build_report(
     )
 
 
-def calibrated(onnx: bytes, data: NistData) -> tuple[bytes, Calibration]:
-    """The model with a temperature fitted on the validation split in its graph (replacing
-    any it had), and the ECE before and after on the validation and test splits and the
-    holdout slice."""
-    raw = with_temperature(onnx, 1.0)
+def calibrated(onnx: bytes, data: NistData, prior: np.ndarray | None) -> tuple[bytes, Calibration]:
+    """The model with `prior` (the class frequencies it learned) divided out and a temperature
+    fitted on the validation split in its graph (replacing any calibration it had), and the
+    ECE before and after on the validation and test splits and the holdout slice."""
+    raw = with_calibration(onnx, 1.0)
     sets = {"validation": (data.x_val, data.y_val)} | nist_sets(data, every_slice=False)
-    calibration = calibrate({k: (onnx_probabilities(raw, x), y) for k, (x, y) in sets.items()})
-    return with_temperature(onnx, calibration.temperature), calibration
+    probabilities = {k: (onnx_probabilities(raw, x), y) for k, (x, y) in sets.items()}
+    calibration = calibrate(probabilities, prior)
+    return with_calibration(onnx, calibration.temperature, prior), calibration
 
 
 def evaluate_onnx(
@@ -176,7 +183,9 @@ def evaluate_onnx(
 ) -> ModelReport:
     """Score an ONNX model file on the NIST sets and (re)write its report next to it (or in
     `out_dir`), keeping the training record and history of an existing report there. With
-    `calibrate`, first fit its temperature and write the calibrated model back."""
+    `calibrate`, first calibrate it (the class frequencies it learned from the training split,
+    weighed by its report's class_balance, divided out; a temperature fitted) and write the
+    calibrated model back."""
     model_path = Path(model_path)
     out_dir = Path(out_dir or model_path.parent)
     previous = _read_json(out_dir / "report.json")
@@ -185,7 +194,9 @@ def evaluate_onnx(
         Calibration.model_validate(previous["calibration"]) if previous.get("calibration") else None
     )
     if calibrate:
-        onnx, calibration = calibrated(onnx, data)
+        balance = previous.get("training", {}).get("class_balance", TrainingConfig.class_balance)
+        prior = learned_prior(data.y_train, len(data.labels), balance)
+        onnx, calibration = calibrated(onnx, data, prior)
         model_path.write_bytes(onnx)
     report = build_report(
         onnx,
@@ -313,13 +324,22 @@ def report_markdown(report: ModelReport) -> str:
 def _calibration_lines(calibration: Calibration | None) -> list[str]:
     if calibration is None:
         return ["", "## Calibration", "", "None: the confidences are the network's own."]
+    if calibration.learned_prior is None:
+        how = "probabilities become softmax(log p / T)"
+    else:
+        least, most = min(calibration.learned_prior), max(calibration.learned_prior)
+        how = (
+            f"after the class frequencies learned in training, {least:.1%} to {most:.1%} per "
+            "class, are divided out so that every class is equal a priori: "
+            "softmax((log p - log prior) / T)"
+        )
     lines = [
         "",
         "## Calibration",
         "",
         f"Temperature {calibration.temperature:.3f}, fitted on the {calibration.fitted_on} "
-        "(probabilities become softmax(log p / T), in the ONNX graph). Expected "
-        f"calibration error, {calibration.bins} bins:",
+        f"({how}, in the ONNX graph). Expected calibration error, {calibration.bins} bins "
+        '("before": the network\'s own probabilities):',
         "",
         "| data | before | after |",
         "|---|---|---|",

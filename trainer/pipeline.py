@@ -60,7 +60,7 @@ def train_and_evaluate(
         trained.model.save_weights(weights_path)
         weights = weights_path.read_bytes()
 
-    onnx, calibration = calibrated(onnx, data)
+    onnx, calibration = calibrated(onnx, data, trained.learned_prior)
     sets = nist_sets(data, every_slice) | (extra_sets or {})
     evaluation = evaluate_sets(onnx, sets, data.labels)
     training = {

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from core.labels import LabelSet
 from trainer.augment import Distortion, random_distortion
+from trainer.calibrate import learned_prior
 from trainer.config import ExtraSamples, TrainingConfig
 from trainer.data import NistData
 from trainer.model import build_model
@@ -42,6 +43,7 @@ class TrainedModel:
     config: TrainingConfig
     train_size: int  # images per epoch, extra samples and their copies included
     train_seconds: float
+    learned_prior: np.ndarray  # the class frequencies its loss saw (trainer.calibrate)
     history: dict[str, list[float]] = field(default_factory=dict)
     stopped_early: bool = False
 
@@ -189,6 +191,7 @@ def train_model(
         config=config,
         train_size=len(orders[0]),
         train_seconds=time.perf_counter() - start,
+        learned_prior=learned_prior(y_train[orders[0]], num_classes, config.class_balance),
         history={k: [float(v) for v in values] for k, values in history.history.items()},
         stopped_early=bool(hook and hook.stopped),
     )

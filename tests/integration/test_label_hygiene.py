@@ -43,7 +43,8 @@ def test_a_clean_one_labelled_seven_is_suspect_and_kept_out_of_the_count(
     # The same characters with their right label are accepted.
     right = [upload(client, p, c) for p, c in zip(*training_characters(10, 50, "1"), strict=True)]
     assert {r["status"] for r in right} == {"accepted"}
-    assert sum(r["model_label"] == "1" for r in right) >= 7  # some read as "I"
+    # Every class equal a priori: about half of these `1`s are read as `I` or `L` (model card).
+    assert sum(r["model_label"] == "1" for r in right) >= 5
 
     stats = client.get("/v1/samples/stats").json()
     assert stats["suspect"] == len(suspects)

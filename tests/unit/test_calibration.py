@@ -1,21 +1,25 @@
-"""Calibrated confidence: the temperature fit, the ECE, the ONNX graph that serves it, and the
-words a doubtful answer gets."""
+"""Calibrated confidence: the learned prior divided out, the temperature fit, the ECE, the
+ONNX graph that serves them, and the words a doubtful answer gets."""
 
 import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper
 
 from domain.predictor import Candidate, Prediction, doubt
 from domain.registry import BUNDLED_MODEL_DIR
 from trainer.calibrate import (
     INVERSE_TEMPERATURE,
-    apply_temperature,
+    LOG_PRIOR,
+    apply_calibration,
+    calibrate,
     expected_calibration_error,
     fit_temperature,
-    with_temperature,
+    learned_prior,
+    with_calibration,
 )
 
 
@@ -47,7 +51,7 @@ def test_ece_is_near_zero_when_calibrated_and_falls_after_the_fit() -> None:
     overconfident = softmax(logits * 2.0)
     before = expected_calibration_error(overconfident, labels)
     after = expected_calibration_error(
-        apply_temperature(overconfident, fit_temperature(overconfident, labels)), labels
+        apply_calibration(overconfident, fit_temperature(overconfident, labels)), labels
     )
     assert before > 0.05 and after < 0.015
 
@@ -75,33 +79,79 @@ def run(model: bytes, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"image": x})[0]
 
 
-def test_the_onnx_graph_serves_what_numpy_computes_and_holds_one_temperature() -> None:
+def test_the_onnx_graph_serves_what_numpy_computes_and_holds_one_calibration() -> None:
     x = np.random.default_rng(1).normal(0, 4, (50, 6)).astype(np.float32)
     raw = run(softmax_graph(), x)
-    calibrated = with_temperature(softmax_graph(), 1.7)
+    calibrated = with_calibration(softmax_graph(), 1.7)
     served = run(calibrated, x)
-    np.testing.assert_allclose(served, apply_temperature(raw, 1.7), atol=1e-5)
-    assert (served.argmax(axis=1) == raw.argmax(axis=1)).all()  # the answer never changes
+    np.testing.assert_allclose(served, apply_calibration(raw, 1.7), atol=1e-5)
+    assert (served.argmax(axis=1) == raw.argmax(axis=1)).all()  # a temperature keeps the answer
     assert served.max(axis=1).mean() < raw.max(axis=1).mean()  # T > 1: less sure
-    again = with_temperature(calibrated, 1.0)  # replaces, does not stack
-    np.testing.assert_allclose(run(again, x), raw, atol=1e-5)
+    prior = np.array([0.5, 0.2, 0.1, 0.1, 0.05, 0.05])
+    again = with_calibration(calibrated, 1.2, prior)  # replaces, does not stack
+    np.testing.assert_allclose(run(again, x), apply_calibration(raw, 1.2, prior), atol=1e-5)
     names = [i.name for i in onnx.load_from_string(again).graph.initializer]
-    assert names.count(INVERSE_TEMPERATURE) == 1
+    assert names.count(INVERSE_TEMPERATURE) == 1 and names.count(LOG_PRIOR) == 1
+    bare = with_calibration(again, 1.0)  # no calibration: the network's own output
+    np.testing.assert_allclose(run(bare, x), raw, atol=1e-6)
+    assert len(onnx.load_from_string(bare).graph.node) == 1
 
 
-def test_the_bundled_model_serves_its_fitted_temperature() -> None:
+def test_learned_prior_follows_the_class_weights_of_training() -> None:
+    labels = np.array([0] * 900 + [1] * 100)
+    np.testing.assert_allclose(learned_prior(labels, 2, 0.0), [0.9, 0.1])
+    np.testing.assert_allclose(learned_prior(labels, 2, 1.0), [0.5, 0.5])
+    half = learned_prior(labels, 2, 0.5)  # sqrt of the counts: 30 to 10
+    np.testing.assert_allclose(half, [0.75, 0.25])
+
+
+def test_dividing_out_the_prior_reads_a_rare_class_as_often_as_a_common_look_alike() -> None:
+    """Two classes drawn from overlapping shapes (1-D normals one sd apart), 90% of training
+    in class 0: the exact posterior a network would learn says 0 for most of class 1. With
+    the prior divided out, each class is read right about as often, and the mean of the two
+    accuracies (what a set with every class equally common measures) rises."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 20_000)
+    x = rng.normal(labels.astype(float), 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - np.array([0.0, 1.0])) ** 2)
+    prior = np.array([0.9, 0.1])
+    posterior = likelihood * prior / (likelihood * prior).sum(axis=1, keepdims=True)
+
+    def per_class(p: np.ndarray) -> np.ndarray:
+        return np.array([(p.argmax(axis=1) == labels)[labels == c].mean() for c in (0, 1)])
+
+    before, after = per_class(posterior), per_class(apply_calibration(posterior, 1.0, prior))
+    assert before[1] < 0.1 < 0.6 < after[1]
+    assert abs(after[0] - after[1]) < 0.05
+    assert after.mean() > before.mean() + 0.15
+
+
+def test_calibrate_divides_out_the_prior_and_fits_on_classes_weighing_the_same() -> None:
+    logits, labels = calibrated_draw(classes=4)
+    counts = np.bincount(labels, minlength=4)
+    prior = counts / counts.sum()
+    overconfident = softmax(logits * 2.0)
+    sets = {"validation": (overconfident, labels), "test": (overconfident, labels)}
+    plain, divided = calibrate(sets), calibrate(sets, prior)
+    assert plain.learned_prior is None and plain.fitted_on == "validation split"
+    assert divided.fitted_on == "validation split, every class weighing the same"
+    assert divided.learned_prior == pytest.approx(list(prior), abs=1e-6)
+    assert abs(plain.temperature - 2.0) < 0.1 and divided.ece_after["test"] < 0.03
+
+
+def test_the_bundled_model_serves_its_prior_and_temperature() -> None:
     report = json.loads((BUNDLED_MODEL_DIR / "report.json").read_text())
     calibration = report["calibration"]
     holdout = f"holdout/{report['metrics']['holdout_slice']}"
     assert calibration["fitted_on"].startswith("validation")
-    # Writers it never saw: the calibration brings the error down (the 2% target is missed
-    # by 0.04 point, docs/BENCHMARKS.md).
-    assert calibration["ece_after"][holdout] < calibration["ece_before"][holdout]
+    # Writers it never saw, every class about as common: the issue-15 target (ECE <= 2%).
+    assert calibration["ece_after"][holdout] <= 0.02 < calibration["ece_before"][holdout]
     assert report["metrics"]["temperature"] == calibration["temperature"]
     graph = onnx.load(str(BUNDLED_MODEL_DIR / "model.onnx")).graph
-    (inverse,) = [i for i in graph.initializer if i.name == INVERSE_TEMPERATURE]
-    value = onnx.numpy_helper.to_array(inverse)
-    assert abs(1 / float(value) - calibration["temperature"]) < 1e-3
+    served = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    assert abs(1 / float(served[INVERSE_TEMPERATURE]) - calibration["temperature"]) < 1e-3
+    np.testing.assert_allclose(np.exp(served[LOG_PRIOR]), calibration["learned_prior"], rtol=1e-4)
+    assert len(calibration["learned_prior"]) == len(report["labels"])
 
 
 def prediction(*probabilities: float) -> Prediction:

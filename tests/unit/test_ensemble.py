@@ -4,7 +4,7 @@ import numpy as np
 import onnxruntime as ort
 
 from domain.registry import BUNDLED_MODEL_DIR
-from trainer.calibrate import with_temperature
+from trainer.calibrate import with_calibration
 from trainer.export import ensemble_onnx
 
 
@@ -17,12 +17,12 @@ def run(model: bytes, images: np.ndarray) -> np.ndarray:
 
 def test_the_ensemble_serves_the_mean_of_its_members_and_takes_a_temperature() -> None:
     bundled = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
-    sharp, soft = with_temperature(bundled, 0.5), with_temperature(bundled, 3.0)
+    sharp, soft = with_calibration(bundled, 0.5), with_calibration(bundled, 3.0)
     images = np.random.default_rng(0).random((7, 28, 28, 1), dtype=np.float32)
     ensemble = ensemble_onnx([sharp, soft])
     expected = (run(sharp, images) + run(soft, images)) / 2
     assert not np.allclose(run(sharp, images), run(soft, images), atol=1e-3)
     np.testing.assert_allclose(run(ensemble, images), expected, atol=1e-6)
-    calibrated = run(with_temperature(ensemble, 2.0), images)
+    calibrated = run(with_calibration(ensemble, 2.0), images)
     np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(calibrated, expected, atol=1e-3)

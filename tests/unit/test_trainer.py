@@ -279,6 +279,10 @@ def test_cli_train_writes_a_complete_model_directory(tmp_path: Path) -> None:
     assert report["labels"] == "0123456789ABCDE" and report["architecture"] == "lenet5"
     assert report["training"]["augment"] is False and report["training"]["train_size"] == 2000
     assert report["metrics"]["test_accuracy"] > 0.5
+    # The served graph divides out the class frequencies this run's loss saw (class_balance 0.5).
+    prior = np.array(report["calibration"]["learned_prior"])
+    assert prior.shape == (15,) and prior.sum() == pytest.approx(1.0, abs=1e-5)
+    assert prior[:10].mean() > prior[10:].mean()  # NIST holds more digits than A-E
     # The saved weights load into the same architecture: what a warm start needs.
     build_model("lenet5", 15).load_weights(out / "model.weights.h5")
     assert cli_main(["evaluate", str(out / "model.onnx")]) == 0  # labels from report.json
