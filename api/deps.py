@@ -91,6 +91,21 @@ async def get_label_set(settings: SettingsDep) -> LabelSet:
 LabelSetDep = Annotated[LabelSet, Depends(get_label_set)]
 
 
+def allowed_labels(labels: str | None, model_labels: LabelSet) -> str | None:
+    """The labels a field may hold, each one the serving model knows; None: all of them."""
+    if not labels:
+        return None
+    unknown = sorted({c for c in labels if c not in model_labels.characters})
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_labels",
+            f"{''.join(unknown)!r} not among the model's labels {model_labels.characters!r}",
+            allowed=model_labels.classes,
+        )
+    return "".join(sorted(set(labels), key=model_labels.characters.index))
+
+
 def require_admin(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,

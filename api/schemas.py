@@ -81,6 +81,9 @@ class PredictionOut(BaseModel):
     )
     doubt: str | None = Field(description="When low_confidence: why, in words")
     model_version: int
+    allowed_labels: str | None = Field(
+        default=None, description="The labels the answer was chosen among (None: all the model's)"
+    )
     timings: TimingsOut
     input: str | None = Field(
         default=None,
@@ -107,6 +110,9 @@ class BatchItemOut(BaseModel):
 
 class BatchPredictionOut(BaseModel):
     model_version: int
+    allowed_labels: str | None = Field(
+        default=None, description="The labels the answer was chosen among (None: all the model's)"
+    )
     results: list[BatchItemOut]
     timings: TimingsOut
 

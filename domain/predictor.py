@@ -34,9 +34,20 @@ class LoadedModel:
     session: ort.InferenceSession
     input_name: str
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 28, 28, 1) float32 in [0, 1] -> (N, classes) probabilities."""
-        return self.session.run(None, {self.input_name: batch})[0]
+    def probabilities(self, batch: np.ndarray, allowed: str | None = None) -> np.ndarray:
+        """(N, 28, 28, 1) float32 in [0, 1] -> (N, classes) probabilities; with `allowed` (a
+        subset of the labels, e.g. the digits of a postcode field) zero elsewhere and
+        renormalised over the allowed labels."""
+        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        return probabilities if not allowed else restrict(probabilities, self.labels, allowed)
+
+
+def restrict(probabilities: np.ndarray, labels: LabelSet, allowed: str) -> np.ndarray:
+    """Probabilities over `allowed` only (renormalised), zero elsewhere: the caller knows the
+    field holds digits, say. Each allowed character must be one of `labels`."""
+    mask = np.isin(np.array(list(labels.characters)), np.array(list(allowed)))
+    kept = np.where(mask, probabilities, 0.0)
+    return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
 
 
 def load_model(onnx: bytes | Path, version: int, labels: str, intra_op_threads: int = 1):
@@ -58,9 +69,11 @@ class Candidate:
 
 
 def top_candidates(probabilities: np.ndarray, characters: str, k: int = TOP_K) -> list[Candidate]:
-    """The `k` likeliest labels of one picture's probabilities, best first."""
+    """The `k` likeliest labels of one picture's probabilities, best first; none ruled out
+    (probability 0: outside the labels allowed), but always the best."""
     best = np.argsort(probabilities)[::-1][:k]
-    return [Candidate(characters[i], float(probabilities[i])) for i in best]
+    top = [Candidate(characters[i], float(probabilities[i])) for i in best]
+    return [c for c in top if c.probability > 0] or top[:1]
 
 
 @dataclass(frozen=True)
@@ -145,7 +158,8 @@ class Predictor:
             data, max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels
         )
 
-    def predict(self, data: bytes) -> tuple[Prediction, Timings]:
+    def predict(self, data: bytes, allowed: str | None = None) -> tuple[Prediction, Timings]:
+        """allowed: only these labels may be the answer (None: any of the model's)."""
         start = time.perf_counter()
         decoded = self._decode(data)
         decode_ms = _ms_since(start)
@@ -153,13 +167,15 @@ class Predictor:
         glyph = preprocess_image(decoded.image)
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
-        probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis])[0]
+        probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis], allowed)[0]
         inference_ms = _ms_since(start)
         top = self.top(probabilities)
         prediction = Prediction(top[0].label, top[0].probability, top, glyph)
         return prediction, Timings(decode_ms, preprocess_ms, inference_ms)
 
-    def predict_many(self, images: list[bytes]) -> tuple[list[Prediction | ImageError], Timings]:
+    def predict_many(
+        self, images: list[bytes], allowed: str | None = None
+    ) -> tuple[list[Prediction | ImageError], Timings]:
         """Every image in one model run; a bad image gets its error in its place."""
         start = time.perf_counter()
         results: list[Prediction | ImageError | None] = [None] * len(images)
@@ -176,7 +192,7 @@ class Predictor:
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
         if order:
-            probabilities = self.model.probabilities(batch)
+            probabilities = self.model.probabilities(batch, allowed)
             for row, index in enumerate(order):
                 top = self.top(probabilities[row])
                 glyph = batch[row, :, :, 0]

@@ -48,19 +48,6 @@ class RowReading:
         return "".join((" " if c.space_before else "") + c.label for c in self.characters)
 
 
-def restrict(probabilities: np.ndarray, characters: str, allowed: str) -> np.ndarray:
-    """Probabilities over `allowed` only (renormalised), zero elsewhere: the caller knows the
-    field holds digits, say. Each allowed character must be one of `characters`."""
-    mask = np.isin(np.array(list(characters)), np.array(list(allowed)))
-    kept = np.where(mask, probabilities, 0.0)
-    return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
-
-
-def _probabilities(model: LoadedModel, glyphs: np.ndarray, labels: str | None) -> np.ndarray:
-    probabilities = model.probabilities(glyphs)
-    return restrict(probabilities, model.labels.characters, labels) if labels else probabilities
-
-
 def read_row(
     model: LoadedModel,
     image: np.ndarray,
@@ -79,7 +66,7 @@ def read_row(
     Raises ReadingError when no character is found or more than `max_characters`."""
 
     def judge(crops: list[np.ndarray]) -> np.ndarray:
-        return _probabilities(model, preprocess_batch(crops), labels).max(axis=1)
+        return model.probabilities(preprocess_batch(crops), labels).max(axis=1)
 
     try:
         # Pieces of one character and specks merge or drop later; far more than that many
@@ -100,7 +87,7 @@ def read_row(
             "are read in one row",
         )
     glyphs = preprocess_batch([s.crop for s in segments])
-    probabilities = _probabilities(model, glyphs, labels)
+    probabilities = model.probabilities(glyphs, labels)
     characters = [
         _character(segment, probabilities[i], model, threshold, scale)
         for i, segment in enumerate(segments)
@@ -116,7 +103,6 @@ def _character(
     scale: float,
 ) -> ReadCharacter:
     top = top_candidates(probabilities, model.labels.characters)
-    top = [c for c in top if c.probability > 0] or top[:1]  # none outside `labels`
     return ReadCharacter(
         box=tuple(round(v * scale) for v in segment.box),  # type: ignore[arg-type]
         label=top[0].label,

@@ -5,7 +5,7 @@ costs about as much as a single small convolution: augmentation fits in the CPU 
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import tensorflow as tf
 
@@ -23,6 +23,19 @@ class Distortion:
     # (Simard et al., 2003, with the smoothing done by interpolation instead of a Gaussian).
     elastic_grid: int = 4
     elastic_pixels: float = 0.8  # standard deviation of a grid point's displacement
+
+    def scaled(self, strength: float) -> "Distortion":
+        """Every distortion `strength` times as strong (0: none; 1: these defaults)."""
+        low, high = self.scale_range
+        return replace(
+            self,
+            max_rotation_degrees=self.max_rotation_degrees * strength,
+            max_shear=self.max_shear * strength,
+            scale_range=(1 - (1 - low) * strength, 1 + (high - 1) * strength),
+            max_aspect_change=self.max_aspect_change * strength,
+            max_shift=self.max_shift * strength,
+            elastic_pixels=self.elastic_pixels * strength,
+        )
 
 
 def random_distortion(images: tf.Tensor, distortion: Distortion = Distortion()) -> tf.Tensor:

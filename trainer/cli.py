@@ -72,6 +72,10 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="0 .. 0.2 typical")
     parser.add_argument("--ema", action="store_true", help="keep a moving average of weights")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument(
+        "--augment-strength", type=float, default=1.0, help="distortions times this (1: default)"
+    )
 
 
 # The subparsers' holder: argparse has no public name for its type.
@@ -83,7 +87,6 @@ def add_train_command(commands: Commands) -> None:
     data_options(train)
     training_options(train)
     train.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
-    train.add_argument("--no-augment", dest="augment", action="store_false")
     train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
     train.add_argument("--out", type=Path, default=DEFAULT_OUT)
 
@@ -107,7 +110,8 @@ def add_compare_command(commands: Commands) -> None:
     compare.add_argument(
         "--runs",
         default="cnn,cnn-noaug,lenet5,lenet5-noaug,elm",
-        help="comma-separated: cnn, cnn-noaug, lenet5, lenet5-noaug, elm",
+        help="comma-separated: an architecture (cnn, cnn_wide, resnet, lenet5), optionally with "
+        "-noaug (no augmentation) or -augK (distortions K times as strong), or elm",
     )
     compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
 
@@ -134,6 +138,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         architecture=args.arch,
         epochs=args.epochs,
         augment=args.augment,
+        augment_strength=args.augment_strength,
         batch_size=args.batch_size,
         class_balance=args.class_balance,
         max_train=args.max_train,
@@ -180,6 +185,8 @@ def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
             continue
         run_args.arch, _, suffix = run.partition("-")
         run_args.augment = suffix != "noaug"
+        if suffix.startswith("aug"):  # e.g. cnn-aug0.5: half as strong distortions
+            run_args.augment_strength = float(suffix.removeprefix("aug"))
         report = train_and_save(data, run_args, f"{command}  # run {run}")
         rows.append(_row(run, report))
         print(_table(rows), flush=True)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ARCHITECTURES = ("cnn", "cnn_wide", "lenet5")  # trainer.model builds each
+ARCHITECTURES = ("cnn", "cnn_wide", "resnet", "lenet5")  # trainer.model builds each
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,7 @@ class TrainingConfig:
     architecture: str = "cnn"
     epochs: int = 4
     augment: bool = True
+    augment_strength: float = 1.0  # trainer.augment.Distortion scaled by this
     batch_size: int = 128
     learning_rate: float = 3e-3  # peak of the one-cycle cosine schedule
     # 0 trains on NIST's natural class frequencies, 1 weighs every class equally; in between

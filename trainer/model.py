@@ -75,8 +75,32 @@ def cnn_wide(num_classes: int) -> keras.Model:
     return keras.Model(inputs, classifier_head(x, num_classes, dropout=0.4), name="cnn_wide")
 
 
+def residual_block(x, filters: int):
+    """Two 3x3 conv blocks whose output is added to their input (He et al., 2016)."""
+    shortcut = x
+    x = conv_block(x, filters, 3)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    return layers.ReLU()(layers.Add()([shortcut, x]))
+
+
+def resnet(num_classes: int) -> keras.Model:
+    """A small ResNet: a residual block at each of 14x14 and 7x7, ~2x the default's compute;
+    an experiment toward the issue-15 accuracy targets."""
+    inputs = keras.Input(shape=MODEL_INPUT_SHAPE, name=MODEL_INPUT_NAME)
+    x = conv_block(inputs, 32, 3)
+    x = layers.MaxPooling2D(2)(x)  # 14x14
+    x = residual_block(x, 32)
+    x = conv_block(x, 64, 3)
+    x = layers.MaxPooling2D(2)(x)  # 7x7
+    x = residual_block(x, 64)
+    x = conv_block(x, 128, 3)
+    x = layers.MaxPooling2D(2)(x)  # 3x3x128
+    return keras.Model(inputs, classifier_head(x, num_classes, dropout=0.3), name="resnet")
+
+
 def build_model(architecture: str, num_classes: int) -> keras.Model:
-    builders = {"cnn": cnn, "cnn_wide": cnn_wide, "lenet5": lenet5}
+    builders = {"cnn": cnn, "cnn_wide": cnn_wide, "resnet": resnet, "lenet5": lenet5}
     if architecture not in builders:
         raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
     return builders[architecture](num_classes)

@@ -247,5 +247,5 @@ def training_stream(
         y_train,
         config.batch_size,
         order=np.concatenate(orders),
-        augment=Distortion() if config.augment else None,
+        augment=Distortion().scaled(config.augment_strength) if config.augment else None,
     ).repeat()

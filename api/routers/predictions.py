@@ -5,11 +5,11 @@ import io
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
-from api.deps import PredictorDep, SettingsDep, sent_once
+from api.deps import PredictorDep, SettingsDep, allowed_labels, sent_once
 from api.errors import NO_MODEL, ApiError, image_error
 from api.schemas import (
     BatchItemOut,
@@ -40,6 +40,13 @@ def glyph_png(glyph: np.ndarray) -> str:
 
 Include = Literal["input", "heatmap"]
 
+# Every class is equal a priori for the model (trainer/calibrate.py); a client that knows its
+# field holds only some characters says so, and the answer is chosen among them.
+LabelsField = Annotated[
+    str | None,
+    Form(max_length=128, description="Only these characters may be the answer, e.g. 0123456789"),
+]
+
 
 def to_out(
     prediction: Prediction,
@@ -47,6 +54,7 @@ def to_out(
     timings: Timings,
     include: set[Include],
     threshold: float,
+    allowed: str | None,
 ) -> PredictionOut:
     unsure = doubt(prediction, threshold)
     heatmap = None
@@ -59,17 +67,19 @@ def to_out(
         low_confidence=unsure is not None,
         doubt=unsure,
         model_version=model.version,
+        allowed_labels=allowed,
         timings=TimingsOut(**timings.__dict__),
         input=glyph_png(prediction.glyph) if "input" in include else None,
         heatmap=heatmap,
     )
 
 
-@router.post("", responses=NO_MODEL, dependencies=[sent_once("image")])
+@router.post("", responses=NO_MODEL, dependencies=[sent_once("image", "labels")])
 async def predict(
     image: Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP or GIF")],
     predictor: PredictorDep,
     settings: SettingsDep,
+    labels: LabelsField = None,
     include: Annotated[
         list[Include] | None,
         Query(
@@ -79,14 +89,15 @@ async def predict(
     ] = None,
 ) -> PredictionOut:
     """Predict the character in one image."""
+    allowed = allowed_labels(labels, predictor.model.labels)
     # Reading one byte past the limit tells "too large" from "exactly at the limit".
     data = await image.read(settings.max_upload_bytes + 1)
     pixels = pixel_count(data)
     try:
         if pixels is None or pixels <= INLINE_MAX_PIXELS:  # None: not an image, refused at once
-            prediction, timings = predictor.predict(data)
+            prediction, timings = predictor.predict(data, allowed)
         else:
-            prediction, timings = await run_in_threadpool(predictor.predict, data)
+            prediction, timings = await run_in_threadpool(predictor.predict, data, allowed)
     except ImageError as exc:
         raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
     return to_out(
@@ -95,6 +106,7 @@ async def predict(
         timings,
         set(include or []),
         settings.low_confidence_threshold,
+        allowed,
     )
 
 
@@ -117,13 +129,15 @@ def batch_item(
     )
 
 
-@router.post("/batch", responses=NO_MODEL)
+@router.post("/batch", responses=NO_MODEL, dependencies=[sent_once("labels")])
 def predict_batch(
     images: Annotated[list[UploadFile], File(description="Up to MAX_BATCH_IMAGES images")],
     predictor: PredictorDep,
     settings: SettingsDep,
+    labels: LabelsField = None,
 ) -> BatchPredictionOut:
     """Predict many images in one model call. A bad image gets its own error entry."""
+    allowed = allowed_labels(labels, predictor.model.labels)
     if len(images) > settings.max_batch_images:
         raise ApiError(
             413,
@@ -132,9 +146,10 @@ def predict_batch(
             max_batch_images=settings.max_batch_images,
         )
     payloads = [upload.file.read(settings.max_upload_bytes + 1) for upload in images]
-    results, timings = predictor.predict_many(payloads)
+    results, timings = predictor.predict_many(payloads, allowed)
     return BatchPredictionOut(
         model_version=predictor.model.version,
+        allowed_labels=allowed,
         results=[
             batch_item(index, upload.filename, result, settings.low_confidence_threshold)
             for index, (upload, result) in enumerate(zip(images, results, strict=True))

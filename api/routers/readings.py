@@ -12,6 +12,7 @@ from api.deps import (
     ServingModelDep,
     SessionDep,
     SettingsDep,
+    allowed_labels,
     get_or_404,
     read_image,
     sent_once,
@@ -26,7 +27,6 @@ from api.schemas import (
     ReadCharacterOut,
     ReadingOut,
 )
-from core.labels import LabelSet
 from core.segmentation import ROW_SIDE
 from db.models import Reading
 from domain import readings
@@ -62,21 +62,6 @@ def to_out(reading: Reading) -> ReadingOut:
         corrected_text=reading.corrected_text,
         created_at=reading.created_at,
     )
-
-
-def allowed_labels(labels: str | None, model_labels: LabelSet) -> str | None:
-    """The labels a field may hold, each one the serving model knows; None: all of them."""
-    if not labels:
-        return None
-    unknown = sorted({c for c in labels if c not in model_labels.characters})
-    if unknown:
-        raise ApiError(
-            422,
-            "invalid_labels",
-            f"{''.join(unknown)!r} not among the model's labels {model_labels.characters!r}",
-            allowed=model_labels.classes,
-        )
-    return "".join(sorted(set(labels), key=model_labels.characters.index))
 
 
 @router.post(

@@ -73,6 +73,55 @@ def test_batch_answers_in_order_with_errors_for_bad_images(client: TestClient) -
     assert sum(r["label"] == label for r, label in zip(good, labels, strict=True)) >= 7
 
 
+def holdout_digits_and_lookalikes(count: int) -> tuple[list[np.ndarray], list[str]]:
+    """Holdout digits, every one of them: a digit is sometimes read as its look-alike letter."""
+    images, labels = balanced_holdout(2000)
+    digits = [(p, c) for p, c in zip(images, labels, strict=True) if c.isdigit()][:count]
+    return [p for p, _ in digits], [c for _, c in digits]
+
+
+def test_a_client_that_knows_the_field_holds_digits_gets_a_digit(client: TestClient) -> None:
+    images, labels = holdout_digits_and_lookalikes(150)
+    free, digits_only = [], []
+    for pixels in images:
+        files = {"image": ("x.png", encode(Image.fromarray(pixels)))}
+        free.append(client.post("/v1/predictions", files=files).json())
+        reply = client.post("/v1/predictions", files=files, data={"labels": "9876543210"})
+        assert reply.status_code == 200, reply.text
+        digits_only.append(reply.json())
+    for body in digits_only:
+        assert body["allowed_labels"] == "0123456789"  # in the model's order
+        assert body["label"].isdigit() and all(c["label"].isdigit() for c in body["top"])
+        assert 0.5 < sum(c["probability"] for c in body["top"]) <= 1.0 + 1e-6  # 5 of 10
+    assert all(body["allowed_labels"] is None for body in free)
+    # A right answer stays right (the best digit is still the best); a letter becomes a digit.
+    right_free = [b["label"] == c for b, c in zip(free, labels, strict=True)]
+    right_digits = [b["label"] == c for b, c in zip(digits_only, labels, strict=True)]
+    assert all(d for f, d in zip(right_free, right_digits, strict=True) if f)
+    assert sum(right_digits) > sum(right_free), (sum(right_digits), sum(right_free))
+
+
+def test_a_batch_takes_the_allowed_labels_too(client: TestClient) -> None:
+    images, _ = holdout_digits_and_lookalikes(20)
+    files = [("images", (f"{i}.png", encode(Image.fromarray(p)))) for i, p in enumerate(images)]
+    reply = client.post("/v1/predictions/batch", files=files, data={"labels": "0123456789"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["allowed_labels"] == "0123456789"
+    assert all(r["label"].isdigit() for r in reply.json()["results"])
+
+
+@pytest.mark.parametrize("route", ["/v1/predictions", "/v1/predictions/batch"])
+def test_labels_the_model_does_not_know_are_refused_by_name(client: TestClient, route: str) -> None:
+    field = "image" if route == "/v1/predictions" else "images"
+    files = {field: ("x.png", encode(Image.new("L", (28, 28), 0)))}
+    reply = client.post(route, files=files, data={"labels": "01c!"})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"] == "invalid_labels"
+    assert "'!c'" in reply.json()["detail"]  # lowercase c is merged into C in these 47 classes
+    twice = client.post(route, files=files, data={"labels": ["01", "23"]})
+    assert twice.status_code == 422 and twice.json()["error"] == "repeated_field"
+
+
 def test_batch_over_the_limit_is_refused(client: TestClient) -> None:
     from core.config import get_settings
 

@@ -29,7 +29,7 @@ from trainer.evaluate import (
     write_report,
 )
 from trainer.export import export_onnx, onnx_keras_difference
-from trainer.model import ExtremeLearningMachine, build_model, cnn, lenet5
+from trainer.model import ExtremeLearningMachine, build_model, cnn, lenet5, resnet
 from trainer.train import (
     TrainedModel,
     TrainingProgress,
@@ -77,7 +77,7 @@ def tiny(digits: NistData) -> TrainedModel:
 
 def test_models_take_images_and_give_probabilities() -> None:
     images = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
-    for model in (cnn(47), lenet5(15), build_model("cnn", 10)):
+    for model in (cnn(47), lenet5(15), resnet(47), build_model("cnn", 10)):
         assert model.input_shape == (None, 28, 28, 1)
         assert model.inputs[0].name == MODEL_INPUT_NAME
         probabilities = np.asarray(model(images, training=False))
@@ -85,7 +85,7 @@ def test_models_take_images_and_give_probabilities() -> None:
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert cnn(47).count_params() <= 500_000
     with pytest.raises(ValueError, match="unknown architecture"):
-        build_model("resnet", 10)
+        build_model("vgg16", 10)
 
 
 def test_tiny_cnn_learns_digits(tiny: TrainedModel, digits: NistData) -> None:
@@ -251,6 +251,9 @@ def test_augmentation_distorts_a_little(digits: NistData) -> None:
     images = tf.constant(nist_to_model_input(digits.x_train[:256]))
     unchanged = Distortion(0, 0, (1.0, 1.0), 0, 0, 4, 0)
     np.testing.assert_allclose(random_distortion(images, unchanged).numpy(), images.numpy())
+    assert Distortion().scaled(0.0) == unchanged
+    doubled = Distortion().scaled(2.0)
+    assert doubled.max_rotation_degrees == 20 and doubled.scale_range == pytest.approx((0.8, 1.2))
     tf.random.set_seed(3)
     distorted = random_distortion(images).numpy()
     assert distorted.shape == images.shape and distorted.dtype == np.float32
