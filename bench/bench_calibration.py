@@ -31,6 +31,73 @@ def balanced_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([right[labels == c].mean() for c in np.unique(labels)]))
 
 
+Variants = dict[str, tuple[float, np.ndarray | None]]  # name -> (temperature, prior divided out)
+Scored = dict[str, tuple[np.ndarray, np.ndarray]]  # set name -> (probabilities, labels)
+
+
+def variant_rows(variants: Variants, probabilities: Scored) -> tuple[list, list]:
+    from trainer.calibrate import apply_calibration, expected_calibration_error
+
+    accuracy_rows, ece_rows = [], []
+    for name, (temperature, divided) in variants.items():
+        served = {
+            k: (apply_calibration(p, temperature, divided), y)
+            for k, (p, y) in probabilities.items()
+        }
+        accuracy_rows.append(
+            [name]
+            + [
+                f"{(p.argmax(1) == y).mean():.2%} / {balanced_accuracy(p, y):.2%}"
+                for p, y in served.values()
+            ]
+        )
+        ece_rows.append(
+            [name, f"{temperature:.3f}"]
+            + [f"{expected_calibration_error(p, y):.2%}" for p, y in served.values()]
+        )
+    return accuracy_rows, ece_rows
+
+
+def digits_only_rows(variants: Variants, probabilities: Scored, labels) -> list[list[str]]:
+    """What a client that knows its field holds digits gets by saying so (`labels`)."""
+    from domain.predictor import restrict
+    from trainer.calibrate import apply_calibration
+
+    rows = []
+    for name, (temperature, divided) in variants.items():
+        cells = []
+        for p, y in probabilities.values():
+            served = apply_calibration(p, temperature, divided)
+            narrowed = restrict(served, labels, "0123456789")
+            cells.append(
+                f"{(served.argmax(1) == y).mean():.2%} / {(narrowed.argmax(1) == y).mean():.2%}"
+            )
+        rows.append([name, *cells])
+    return rows
+
+
+def flag_table(probabilities: Scored, temperature: float, divided: np.ndarray | None) -> list:
+    from core.config import get_settings
+    from trainer.calibrate import apply_calibration
+
+    threshold = get_settings().low_confidence_threshold
+    rows = []
+    for name, (p, y) in probabilities.items():
+        calibrated = apply_calibration(p, temperature, divided)
+        unsure = calibrated.max(axis=1) < threshold
+        right = calibrated.argmax(axis=1) == y
+        rows.append(
+            [
+                name,
+                len(y),
+                f"{unsure.mean():.1%}",
+                f"{right[unsure].mean():.1%}" if unsure.any() else "-",
+                f"{right[~unsure].mean():.1%}",
+            ]
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--model", type=Path, help="model directory (default: the bundled one)")
@@ -41,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from core.model_report import ModelReport
     from domain.registry import BUNDLED_MODEL_DIR
     from trainer.calibrate import (
-        apply_calibration,
         class_balanced_weights,
-        expected_calibration_error,
         fit_temperature,
         learned_prior,
         with_calibration,
@@ -72,44 +137,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             prior,
         ),
     }
-    accuracy_rows, ece_rows = [], []
-    for name, (temperature, divided) in variants.items():
-        served = {
-            k: (apply_calibration(p, temperature, divided), y)
-            for k, (p, y) in probabilities.items()
-        }
-        accuracy_rows.append(
-            [name]
-            + [
-                f"{(p.argmax(1) == y).mean():.2%} / {balanced_accuracy(p, y):.2%}"
-                for p, y in served.values()
-            ]
-        )
-        ece_rows.append(
-            [name, f"{temperature:.3f}"]
-            + [f"{expected_calibration_error(p, y):.2%}" for p, y in served.values()]
-        )
-    threshold = get_settings().low_confidence_threshold
+    accuracy_rows, ece_rows = variant_rows(variants, probabilities)
+    digit_slices = {k: v for k, v in data.holdout.items() if k.startswith(("digits", "mnist"))}
+    digits_p = {k: (onnx_probabilities(raw, x), y) for k, (x, y) in digit_slices.items()}
+    digit_rows = digits_only_rows(variants, digits_p, data.labels)
     temperature, divided = list(variants.values())[-1]
-    flag_rows = []
-    for name, (p, y) in probabilities.items():
-        calibrated = apply_calibration(p, temperature, divided)
-        unsure = calibrated.max(axis=1) < threshold
-        right = calibrated.argmax(axis=1) == y
-        flag_rows.append(
-            [
-                name,
-                len(y),
-                f"{unsure.mean():.1%}",
-                f"{right[unsure].mean():.1%}" if unsure.any() else "-",
-                f"{right[~unsure].mean():.1%}",
-            ]
-        )
+    flag_rows = flag_table(probabilities, temperature, divided)
+    threshold = get_settings().low_confidence_threshold
     tables = [
         f"Accuracy / per-class accuracy averaged, {model_dir}:\n\n"
         + markdown_table(["served as", *probabilities], accuracy_rows),
         f"Expected calibration error (15 bins), {model_dir}:\n\n"
         + markdown_table(["served as", "T", *probabilities], ece_rows),
+        "Digits-only holdout slices, answered among all the labels / with labels=0123456789:\n\n"
+        + markdown_table(["served as", *digit_slices], digit_rows),
         f"Low-confidence flag at LOW_CONFIDENCE_THRESHOLD={threshold} (served):\n\n"
         + markdown_table(
             ["set", "images", "flagged unsure", "right when flagged", "right when not"],
