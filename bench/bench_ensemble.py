@@ -5,7 +5,9 @@
 Each model alone; the average of their probabilities exported as one ONNX graph
 (`trainer.export.ensemble_onnx`: what the service would serve); and test-time augmentation
 of the first model (its probabilities averaged over the picture and four copies shifted by one
-pixel). Every variant's temperature is fitted on the validation split, as training fits it.
+pixel). Every variant is calibrated as training calibrates a model (trainer.calibrate: the
+class frequencies of the training split, weighed by the default class_balance, divided out;
+the temperature fitted on the validation split with every class weighing the same).
 Accuracy on the NIST test split and the writer-disjoint holdout slice, holdout ECE, and ONNX
 Runtime time for one 28x28 picture on one thread (median of 300 runs), the cost a single
 prediction pays.
@@ -54,19 +56,25 @@ def single_image_ms(onnx: bytes, copies: int = 1) -> float:
 Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images -> probabilities (temperature 1)
 
 
-def variant_row(name: str, predict: Predict, sets: dict, ms: float) -> list[str]:
-    from trainer.calibrate import apply_calibration, expected_calibration_error, fit_temperature
+def variant_row(name: str, predict: Predict, sets: dict, ms: float, prior: np.ndarray) -> list[str]:
+    from trainer.calibrate import (
+        apply_calibration,
+        class_balanced_weights,
+        expected_calibration_error,
+        fit_temperature,
+    )
 
     raw = {k: (predict(x), y) for k, (x, y) in sets.items()}
-    temperature = fit_temperature(*raw["validation"])
-    test_p, test_y = raw["test"]
-    holdout_p, holdout_y = raw["holdout"]
-    calibrated = apply_calibration(holdout_p, temperature)
+    validation, labels = raw["validation"]
+    temperature = fit_temperature(validation, labels, class_balanced_weights(labels), prior)
+    served = {k: (apply_calibration(p, temperature, prior), y) for k, (p, y) in raw.items()}
+    test_p, test_y = served["test"]
+    holdout_p, holdout_y = served["holdout"]
     return [
         name,
         f"{(test_p.argmax(1) == test_y).mean():.2%}",
         f"{(holdout_p.argmax(1) == holdout_y).mean():.2%}",
-        f"{expected_calibration_error(calibrated, holdout_y):.2%}",
+        f"{expected_calibration_error(holdout_p, holdout_y):.2%}",
         f"{temperature:.3f}",
         f"{ms:.3f}",
     ]
@@ -78,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     run = BenchRun(args.wait_quiet)
 
-    from trainer.calibrate import with_calibration
+    from trainer.calibrate import learned_prior, with_calibration
+    from trainer.config import TrainingConfig
     from trainer.data import load_nist
     from trainer.evaluate import main_holdout, onnx_probabilities
     from trainer.export import ensemble_onnx
@@ -89,10 +98,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "test": (data.x_test, data.y_test),
         "holdout": data.holdout[main_holdout(data)],
     }
+    prior = learned_prior(data.y_train, len(data.labels), TrainingConfig.class_balance)
     members = [with_calibration(path.read_bytes(), 1.0) for path in args.models]
     rows = [
         variant_row(
-            str(path), lambda x, m=member: onnx_probabilities(m, x), sets, single_image_ms(member)
+            str(path),
+            lambda x, m=member: onnx_probabilities(m, x),
+            sets,
+            single_image_ms(member),
+            prior,
         )
         for path, member in zip(args.models, members, strict=True)
     ]
@@ -103,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             lambda x: np.mean([onnx_probabilities(first, shifted(x, *s)) for s in SHIFTS], axis=0),
             sets,
             single_image_ms(first, copies=len(SHIFTS)),
+            prior,
         )
     )
     if len(members) > 1:
@@ -113,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lambda x: onnx_probabilities(ensemble, x),
                 sets,
                 single_image_ms(ensemble),
+                prior,
             )
         )
     headers = ["variant", "test", "holdout", "holdout ECE", "T", "ONNX ms / picture"]

@@ -68,12 +68,15 @@ class Candidate:
     probability: float
 
 
-def top_candidates(probabilities: np.ndarray, characters: str, k: int = TOP_K) -> list[Candidate]:
-    """The `k` likeliest labels of one picture's probabilities, best first; none ruled out
-    (probability 0: outside the labels allowed), but always the best."""
-    best = np.argsort(probabilities)[::-1][:k]
-    top = [Candidate(characters[i], float(probabilities[i])) for i in best]
-    return [c for c in top if c.probability > 0] or top[:1]
+def top_candidates(
+    probabilities: np.ndarray, characters: str, k: int = TOP_K, allowed: str | None = None
+) -> list[Candidate]:
+    """The `k` likeliest labels of one picture's probabilities (among `allowed`, when the
+    client narrowed them), best first."""
+    order = np.argsort(probabilities)[::-1]
+    if allowed:
+        order = np.array([i for i in order if characters[i] in allowed])
+    return [Candidate(characters[i], float(probabilities[i])) for i in order[:k]]
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,8 @@ class Predictor:
     def __init__(self, model: LoadedModel, limits: ImageLimits, top_k: int = TOP_K) -> None:
         self.model, self.limits, self.top_k = model, limits, top_k
 
-    def top(self, probabilities: np.ndarray) -> list[Candidate]:
-        return top_candidates(probabilities, self.model.labels.characters, self.top_k)
+    def top(self, probabilities: np.ndarray, allowed: str | None = None) -> list[Candidate]:
+        return top_candidates(probabilities, self.model.labels.characters, self.top_k, allowed)
 
     def _decode(self, data: bytes):  # -> DecodedImage
         return decode_image(
@@ -169,7 +172,7 @@ class Predictor:
         start = time.perf_counter()
         probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis], allowed)[0]
         inference_ms = _ms_since(start)
-        top = self.top(probabilities)
+        top = self.top(probabilities, allowed)
         prediction = Prediction(top[0].label, top[0].probability, top, glyph)
         return prediction, Timings(decode_ms, preprocess_ms, inference_ms)
 
@@ -194,7 +197,7 @@ class Predictor:
         if order:
             probabilities = self.model.probabilities(batch, allowed)
             for row, index in enumerate(order):
-                top = self.top(probabilities[row])
+                top = self.top(probabilities[row], allowed)
                 glyph = batch[row, :, :, 0]
                 results[index] = Prediction(top[0].label, top[0].probability, top, glyph)
         inference_ms = _ms_since(start)

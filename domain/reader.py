@@ -89,7 +89,7 @@ def read_row(
     glyphs = preprocess_batch([s.crop for s in segments])
     probabilities = model.probabilities(glyphs, labels)
     characters = [
-        _character(segment, probabilities[i], model, threshold, scale)
+        _character(segment, probabilities[i], model, labels, threshold, scale)
         for i, segment in enumerate(segments)
     ]
     return RowReading(characters, float(np.prod([c.confidence for c in characters])))
@@ -99,10 +99,11 @@ def _character(
     segment: Segment,
     probabilities: np.ndarray,
     model: LoadedModel,
+    labels: str | None,
     threshold: float,
     scale: float,
 ) -> ReadCharacter:
-    top = top_candidates(probabilities, model.labels.characters)
+    top = top_candidates(probabilities, model.labels.characters, allowed=labels)
     return ReadCharacter(
         box=tuple(round(v * scale) for v in segment.box),  # type: ignore[arg-type]
         label=top[0].label,
