@@ -25,18 +25,13 @@ import numpy as np
 from bench.common import BenchRun, bench_parser, report
 from testkit.tables import markdown_table
 
-
-def balanced_accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    right = probabilities.argmax(axis=1) == labels
-    return float(np.mean([right[labels == c].mean() for c in np.unique(labels)]))
-
-
 Variants = dict[str, tuple[float, np.ndarray | None]]  # name -> (temperature, prior divided out)
 Scored = dict[str, tuple[np.ndarray, np.ndarray]]  # set name -> (probabilities, labels)
 
 
-def variant_rows(variants: Variants, probabilities: Scored) -> tuple[list, list]:
+def variant_rows(variants: Variants, probabilities: Scored, labels) -> tuple[list, list]:
     from trainer.calibrate import apply_calibration, expected_calibration_error
+    from trainer.evaluate import score
 
     accuracy_rows, ece_rows = [], []
     for name, (temperature, divided) in variants.items():
@@ -47,8 +42,8 @@ def variant_rows(variants: Variants, probabilities: Scored) -> tuple[list, list]
         accuracy_rows.append(
             [name]
             + [
-                f"{(p.argmax(1) == y).mean():.2%} / {balanced_accuracy(p, y):.2%}"
-                for p, y in served.values()
+                f"{result.accuracy:.2%} / {result.balanced_accuracy:.2%}"
+                for result in (score(y, p.argmax(1), labels) for p, y in served.values())
             ]
         )
         ece_rows.append(
@@ -107,12 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from core.config import get_settings
     from core.model_report import ModelReport
     from domain.registry import BUNDLED_MODEL_DIR
-    from trainer.calibrate import (
-        class_balanced_weights,
-        fit_temperature,
-        learned_prior,
-        with_calibration,
-    )
+    from trainer.calibrate import calibrate, learned_prior, with_calibration
     from trainer.data import load_nist
     from trainer.evaluate import main_holdout, onnx_probabilities
 
@@ -128,16 +118,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"holdout {holdout}": data.holdout[holdout],
     }
     probabilities = {name: (onnx_probabilities(raw, x), y) for name, (x, y) in sets.items()}
-    validation, labels = probabilities["validation"]
+    # Fitted as trainer.calibrate fits them: on the validation split.
+    validation = {"validation": probabilities["validation"]}
     variants = {
         "the network's own": (1.0, None),
-        "temperature alone (NLL on validation)": (fit_temperature(validation, labels), None),
+        "temperature alone (NLL on validation)": (calibrate(validation).temperature, None),
         "learned prior divided out, temperature (classes weighing the same) (served)": (
-            fit_temperature(validation, labels, class_balanced_weights(labels), prior),
+            calibrate(validation, prior).temperature,
             prior,
         ),
     }
-    accuracy_rows, ece_rows = variant_rows(variants, probabilities)
+    accuracy_rows, ece_rows = variant_rows(variants, probabilities, data.labels)
     digit_slices = {k: v for k, v in data.holdout.items() if k.startswith(("digits", "mnist"))}
     digits_p = {k: (onnx_probabilities(raw, x), y) for k, (x, y) in digit_slices.items()}
     digit_rows = digits_only_rows(variants, digits_p, data.labels)

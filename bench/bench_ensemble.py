@@ -57,25 +57,18 @@ Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images -> probabilities (t
 
 
 def variant_row(name: str, predict: Predict, sets: dict, ms: float, prior: np.ndarray) -> list[str]:
-    from trainer.calibrate import (
-        apply_calibration,
-        class_balanced_weights,
-        expected_calibration_error,
-        fit_temperature,
-    )
+    from trainer.calibrate import apply_calibration, calibrate
 
     raw = {k: (predict(x), y) for k, (x, y) in sets.items()}
-    validation, labels = raw["validation"]
-    temperature = fit_temperature(validation, labels, class_balanced_weights(labels), prior)
-    served = {k: (apply_calibration(p, temperature, prior), y) for k, (p, y) in raw.items()}
-    test_p, test_y = served["test"]
-    holdout_p, holdout_y = served["holdout"]
+    calibration = calibrate(raw, prior)  # as training calibrates a model
+    served = {
+        k: (apply_calibration(p, calibration.temperature, prior), y) for k, (p, y) in raw.items()
+    }
     return [
         name,
-        f"{(test_p.argmax(1) == test_y).mean():.2%}",
-        f"{(holdout_p.argmax(1) == holdout_y).mean():.2%}",
-        f"{expected_calibration_error(holdout_p, holdout_y):.2%}",
-        f"{temperature:.3f}",
+        *(f"{(p.argmax(1) == y).mean():.2%}" for p, y in (served["test"], served["holdout"])),
+        f"{calibration.ece_after['holdout']:.2%}",
+        f"{calibration.temperature:.3f}",
         f"{ms:.3f}",
     ]
 
