@@ -38,15 +38,23 @@ class Distortion:
         )
 
 
-def random_distortion(images: tf.Tensor, distortion: Distortion = Distortion()) -> tf.Tensor:
+def random_distortion(
+    images: tf.Tensor, seed: tf.Tensor, distortion: Distortion = Distortion()
+) -> tf.Tensor:
     """(B, 28, 28, 1) float32 -> the same images, each randomly rotated, sheared, scaled,
     shifted and elastically warped. Ink leaving the frame is cut off; the border fills with 0.
+
+    seed: two integers; the same seed gives the same distortions. Stateless random ops, because
+    stateful ones in a parallel tf.data map hand their numbers to whichever batch runs first,
+    so two runs with one seed would train on different pictures.
     """
     batch = tf.shape(images)[0]
     d = distortion
+    seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=6)))
 
     def uniform(low: float, high: float, shape=None) -> tf.Tensor:
-        return tf.random.uniform([batch] if shape is None else shape, low, high)
+        shape = [batch] if shape is None else shape
+        return tf.random.stateless_uniform(shape, next(seeds), low, high)
 
     angle = uniform(-1, 1) * math.radians(d.max_rotation_degrees)
     shear = uniform(-d.max_shear, d.max_shear)
@@ -70,7 +78,8 @@ def random_distortion(images: tf.Tensor, distortion: Distortion = Distortion()) 
         return v[:, None, None]
 
     shift = uniform(-d.max_shift, d.max_shift, [batch, 2])
-    coarse = tf.random.normal([batch, d.elastic_grid, d.elastic_grid, 2]) * d.elastic_pixels
+    coarse = tf.random.stateless_normal([batch, d.elastic_grid, d.elastic_grid, 2], next(seeds))
+    coarse *= d.elastic_pixels
     elastic = tf.image.resize(coarse, [SIDE, SIDE], method="bicubic")  # smooth, (B, 28, 28, 2)
     q_y = per_image(m_yy) * p_y + per_image(m_yx) * p_x + centre
     q_x = per_image(m_xy) * p_y + per_image(m_xx) * p_x + centre

@@ -101,16 +101,19 @@ def make_dataset(
     batch_size: int,
     order: np.ndarray | None = None,
     augment: Distortion | None = None,
+    seed: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of (float images, labels) in `order` (default: as stored), augmented or not."""
+    """Batches of (float images, labels) in `order` (default: as stored), augmented or not;
+    batch number n is distorted from the seed (seed, n), so a run can be repeated exactly."""
     images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
     indices = np.arange(len(y)) if order is None else order
-    dataset = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size).enumerate()
 
-    def prepare(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def prepare(number: tf.Tensor, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batch_images = to_model_input(tf.gather(images, batch))
         if augment is not None:
-            batch_images = random_distortion(batch_images, augment)
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), number])
+            batch_images = random_distortion(batch_images, batch_seed, augment)
         return batch_images, tf.gather(labels, batch)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -248,4 +251,5 @@ def training_stream(
         config.batch_size,
         order=np.concatenate(orders),
         augment=Distortion().scaled(config.augment_strength) if config.augment else None,
+        seed=config.seed,
     ).repeat()
