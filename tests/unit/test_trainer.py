@@ -260,9 +260,7 @@ def test_augmentation_distorts_a_little(digits: NistData) -> None:
     images = tf.constant(nist_to_model_input(digits.x_train[:256]))
     unchanged = Distortion(0, 0, (1.0, 1.0), 0, 0, 4, 0)
     seed = tf.constant([3, 0], tf.int64)
-    np.testing.assert_allclose(
-        random_distortion(images, seed, unchanged).numpy(), images.numpy()
-    )
+    np.testing.assert_allclose(random_distortion(images, seed, unchanged).numpy(), images.numpy())
     assert Distortion().scaled(0.0) == unchanged
     doubled = Distortion().scaled(2.0)
     assert doubled.max_rotation_degrees == 20 and doubled.scale_range == pytest.approx((0.8, 1.2))
