@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -111,7 +112,8 @@ def add_compare_command(commands: Commands) -> None:
         "--runs",
         default="cnn,cnn-noaug,lenet5,lenet5-noaug,elm",
         help="comma-separated: an architecture (cnn, cnn_wide, resnet, lenet5), optionally with "
-        "-noaug (no augmentation) or -augK (distortions K times as strong), or elm",
+        "modifiers each after a '-': noaug (no augmentation), augK (distortions K times as "
+        "strong), lsK (label smoothing K), ema (weight averaging); or elm. E.g. cnn-ls0.1-ema",
     )
     compare.add_argument("--out", type=Path, default=Path("artifacts") / "compare")
 
@@ -183,10 +185,7 @@ def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
         if run == "elm":
             rows.append(_elm_row(data, args, run_args.out))
             continue
-        run_args.arch, _, suffix = run.partition("-")
-        run_args.augment = suffix != "noaug"
-        if suffix.startswith("aug"):  # e.g. cnn-aug0.5: half as strong distortions
-            run_args.augment_strength = float(suffix.removeprefix("aug"))
+        apply_run_name(run, run_args)
         report = train_and_save(data, run_args, f"{command}  # run {run}")
         rows.append(_row(run, report))
         print(_table(rows), flush=True)
@@ -196,6 +195,24 @@ def compare_runs(data: NistData, args: argparse.Namespace, command: str) -> str:
     (args.out / "comparison.md").write_text(header + table + "\n")
     (args.out / "comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
     return table
+
+
+def apply_run_name(run: str, run_args: argparse.Namespace) -> None:
+    """Set what a compare run's name says: `cnn-aug0.5-ls0.1-ema` is the cnn with half as strong
+    distortions, label smoothing 0.1 and weight averaging; anything else is a usage error."""
+    run_args.arch, *modifiers = run.split("-")
+    for modifier in modifiers:
+        numbered = re.fullmatch(r"(aug|ls)(\d+(?:\.\d+)?)", modifier)
+        if modifier == "noaug":
+            run_args.augment = False
+        elif modifier == "ema":
+            run_args.ema = True
+        elif numbered and numbered[1] == "aug":
+            run_args.augment_strength = float(numbered[2])
+        elif numbered:
+            run_args.label_smoothing = float(numbered[2])
+        else:
+            raise SystemExit(f"compare: unknown modifier {modifier!r} in run {run!r}")
 
 
 def _row(run: str, report: ModelReport) -> dict[str, Any]:

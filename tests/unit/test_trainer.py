@@ -1,6 +1,7 @@
 """trainer: tiny models on a few thousand real images, ONNX export and evaluation, the CLI,
 and the committed bundled model on real holdout images."""
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from core.labels import LabelSet
 from core.model_report import ModelReport
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
 from trainer.augment import Distortion, random_distortion
+from trainer.cli import apply_run_name
 from trainer.cli import main as cli_main
 from trainer.config import ExtraSamples, TrainingConfig
 from trainer.data import NistData, class_lookup, load_nist, read_split
@@ -274,6 +276,25 @@ def test_augmentation_distorts_a_little(digits: NistData) -> None:
     assert (change > 0.01).all()  # every image moved
     ink = distorted.sum(axis=(1, 2, 3)) / images.numpy().sum(axis=(1, 2, 3))
     assert 0.7 < np.median(ink) < 1.3  # but stays the same character, roughly
+
+
+def test_a_compare_run_name_sets_what_it_says() -> None:
+    run_args = argparse.Namespace(
+        arch="cnn", augment=True, augment_strength=1.0, label_smoothing=0.0, ema=False
+    )
+    apply_run_name("resnet-aug0.5-ls0.1-ema", run_args)
+    assert vars(run_args) == {
+        "arch": "resnet",
+        "augment": True,
+        "augment_strength": 0.5,
+        "label_smoothing": 0.1,
+        "ema": True,
+    }
+    apply_run_name("cnn-noaug", run_args)
+    assert run_args.arch == "cnn" and run_args.augment is False
+    for bad in ("cnn-ls", "cnn-augx", "cnn-swa"):
+        with pytest.raises(SystemExit, match="unknown modifier"):
+            apply_run_name(bad, run_args)
 
 
 def test_cli_train_writes_a_complete_model_directory(tmp_path: Path) -> None:
