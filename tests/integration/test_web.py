@@ -476,6 +476,9 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     good = tmp_path / "good.png"
     good.write_bytes(encode(Image.new("L", (28, 28), 0)))
     page.set_input_files("#file", good)
+    # As a person would: the new file's prediction fills the label in, then it is overwritten
+    # (typed earlier, the page's clearing of the label for a new file could come after it).
+    expect(page.locator("#file-label")).not_to_have_value("")
     page.fill("#file-label", "%")
     page.click("#store-file")
     detail = api_detail("/v1/samples", good.read_bytes(), label="%")
