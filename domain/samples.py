@@ -357,11 +357,13 @@ def for_training(
     evaluation samples; untrusted ones are in neither set, nor are unconfirmed suspects."""
     groups: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
     rows = session.execute(
-        select(Sample.image, Sample.label, Sample.evaluation).where(
+        select(Sample.image, Sample.label, Sample.evaluation)
+        .where(
             Sample.id <= watermark,
             or_(Sample.evaluation.is_(False), trusted(trusted_sources)),
             or_(cleared_samples(), trusted(trusted_sources)),
         )
+        .order_by(Sample.id)  # the order the training sees: the same for the same samples
     )
     for image, label, evaluation in rows:
         if label not in labels.characters:
