@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
 
+    if args.command == "compare":  # a misspelt run fails now, not after the runs before it
+        for run in args.runs.split(","):
+            if run != "elm":
+                apply_run_name(run, argparse.Namespace(**vars(args)))
     data = load_nist(args.data_dir, LabelSet(args.labels) if args.labels else None)
     print(data.summary())
     if args.command == "train":
