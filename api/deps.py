@@ -1,9 +1,8 @@
 """Dependencies shared by the routers."""
 
-import hmac
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Path, Request, UploadFile
+from fastapi import Depends, Path, Request, UploadFile
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, image_error
@@ -34,23 +33,25 @@ def get_or_404(session: Session, model: type[Row], key: int, code: str, what: st
     return row
 
 
-def read_image(
-    upload: UploadFile, settings: Settings, side: int = DECODE_SIDE
-) -> tuple[bytes, DecodedImage]:
-    """An uploaded image's bytes, decoded (a big JPEG at no less than `side`), or the 4xx
-    saying what is wrong with it. Reading one byte past the limit tells "too large" from
-    "exactly at the limit"."""
-    data = upload.file.read(settings.max_upload_bytes + 1)
+def decode_upload(data: bytes, settings: Settings, side: int = DECODE_SIDE) -> DecodedImage:
+    """An uploaded image's bytes decoded (a big JPEG at no less than `side`), or the 4xx saying
+    what is wrong with it. CPU work: called in the pool (api/cpu.py)."""
     try:
-        decoded = decode_image(
+        return decode_image(
             data,
             max_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_image_pixels,
+            max_decode_bytes=settings.max_decode_bytes,
             side=side,
         )
     except ImageError as exc:
-        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
-    return data, decoded
+        raise image_error(exc, settings) from exc
+
+
+def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """An uploaded file's bytes, one past the limit at most: "too large" is told from "exactly
+    at the limit" without reading more."""
+    return upload.file.read(settings.max_upload_bytes + 1)
 
 
 async def current_settings() -> Settings:
@@ -106,33 +107,6 @@ def allowed_labels(labels: str | None, model_labels: LabelSet) -> str | None:
     return "".join(sorted(set(labels), key=model_labels.characters.index))
 
 
-def require_admin(
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> None:
-    """Admin routes: `Authorization: Bearer <ADMIN_TOKEN>`. Closed when no token is configured."""
-    if not settings.admin_token:
-        raise ApiError(
-            403,
-            "admin_disabled",
-            "admin routes are disabled because ADMIN_TOKEN is not set on the server",
-        )
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "this route needs the header 'Authorization: Bearer <ADMIN_TOKEN>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    # Constant-time comparison: response time must not reveal how much of the token matched.
-    if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
-        raise ApiError(403, "forbidden", "the admin token is not valid")
-
-
-AdminDep = Depends(require_admin)
-
-
 async def get_serving_model(request: Request) -> LoadedModel | None:
     """The model serving now (None before one is loaded), held for the whole request even if
     a swap happens meanwhile. async: no thread-pool hop per request."""
@@ -152,7 +126,10 @@ async def get_predictor(model: ServingModelDep, settings: SettingsDep) -> Predic
             "no model is serving yet: train one or install the bundled model",
             headers={"Retry-After": "10"},
         )
-    return Predictor(model, ImageLimits(settings.max_upload_bytes, settings.max_image_pixels))
+    limits = ImageLimits(
+        settings.max_upload_bytes, settings.max_image_pixels, settings.max_decode_bytes
+    )
+    return Predictor(model, limits)
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -1,7 +1,7 @@
 """One JSON shape for every error: {"error": code, "detail": human message, ...context}."""
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +12,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorOut
 from core.images import ImageError, accepted_types
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class ApiError(Exception):
 
 # The error replies every route may give, declared once for the OpenAPI schema.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 } | {503: {"model": ErrorOut, "description": "The database is not reachable; retry shortly"}}
 NO_MODEL = ERRORS | {503: {"model": ErrorOut, "description": "No model serving yet"}}
 
@@ -48,15 +51,16 @@ IMAGE_STATUS = {
 }
 
 
-def image_error(exc: ImageError, max_bytes: int, max_pixels: int) -> ApiError:
+def image_error(exc: ImageError, settings: "Settings") -> ApiError:
     """The 4xx reply for an image we cannot accept, with what the client needs to fix it."""
     return ApiError(
         IMAGE_STATUS[exc.code],
         exc.code,
         exc.message,
         allowed_types=accepted_types(),
-        max_bytes=max_bytes,
-        max_pixels=max_pixels,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_decode_bytes=settings.max_decode_bytes,
     )
 
 

@@ -11,13 +11,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.cpu import CpuPool
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
-from api.routers import health, models, predictions, readings, samples, training_runs
+from api.ratelimit import RateLimits
+from api.routers import health, keys, models, predictions, readings, samples, training_runs
 from core.config import get_settings
 from db.session import get_sessionmaker
 from domain.predictor import ModelServer
 from domain.registry import install_bundled
+from domain.samples import evaluation_key
 
 settings = get_settings()
 logging.basicConfig(
@@ -66,15 +69,19 @@ async def follow_active_model(server: ModelServer) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     server = ModelServer(settings.onnx_intra_op_threads)
     app.state.model_server = server
+    app.state.cpu_pool = CpuPool(settings.api_cpu_threads)
+    app.state.rate_limits = RateLimits(settings)
     try:
         with get_sessionmaker()() as session:
             install_bundled(session)
+            evaluation_key(session)  # read once here, not on a request's path
         server.refresh()
     except Exception:  # start anyway: /readyz tells, predictions answer 503 until a model loads
         log.exception("could not load a model at start")
     poller = asyncio.create_task(follow_active_model(server))
     yield
     poller.cancel()
+    app.state.cpu_pool.shutdown()
 
 
 app = FastAPI(
@@ -91,6 +98,7 @@ app.include_router(predictions.router)
 app.include_router(readings.router)
 app.include_router(models.router)
 app.include_router(training_runs.router)
+app.include_router(keys.router)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from db.models import SampleStatus
+from db.models import Role, SampleStatus
 
 # --- Errors ---------------------------------------------------------------------------------
 
@@ -27,16 +27,24 @@ class SampleOut(BaseModel):
     width: int
     height: int
     content_type: str
-    source: str
-    evaluation: bool = Field(description="Kept for judging candidate models, not for training")
+    source: str = Field(description="What the client said the picture is; it decides nothing")
+    evaluation: bool | None = Field(
+        description="Kept for judging candidate models, not for training. Shown only to admin "
+        "and labeller keys (null for others): an uploader cannot learn, and so cannot steer, "
+        "which side a picture lands on"
+    )
+    trusted: bool = Field(
+        description="Stored by an admin's or a labeller's key: its label is vouched for (never "
+        "held as suspect; as an evaluation sample it judges candidates)"
+    )
     confirmed_at: datetime | None = Field(
-        description="When an admin confirmed the label; an evaluation sample judges candidates "
-        "only once confirmed (or when its source is in TRUSTED_SOURCES)"
+        description="When an admin or labeller confirmed the label; an untrusted evaluation "
+        "sample judges candidates only once confirmed"
     )
     status: SampleStatus = Field(
         description="suspect: the serving model found the label very unlikely while confident "
-        "in another; kept out of training (and evaluation) until an admin confirms or deletes "
-        "it. confirmed: an admin vouched for it. accepted: neither."
+        "in another; kept out of training (and evaluation) until an admin or labeller confirms "
+        "or deletes it. confirmed: vouched for since. accepted: neither."
     )
     model_label: str | None = Field(description="What the serving model read when it was stored")
     model_probability: float | None = Field(description="The model's probability of model_label")
@@ -223,3 +231,33 @@ class TrainingRunRequest(BaseModel):
     full_retrain: bool = Field(
         default=False, description="Train from scratch on all NIST data instead of warm-starting"
     )
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+class KeyIn(BaseModel):
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # printable: no control characters (nor NUL)
+        description="Who or what holds the key",
+    )
+    role: Role = Field(
+        description="admin: everything; labeller: trusted labels (never held as suspect, its "
+        "evaluation samples judge candidates), not rate-limited; client: an application, "
+        "rate-limited"
+    )
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    role: Role
+    prefix: str = Field(description="The key's public part: hwk_<prefix>_...")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The key itself: shown this once, never stored")

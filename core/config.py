@@ -1,5 +1,6 @@
 """One Settings object for every process, read from the environment (and an optional .env)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,20 +94,58 @@ class Settings(BaseSettings):
         description="Secret keying which samples are kept for evaluation (empty: one generated "
         "once and stored in the database).",
     )
-    trusted_sources: list[str] = Field(
-        default_factory=list,
-        description="Sample sources whose evaluation samples judge candidates unconfirmed "
-        '(JSON list, e.g. ["canvas"]); others count once an admin confirms them.',
-    )
     run_stale_seconds: float = Field(
         default=180.0, gt=0, description="A running run without heartbeat this long is retried."
     )
     max_run_attempts: int = Field(default=3, ge=1)
 
     # Security and limits.
-    admin_token: str = Field(default="", description="Bearer token for admin routes.")
+    admin_token: str = Field(
+        default="", description="Bearer token for admin routes (besides admin API keys)."
+    )
+    anonymous_uploads: bool = Field(
+        default=True,
+        description="Whether a client without an API key may store samples (uploads and "
+        "corrections); predictions and readings stay open to it either way.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an API process trusts a key it has checked (a revocation takes "
+        "effect within this time).",
+    )
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_decode_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Most memory one picture's decode may take, judged from its header before "
+        "decoding (core/images.py: bytes per pixel by how it is decoded).",
+    )
+    api_cpu_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Threads of each API process's pool for CPU work (decoding, preprocessing, "
+        "inference, heat maps): at most this many pictures are worked on at once per process.",
+    )
+    rate_limit_storage_url: str = Field(
+        default="",
+        description="Where rate-limit counters live, shared by every API process: a redis:// "
+        "URL, or memory:// (one process). Empty: the broker when it is Redis, else memory.",
+    )
+    rate_limit_cpu_anonymous: str = Field(
+        default="5000/minute",
+        description="CPU milliseconds the API may spend for one anonymous address.",
+    )
+    rate_limit_cpu_client: str = Field(
+        default="30000/minute", description="CPU milliseconds per `client` key."
+    )
+    rate_limit_storage_anonymous: str = Field(
+        default="20000/hour", description="Kilobytes of pictures one anonymous address may store."
+    )
+    rate_limit_storage_client: str = Field(
+        default="200000/hour", description="Kilobytes of pictures per `client` key."
+    )
     max_batch_images: int = Field(default=256, ge=1)
     max_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     max_reading_characters: int = Field(
@@ -140,9 +179,28 @@ class Settings(BaseSettings):
             raise ValueError("LABELS must not contain whitespace")
         return value
 
+    @field_validator(
+        "rate_limit_cpu_anonymous",
+        "rate_limit_cpu_client",
+        "rate_limit_storage_anonymous",
+        "rate_limit_storage_client",
+    )
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse  # the format of the library that enforces them
+
+        parse(value)
+        return value
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def rate_limit_storage(self) -> str:
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        return self.broker_url if self.broker_url.startswith("redis") else "memory://"
 
 
 @lru_cache

@@ -1,10 +1,16 @@
 """Decoding and checking user images: by their bytes, never by the client's content type.
 
-Each format is decoded by whichever library is faster for it (measured: OpenCV for PNG, JPEG,
-BMP and WebP, Pillow for GIF), after the same checks: the format by its magic number, the
-pixel count from the header before any pixel is decoded, EXIF orientation, the first frame.
-Where OpenCV would lose something Pillow keeps (a PNG's tRNS colour key or eXIf orientation)
-or cannot read a file at all, Pillow decodes it.
+Every picture becomes 8-bit grey (H, W) as early as its decoder allows: 16-bit samples are
+stripped and colour converted inside libpng / libjpeg row by row (OpenCV's IMREAD_GRAYSCALE),
+a transparent picture is composited on the background its ink contrasts with. Nothing after
+the decoder (preprocessing, fingerprints, readings) ever sees colour, alpha or 16 bits.
+
+What a decode may cost is checked before it starts, in bytes, not pixels: the header gives
+the size and the pixel format, and each way of decoding has a measured cost per pixel
+(`DECODE_BYTES_PER_PIXEL`, an upper bound checked by tests/unit/test_images.py). A picture
+over `max_decode_bytes` is refused (413 `image_too_large`) before one pixel is decoded. Only
+the first frame of an animation is decoded; a big JPEG decodes at 1/2..1/8 scale straight
+from its DCT coefficients.
 """
 
 import hashlib
@@ -13,12 +19,13 @@ import math
 import struct
 import warnings
 from dataclasses import dataclass
+from enum import Enum
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from core.preprocessing import WORKING_SIDE, pixels_from_pil
+from core.preprocessing import WORKING_SIDE
 
 # Formats we accept, by Pillow's name, with the content type we store and serve back.
 ACCEPTED_FORMATS: dict[str, str] = {
@@ -47,6 +54,24 @@ _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
 DECODE_SIDE = WORKING_SIDE
 
 
+class Route(Enum):
+    """How a picture is decoded into 8-bit grey, chosen from its header."""
+
+    GREY = "grey"  # OpenCV straight into 8-bit grey (libpng/libjpeg convert row by row)
+    COLOUR_ALPHA = "colour_alpha"  # OpenCV keeps alpha (WebP, BMP); composited here
+    PILLOW = "pillow"  # transparency, a colour key, EXIF in a PNG, GIF: Pillow, then composited
+
+
+# Peak bytes a decode allocates per pixel of the picture (as decoded: a JPEG's reduced size),
+# decoder, conversion to 8-bit grey and the pixels' hash together: the growth of ru_maxrss
+# of a fresh process decoding a 16 MP picture (tests/unit/test_images.py checks each bound),
+# rounded up: grey PNG/BMP 2.1, JPEG 3.8 (libjpeg's buffers, on a decoded size 1/16 of the
+# picture's), RGBA WebP through OpenCV 8.1, RGBA PNG through Pillow 6.2 (16-bit too: Pillow
+# reduces it to 8 bits while decoding), a GIF with transparency 7.0.
+DECODE_BYTES_PER_PIXEL = {Route.GREY: 3, Route.COLOUR_ALPHA: 9, Route.PILLOW: 8}
+DECODE_OVERHEAD_BYTES = 8 * 1024 * 1024  # a decoder's fixed buffers, whatever the size
+
+
 class ImageError(ValueError):
     """A user image we cannot accept; `code` names the problem for the API reply."""
 
@@ -58,21 +83,22 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    # Upright (EXIF orientation applied), first frame, in OpenCV's layout: (H, W) grey,
-    # (H, W, 2) grey + alpha, (H, W, 3) BGR or (H, W, 4) BGRA; uint8 or uint16 (16-bit PNG).
-    # A big JPEG is decoded at a reduced scale (longer side >= DECODE_SIDE).
+    # Upright (EXIF orientation applied), first frame, 8-bit grey (H, W), transparency
+    # composited. A big JPEG is decoded at a reduced scale (longer side >= DECODE_SIDE).
     image: np.ndarray
     format: str
     content_type: str
     width: int  # the picture's own size, upright, whatever scale it was decoded at
     height: int
-    sha256: str
+    sha256: str  # of the file's bytes
 
-
-def _reduced_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """The size with the longer side brought down to `side` (never up), aspect kept."""
-    scale = min(1.0, side / max(width, height))
-    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+    @property
+    def pixels_sha256(self) -> str:
+        """Of the decoded grey pixels and their shape: the same for re-encodings of one
+        picture that lose nothing (another container, bit depth, alpha, metadata)."""
+        digest = hashlib.sha256(f"{self.image.shape[0]}x{self.image.shape[1]}:".encode())
+        digest.update(np.ascontiguousarray(self.image).data)
+        return digest.hexdigest()
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -89,53 +115,72 @@ def accepted_types() -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Header:
+class Header:
+    """What the header says, before any pixel is decoded."""
+
     width: int
     height: int
-    pillow: bool  # decode with Pillow: OpenCV would lose something, or is slower
+    route: Route
+    description: str  # the pixel format in words, for a refusal ("16-bit RGBA PNG")
+    scale: int = 1  # a JPEG decodes at 1/scale
+
+    def decode_bytes(self) -> int:
+        decoded = math.ceil(self.width / self.scale) * math.ceil(self.height / self.scale)
+        return decoded * DECODE_BYTES_PER_PIXEL[self.route] + DECODE_OVERHEAD_BYTES
 
 
-def _png_header(data: bytes) -> _Header | None:
-    """A PNG's size from its IHDR chunk, and whether it has a tRNS colour key (on a grey or
-    RGB image; OpenCV keeps only a palette's) or eXIf orientation before its pixels."""
+_PNG_COLOURS = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
+
+
+def _png_header(data: bytes) -> Header:
+    """A PNG's size and pixel format from its IHDR chunk, and the chunks before its pixels
+    that decide the route: tRNS (a colour key: transparency), eXIf (orientation)."""
     if len(data) < 33 or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    colour_type = data[25]
-    position, pillow = 33, False
+        raise SyntaxError("not a PNG file: no IHDR chunk")
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    position, transparent, exif = 33, colour in (4, 6), False
     while position + 8 <= len(data):  # the chunks before the first IDAT
         length, kind = struct.unpack(">I4s", data[position : position + 8])
         if kind == b"IDAT":
             break
-        pillow |= kind == b"eXIf" or (kind == b"tRNS" and colour_type in (0, 2))
+        transparent |= kind == b"tRNS"
+        exif |= kind == b"eXIf"
         position += 12 + length
-    return _Header(width, height, pillow)
+    route = Route.PILLOW if transparent or exif else Route.GREY
+    described = f"{depth}-bit {_PNG_COLOURS.get(colour, 'unknown')} PNG"
+    return Header(width, height, route, described)
 
 
-def _read_header(data: bytes, sniffed: str) -> _Header:
-    """The picture's stored size, without decoding it. Raises what Pillow raises."""
+# JPEG decodes straight at 1/2 .. 1/8 scale (DCT scaling): a phone photo costs a fraction of
+# its full decode, and preprocessing would reduce it to this size anyway.
+_JPEG_FLAGS = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+def _jpeg_scale(width: int, height: int, side: int) -> int:
+    """The largest DCT scale that keeps the longer side at least `side`."""
+    longer = max(width, height)
+    return next(s for s in (8, 4, 2, 1) if s == 1 or longer / s >= side)
+
+
+def read_header(data: bytes, sniffed: str, side: int = DECODE_SIDE) -> Header:
+    """The picture's stored size and how it will be decoded, without decoding it. Raises what
+    Pillow raises on a header it cannot read."""
     if sniffed == "PNG":
-        header = _png_header(data)
-        if header is None:
-            raise SyntaxError("not a PNG file: no IHDR chunk")
-        return header
-    width, height = _open_header(data, sniffed).size
-    return _Header(width, height, pillow=sniffed == "GIF")
-
-
-def pixel_count(data: bytes) -> int | None:
-    """width x height from the image's header, without decoding it (a PNG's IHDR, Pillow's
-    lazy open for the others). None where there is no header to read, or Pillow refuses to
-    open it at all (far past its bomb limit): either way `decode_image` refuses such bytes
-    at once."""
-    sniffed = sniff_format(data)
-    if sniffed is None:
-        return None
-    try:
-        header = _read_header(data, sniffed)
-    except (*_UNREADABLE, struct.error, Image.DecompressionBombError):
-        return None
-    return header.width * header.height
+        return _png_header(data)
+    image = _open_header(data, sniffed)
+    width, height = image.size
+    alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    described = f"{image.mode} {sniffed}"
+    if sniffed == "JPEG":
+        return Header(width, height, Route.GREY, described, _jpeg_scale(width, height, side))
+    if sniffed == "GIF":
+        return Header(width, height, Route.PILLOW, described)
+    return Header(width, height, Route.COLOUR_ALPHA if alpha else Route.GREY, described)
 
 
 def _open_header(data: bytes, sniffed: str) -> Image.Image:
@@ -147,10 +192,17 @@ def _open_header(data: bytes, sniffed: str) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, max_bytes: int, max_pixels: int, side: int = DECODE_SIDE
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    max_decode_bytes: int | None = None,
+    side: int = DECODE_SIDE,
 ) -> DecodedImage:
-    """Decode an uploaded image fully, or raise ImageError saying what is wrong with it. A big
-    JPEG may be decoded at a reduced scale, its longer side still at least `side`."""
+    """Decode an uploaded image into 8-bit grey, or raise ImageError saying what is wrong with
+    it. A big JPEG may be decoded at a reduced scale, its longer side still at least `side`.
+    `max_decode_bytes`: refuse a picture whose decode would allocate more (None: no limit, for
+    pictures accepted before)."""
     if not data:
         raise ImageError("empty_image", "the image file is empty")
     if len(data) > max_bytes:
@@ -164,9 +216,9 @@ def decode_image(
             "the file is not a PNG, JPEG, WebP, BMP or GIF image (checked by its content)",
         )
     try:
-        header = _read_header(data, sniffed)
-        _check_size(header.width, header.height, max_pixels)
-        pixels = None if header.pillow else _decode_opencv(data, sniffed, header, side)
+        header = read_header(data, sniffed, side)
+        _check_size(header, max_pixels, max_decode_bytes)
+        pixels = None if header.route is Route.PILLOW else _decode_opencv(data, header)
         if pixels is None:  # Pillow's turn; it raises on what it cannot read either
             pixels = _decode_pillow(data, sniffed, header, side)
     except ImageError:
@@ -195,7 +247,8 @@ def decode_image(
     )
 
 
-def _check_size(width: int, height: int, max_pixels: int) -> None:
+def _check_size(header: Header, max_pixels: int, max_decode_bytes: int | None) -> None:
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise ImageError(
             "image_too_many_pixels",
@@ -204,37 +257,94 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
     if width == 0 or height == 0:
         raise ImageError("empty_image", "the image has no pixels")
+    cost = header.decode_bytes()
+    if max_decode_bytes is not None and cost > max_decode_bytes:
+        raise ImageError(
+            "image_too_large",
+            f"decoding this {width}x{height} {header.description} would take {cost} bytes of "
+            f"memory; the limit is {max_decode_bytes} bytes (a picture without transparency "
+            f"costs {DECODE_BYTES_PER_PIXEL[Route.GREY]} bytes a pixel, one with transparency "
+            f"{DECODE_BYTES_PER_PIXEL[Route.PILLOW]})",
+        )
 
 
-# JPEG decodes straight at 1/2 .. 1/8 scale (DCT scaling): a phone photo costs a fraction of
-# its full decode, and preprocessing would reduce it to this size anyway.
-_JPEG_SCALES = ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4))
-_JPEG_SCALES += ((2, cv2.IMREAD_REDUCED_GRAYSCALE_2),)
-
-
-def _decode_opencv(data: bytes, sniffed: str, header: _Header, side: int) -> np.ndarray | None:
-    """OpenCV's decode, None where it cannot read the bytes (then Pillow tries, and says why)."""
+def _decode_opencv(data: bytes, header: Header) -> np.ndarray | None:
+    """OpenCV's decode into 8-bit grey, None where it cannot read the bytes (then Pillow
+    tries, and says why). JPEG: EXIF orientation applied, reduced scale."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if sniffed == "JPEG":
-        # ANYCOLOR keeps a grey JPEG grey and applies the EXIF orientation.
-        flags = cv2.IMREAD_ANYCOLOR
-        longer = max(header.width, header.height)
-        for denominator, reduced in _JPEG_SCALES:
-            if longer / denominator >= side:
-                flags |= reduced
-                break
-    else:
-        flags = cv2.IMREAD_UNCHANGED  # alpha and 16 bits kept (no orientation outside JPEG)
+    if header.route is Route.COLOUR_ALPHA:
+        try:  # the decoded BGRA is referenced only inside _composite_bgra: freed there
+            return _composite_bgra(cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED))
+        except cv2.error:
+            return None
+    flags = _JPEG_FLAGS[header.scale] if header.scale > 1 else cv2.IMREAD_GRAYSCALE
     try:
         return cv2.imdecode(buffer, flags)
     except cv2.error:
         return None
 
 
-def _decode_pillow(data: bytes, sniffed: str, header: _Header, side: int) -> np.ndarray:
+def _composite_bgra(pixels: np.ndarray | None) -> np.ndarray | None:
+    """An 8-bit picture OpenCV decoded with its alpha (BGRA) as composited 8-bit grey."""
+    if pixels is None or pixels.ndim == 2:
+        return pixels
+    if pixels.shape[2] != 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    grey = cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY)
+    alpha = np.ascontiguousarray(pixels[:, :, 3])
+    del pixels
+    return composite(grey, alpha)
+
+
+def composite(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """8-bit grey + alpha -> 8-bit grey: on a transparent canvas the opaque part is the ink,
+    put on a background it contrasts with (dark strokes on white, light strokes on black).
+    In place, in 8 bits: both arrays are used up, and no float copy of a big picture is made."""
+    cv2.multiply(grey, alpha, dst=grey, scale=1 / 255)  # premultiplied: ink on black
+    opaque = float(alpha.sum(dtype=np.int64)) / 255  # in pixels
+    luminance = float(grey.sum(dtype=np.int64)) / max(opaque, 1.0)  # of the opaque part, 0..255
+    if luminance >= 127.5:  # light strokes: on black as they are
+        return grey
+    np.subtract(255, alpha, out=alpha)
+    return cv2.add(grey, alpha, dst=grey)  # dark strokes: on white
+
+
+def _decode_pillow(data: bytes, sniffed: str, header: Header, side: int) -> np.ndarray:
     image = _open_header(data, sniffed)
     image.seek(0)  # the first frame of an animation
     if sniffed == "JPEG":
-        image.draft(None, _reduced_size(header.width, header.height, side))
+        scale = min(1.0, side / max(header.width, header.height))
+        image.draft("L", (math.ceil(header.width * scale), math.ceil(header.height * scale)))
     image.load()
-    return pixels_from_pil(ImageOps.exif_transpose(image))
+    ImageOps.exif_transpose(image, in_place=True)  # without in_place: a copy, always
+    grey, alpha = planes(image)
+    del image  # the decoded picture is freed before its planes become numpy arrays
+    return _grey(grey, alpha)
+
+
+def grey_from_pil(image: Image.Image) -> np.ndarray:
+    """Any PIL image as 8-bit grey (H, W), transparency composited."""
+    return _grey(*planes(image))
+
+
+def planes(image: Image.Image) -> tuple[Image.Image | np.ndarray, Image.Image | None]:
+    """A PIL image as its 8-bit grey plane and its alpha plane (None: it is opaque)."""
+    if image.mode.startswith("I;16"):
+        return (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8), None  # as libpng
+    if image.mode in ("I", "F"):  # 32-bit: full scale by the values (Pillow's own files)
+        values = np.asarray(image, dtype=np.float32)
+        top = float(values.max(initial=0))
+        full = 1.0 if image.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
+        return np.clip(values * (255 / full), 0, 255).round().astype(np.uint8), None
+    if "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette's or a colour key's transparency: alpha
+    if image.mode == "LAB":
+        image = image.getchannel("L")
+    alpha = image.getchannel("A") if "A" in image.getbands() else None
+    return image.convert("L"), alpha  # convert("L") ignores alpha
+
+
+def _grey(grey: Image.Image | np.ndarray, alpha: Image.Image | None) -> np.ndarray:
+    if alpha is None:
+        return np.asarray(grey)
+    return composite(np.array(grey), np.array(alpha))

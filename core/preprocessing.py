@@ -52,6 +52,8 @@ SHARP = 0.3
 # Big images are reduced to this longer side first: a glyph needs far fewer pixels than a
 # 12-megapixel photo has (core.images decodes a big JPEG at about this size already).
 WORKING_SIDE = 512
+# Pixel repetition is looked for up to this size (a 28 px glyph enlarged 70 times).
+REPETITION_MAX_PIXELS = 4_000_000
 # The paper and a first box are measured on a thumbnail this big (cheap, and averaging
 # removes most noise); smaller pictures are measured as they are.
 THUMB_SIDE = 96
@@ -86,27 +88,29 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
     """Several pictures -> float32 (N, 28, 28, 1), the model's input.
 
-    Small pictures of one size (a batch of scanned characters) are measured and finished
-    together, array operations over the whole stack; a picture gives the same glyph (to float
-    rounding) whatever it is sent with."""
-    grays = [grayscale(image) for image in images]
-    glyphs = np.zeros((len(grays), MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
-    alike: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
-    for index, gray in enumerate(grays):
+    `images` is consumed one picture at a time and each is reduced at once: a big one is
+    finished on its own, only small ones (at most THUMB_SIDE) are kept, so a generator of
+    decoded pictures never has more than one big picture alive. Small pictures of one size (a
+    batch of scanned characters) are measured and finished together, array operations over the
+    whole stack; a picture gives the same glyph (to float rounding) whatever it is sent with."""
+    glyphs: list[np.ndarray] = []
+    alike: dict[tuple[tuple[int, ...], np.dtype], list[tuple[int, np.ndarray]]] = {}
+    for index, image in enumerate(images):
+        gray = grayscale(image)
+        glyphs.append(_empty())
         if max(gray.shape) <= THUMB_SIDE:
-            alike.setdefault((gray.shape, gray.dtype), []).append(index)
+            alike.setdefault((gray.shape, gray.dtype), []).append((index, gray))
         else:
             glyphs[index] = _picture(gray)
-    for indices in alike.values():
-        if len(indices) == 1:
-            glyphs[indices[0]] = _picture(grays[indices[0]])
+    for members in alike.values():
+        if len(members) == 1:
+            glyphs[members[0][0]] = _picture(members[0][1])
             continue
-        stack = _to_unit(np.stack([grays[i] for i in indices]))
-        finished, general = _small_pictures(stack)
-        glyphs[indices] = finished
-        for position in np.flatnonzero(general):  # uneven light, lines: one at a time
-            glyphs[indices[position]] = _picture(grays[indices[position]])
-    return glyphs[..., np.newaxis]
+        finished, general = _small_pictures(_to_unit(np.stack([gray for _, gray in members])))
+        for position, (index, gray) in enumerate(members):
+            glyphs[index] = _picture(gray) if general[position] else finished[position]
+    stacked = np.stack(glyphs) if glyphs else np.zeros((0, MODEL_INPUT_SIDE, MODEL_INPUT_SIDE))
+    return stacked.astype(np.float32)[..., np.newaxis]
 
 
 def ink_map(gray: np.ndarray) -> np.ndarray | None:
@@ -241,8 +245,9 @@ def _undo_pixel_repetition(gray: np.ndarray) -> np.ndarray:
     """A small picture enlarged by repeating its pixels (nearest neighbour), enlarged again
     from its own resolution by interpolation: its blocks' sharp edges are not the strokes'
     edges. Both axes repeat, by about the same factor (a stroke along one axis repeats
-    lines along that axis only)."""
-    if min(gray.shape) < 32:
+    lines along that axis only). Not above REPETITION_MAX_PIXELS: its full-size comparisons
+    would cost more memory than the picture's decode, and reducing it averages the blocks."""
+    if min(gray.shape) < 32 or gray.size > REPETITION_MAX_PIXELS:
         return gray
     factor_y, factor_x = _repetition(gray), _repetition(gray.T)
     if min(factor_y, factor_x) < 1.5 or max(factor_y, factor_x) > 1.25 * min(factor_y, factor_x):

@@ -47,6 +47,14 @@ class SampleStatus(enum.StrEnum):
     confirmed = "confirmed"
 
 
+class Role(enum.StrEnum):
+    """What an API key may do. Anonymous clients have no role."""
+
+    admin = "admin"  # everything, including keys, the registry and retrains
+    labeller = "labeller"  # trusted labels: never held as suspect, its evaluation samples judge
+    client = "client"  # an application using the service: uploads and predictions, rate-limited
+
+
 class RunStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
@@ -73,6 +81,8 @@ class Sample(Base):
         CheckConstraint(_check_in("source", SampleSource), name="ck_samples_source"),
         Index("ix_samples_created_at_id", "created_at", "id"),
         Index("ix_samples_label_id", "label", "id"),
+        Index("uq_samples_pixels_sha256", "pixels_sha256", unique=True),
+        Index("ix_samples_confirmed_at", "confirmed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -98,6 +108,17 @@ class Sample(Base):
     reading_id: Mapped[int | None] = mapped_column(
         ForeignKey("readings.id", ondelete="SET NULL"), nullable=True
     )
+    # Who stored it: the key (None: anonymous, or before keys existed) and an uploader identity
+    # ("key:<id>", or "address:<keyed hash>" for an anonymous client; None before keys existed).
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
+    )
+    uploader: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # Stored by an admin or labeller key: its label is vouched for (never suspect, and as an
+    # evaluation sample it judges candidates). Decided at insert from the key, never the form.
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # core.images.DecodedImage.pixels_sha256: the same picture in another file is the same sample.
+    pixels_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -203,6 +224,22 @@ class Reading(Base):
     corrected_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     corrected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    """A client's key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (CheckConstraint(_check_in("role", Role), name="ck_api_keys_role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    # The key's public part, to find its row without scanning: hwk_<prefix>_<secret>.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ServiceKey(Base):

@@ -9,6 +9,7 @@ uses it to the end, so a swap never disturbs a request in flight.
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,7 @@ class Prediction:
     confidence: float
     top: list[Candidate]
     glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
+    heatmap: np.ndarray | None = None  # (28, 28) in [0, 1], where asked for
 
 
 OCCLUSION_PATCH = 6  # pixels a side of the square blanked out, on the 28x28 input
@@ -140,6 +142,7 @@ def doubt(prediction: Prediction, threshold: float) -> str | None:
 class ImageLimits:
     max_bytes: int
     max_pixels: int
+    max_decode_bytes: int | None = None
 
 
 def _ms_since(start: float) -> float:
@@ -158,42 +161,61 @@ class Predictor:
 
     def _decode(self, data: bytes):  # -> DecodedImage
         return decode_image(
-            data, max_bytes=self.limits.max_bytes, max_pixels=self.limits.max_pixels
+            data,
+            max_bytes=self.limits.max_bytes,
+            max_pixels=self.limits.max_pixels,
+            max_decode_bytes=self.limits.max_decode_bytes,
         )
 
-    def predict(self, data: bytes, allowed: str | None = None) -> tuple[Prediction, Timings]:
-        """allowed: only these labels may be the answer (None: any of the model's)."""
+    def predict(
+        self, data: bytes, allowed: str | None = None, heatmap: bool = False
+    ) -> tuple[Prediction, Timings]:
+        """allowed: only these labels may be the answer (None: any of the model's); heatmap:
+        also where the model looked (occlusion_heatmap)."""
         start = time.perf_counter()
         decoded = self._decode(data)
         decode_ms = _ms_since(start)
         start = time.perf_counter()
         glyph = preprocess_image(decoded.image)
+        del decoded  # only the glyph is kept: a big picture's pixels are freed at once
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
         probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis], allowed)[0]
         inference_ms = _ms_since(start)
         top = self.top(probabilities, allowed)
-        prediction = Prediction(top[0].label, top[0].probability, top, glyph)
+        heat = occlusion_heatmap(self.model, glyph, top[0].label) if heatmap else None
+        prediction = Prediction(top[0].label, top[0].probability, top, glyph, heat)
         return prediction, Timings(decode_ms, preprocess_ms, inference_ms)
 
     def predict_many(
         self, images: list[bytes], allowed: str | None = None
     ) -> tuple[list[Prediction | ImageError], Timings]:
-        """Every image in one model run; a bad image gets its error in its place."""
+        """Every image in one model run; a bad image gets its error in its place. Each picture
+        is decoded and reduced in turn (preprocess_batch consumes them one by one), so a batch
+        holds one decoded picture at a time, never all of them."""
+        errors: dict[int, ImageError] = {}
+        order: list[int] = []
+        decode_seconds = 0.0
+
+        def decoded_pictures() -> Iterator[np.ndarray]:
+            nonlocal decode_seconds
+            for index, data in enumerate(images):
+                start = time.perf_counter()
+                try:
+                    picture = self._decode(data).image
+                except ImageError as exc:
+                    errors[index] = exc
+                    continue
+                finally:
+                    decode_seconds += time.perf_counter() - start
+                order.append(index)
+                yield picture
+
         start = time.perf_counter()
-        results: list[Prediction | ImageError | None] = [None] * len(images)
-        decoded = {}
-        for index, data in enumerate(images):
-            try:
-                decoded[index] = self._decode(data)
-            except ImageError as exc:
-                results[index] = exc
-        decode_ms = _ms_since(start)
+        batch = preprocess_batch(decoded_pictures())  # (N, 28, 28, 1)
+        preprocess_ms = round((time.perf_counter() - start - decode_seconds) * 1000, 3)
         start = time.perf_counter()
-        order = sorted(decoded)
-        batch = preprocess_batch([decoded[index].image for index in order])  # (N, 28, 28, 1)
-        preprocess_ms = _ms_since(start)
-        start = time.perf_counter()
+        results: list[Prediction | ImageError | None] = [errors.get(i) for i in range(len(images))]
         if order:
             probabilities = self.model.probabilities(batch, allowed)
             for row, index in enumerate(order):
@@ -202,7 +224,7 @@ class Predictor:
                 results[index] = Prediction(top[0].label, top[0].probability, top, glyph)
         inference_ms = _ms_since(start)
         done = [r for r in results if r is not None]
-        return done, Timings(decode_ms, preprocess_ms, inference_ms)
+        return done, Timings(round(decode_seconds * 1000, 3), preprocess_ms, inference_ms)
 
 
 class ModelServer:

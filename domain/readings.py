@@ -13,13 +13,14 @@ from typing import Any
 
 import cv2
 import numpy as np
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from core.config import Settings
-from core.images import DecodedImage, decode_image
+from core.images import DecodedImage
 from core.labels import LabelSet
 from db.models import Reading, SampleSource
-from domain import runs, samples
+from domain import samples
+from domain.keys import Client
 from domain.predictor import LoadedModel
 from domain.reader import ReadCharacter, RowReading
 
@@ -53,12 +54,18 @@ def character_json(character: ReadCharacter) -> dict[str, Any]:
     }
 
 
+def crops_json(row: RowReading) -> list[str]:
+    """Each character's picture as a base64 PNG (CPU work: the API does it in its pool)."""
+    return [base64.b64encode(crop_png(c.crop)).decode() for c in row.characters]
+
+
 def store(
     session: Session,
     data: bytes,
     decoded: DecodedImage,
     model: LoadedModel,
     row: RowReading,
+    crops: list[str],
     allowed_labels: str | None,
     expected_length: int | None,
 ) -> Reading:
@@ -74,11 +81,22 @@ def store(
         text=row.text,
         confidence=row.confidence,
         characters=[character_json(c) for c in row.characters],
-        crops=[base64.b64encode(crop_png(c.crop)).decode() for c in row.characters],
+        crops=crops,
     )
     session.add(reading)
     session.commit()
     return reading
+
+
+@dataclass(frozen=True)
+class CharacterFix:
+    """One character of a reading the user says was read wrong: what it becomes."""
+
+    index: int
+    read: str  # what the model read
+    label: str  # the stored class
+    submitted: str  # as the user sent it
+    crop: bytes  # its picture (PNG)
 
 
 @dataclass(frozen=True)
@@ -87,6 +105,29 @@ class CorrectedCharacter:
     read: str  # what the model read
     label: str  # what the user says it is (the stored class)
     upload: samples.Upload
+
+
+def ensure_open(reading: Reading) -> None:
+    if reading.corrected_at is not None:
+        raise CorrectionError(
+            "already_corrected",
+            f"reading {reading.id} was corrected already, as {reading.corrected_text!r}",
+            status=409,
+        )
+
+
+def fixes(reading: Reading, text: str, label_set: LabelSet) -> list[CharacterFix]:
+    """The characters a correction changes, or CorrectionError saying why it does not fit
+    (422) or that the reading was corrected already (409). Nothing is stored."""
+    ensure_open(reading)
+    changed = []
+    for index, (character, (label, submitted)) in enumerate(
+        zip(reading.characters, corrected_labels(reading, text, label_set), strict=True)
+    ):
+        if character["label"] != label:
+            crop = base64.b64decode(reading.crops[index])
+            changed.append(CharacterFix(index, character["label"], label, submitted, crop))
+    return changed
 
 
 def corrected_labels(reading: Reading, text: str, label_set: LabelSet) -> list[tuple[str, str]]:
@@ -113,65 +154,36 @@ def correct(
     session: Session,
     reading: Reading,
     text: str,
-    label_set: LabelSet,
-    settings: Settings,
-    model: LoadedModel | None,
+    changed: list[tuple[CharacterFix, samples.Picture]],
+    client: Client,
+    retrain_threshold: int,
 ) -> list[CorrectedCharacter]:
-    """Apply a user's correction of a reading: each character read wrong becomes a sample.
-    A reading is corrected once (a second correction: CorrectionError, 409)."""
-    if reading.corrected_at is not None:
-        raise CorrectionError(
-            "already_corrected",
-            f"reading {reading.id} was corrected already, as {reading.corrected_text!r}",
-            status=409,
+    """Apply a user's correction: the reading is marked corrected and each character read
+    wrong stored as a sample, in one transaction, all or nothing. Of several corrections of one
+    reading at once, one applies; the others get CorrectionError `already_corrected` (409):
+    the reading is claimed by a conditional UPDATE, which waits for a concurrent one to end."""
+    claimed = session.execute(
+        update(Reading)
+        .where(Reading.id == reading.id, Reading.corrected_at.is_(None))
+        .values(corrected_text=text, corrected_at=datetime.now(UTC))
+    ).rowcount
+    if claimed != 1:
+        session.rollback()
+        session.refresh(reading)
+        ensure_open(reading)  # raises: corrected meanwhile
+    try:
+        uploads = samples.accept(
+            session,
+            [picture for _, picture in changed],
+            client,
+            SampleSource.reading,
+            retrain_threshold,
+            reading_id=reading.id,
         )
-    labels = corrected_labels(reading, text, label_set)
-    trusted = SampleSource.reading in settings.trusted_sources
-    rule = None if trusted else samples.suspect_rule(settings)
-    corrected, due = [], False
-    for index, (character, (label, submitted)) in enumerate(
-        zip(reading.characters, labels, strict=True)
-    ):
-        if character["label"] == label:
-            continue
-        try:
-            upload = _store_character(
-                session, reading, index, (label, submitted), settings, model, rule
-            )
-        except samples.LabelConflict as exc:
-            raise CorrectionError("label_conflict", f"character {index + 1}: {exc}", 409) from exc
-        corrected.append(CorrectedCharacter(index, character["label"], label, upload))
-        due = due or upload.retrain_due
-    reading.corrected_text = text
-    reading.corrected_at = datetime.now(UTC)
-    session.commit()
-    if due:
-        runs.start_if_due(session, settings.retrain_threshold)
-    return corrected
-
-
-def _store_character(
-    session: Session,
-    reading: Reading,
-    index: int,
-    labels: tuple[str, str],
-    settings: Settings,
-    model: LoadedModel | None,
-    rule: samples.SuspectRule | None,
-) -> samples.Upload:
-    """One character's crop stored as a sample; `labels`: (stored class, as the user sent it)."""
-    data = base64.b64decode(reading.crops[index])
-    decoded = decode_image(data, max_bytes=len(data), max_pixels=settings.max_image_pixels)
-    label, submitted = labels
-    opinion = samples.model_opinion(model, decoded.image, label, rule) if model else None
-    return samples.store(
-        session,
-        data,
-        decoded,
-        label,
-        submitted,
-        SampleSource.reading,
-        settings.retrain_threshold,
-        opinion,
-        reading.id,
-    )
+    except samples.LabelConflict as exc:
+        raise CorrectionError("label_conflict", str(exc), 409) from exc
+    session.refresh(reading)
+    return [
+        CorrectedCharacter(fix.index, fix.read, fix.label, upload)
+        for (fix, _), upload in zip(changed, uploads, strict=True)
+    ]

@@ -6,15 +6,15 @@ activation and a registration never interleave, and the partial unique index
 `uq_model_versions_one_active` is never the thing that decides between them. An activation
 waits for the lock at most REGISTRY_LOCK_TIMEOUT_SECONDS (then `RegistryBusy`, a 409).
 
-A run's candidate is registered only against the version it was gated against: if another
-version became active meanwhile (an admin's rollback), `ActiveVersionChanged` sends the worker
-back to judge it against the version active now, and a second change stores the candidate
-without promoting it. A manual activation is never undone silently.
+Rollback means rollback: once an admin activates a version, no run that started before that
+activation replaces it, whatever its gate said. Its candidate is stored as `candidate`, with
+the reason, for an admin to promote by hand.
 """
 
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.config import REPO_ROOT, get_settings
 from core.model_report import ModelReport
-from db.models import ModelStatus, ModelVersion
+from db.models import ModelStatus, ModelVersion, TrainingRun
 from domain import runs
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,6 @@ def bless(session: Session, version: int) -> ModelVersion | None:
 
 class RegistryBusy(Exception):
     """The registry lock was not free within REGISTRY_LOCK_TIMEOUT_SECONDS; nothing changed."""
-
-
-class ActiveVersionChanged(Exception):
-    """The active version is no longer the one the candidate was gated against."""
-
-    def __init__(self, gated_against: int | None, active_now: int | None) -> None:
-        super().__init__(f"active version is {active_now}, the gate compared with {gated_against}")
-        self.gated_against = gated_against
-        self.active_now = active_now
 
 
 def lock_registry(session: Session, timeout_seconds: float | None = None) -> None:
@@ -167,27 +158,20 @@ def register_candidate(
     new: NewVersion,
     verdict: Verdict,
     run_metrics: dict[str, Any],
-    hold_if_changed: bool = False,
 ) -> ModelVersion:
-    """Store a run's candidate, active if it passed the gate, rejected if not, and end the run:
-    one transaction, only while this attempt still owns the run.
-
-    Under the registry lock, the active version must still be the one the gate compared with.
-    If it is not: ActiveVersionChanged (nothing stored; judge again against the new one), or,
-    with `hold_if_changed`, the candidate is stored as `candidate`, not promoted.
-    """
+    """Store a run's candidate and end the run: one transaction, only while this attempt still
+    owns the run. Active if the gate promoted it, rejected if not; held as `candidate` when the
+    active version is no longer the one the gate compared with, or was activated after this
+    attempt started (an admin's rollback, or a roll forward): a manual activation is never
+    undone by a run that started before it."""
     run = runs.lock_owned_run(session, run_id, attempt)
     lock_registry(session)
-    active_now = active_version_number(session)
-    changed = active_now != verdict.gated_against
-    if changed and not hold_if_changed:
-        session.rollback()
-        raise ActiveVersionChanged(verdict.gated_against, active_now)
+    active = active_version(session)
     version = _version_row(new, ModelStatus.candidate)
     version.training_run_id = run_id
     session.add(version)
     session.flush()
-    decision, reason = _outcome(session, version, verdict, active_now if changed else None)
+    decision, reason = _outcome(session, version, verdict, _activated_since(active, run, verdict))
     run.gated_against = verdict.gated_against
     runs.succeed(run, run_metrics, decision, reason)
     session.commit()
@@ -195,24 +179,44 @@ def register_candidate(
     return version
 
 
+def _activated_since(
+    active: ModelVersion | None, run: TrainingRun, verdict: Verdict
+) -> ModelVersion | None:
+    """The version activated since the run started or since the gate compared (None: the one
+    the gate compared with has served all along)."""
+    if active is None:
+        return None
+    changed = active.version != verdict.gated_against
+    later = (
+        run.started_at is not None
+        and active.activated_at is not None
+        and _utc(active.activated_at) >= _utc(run.started_at)
+    )
+    return active if changed or later else None
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives naive times (stored as UTC); Postgres aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _outcome(
-    session: Session, version: ModelVersion, verdict: Verdict, changed_to: int | None
+    session: Session, version: ModelVersion, verdict: Verdict, activated: ModelVersion | None
 ) -> tuple[str, str]:
-    """Set the new version's status; the run's decision and reason. `changed_to`: the version
-    that became active after the gate's comparison (None: it did not change)."""
+    """Set the new version's status; the run's decision and reason."""
     compared = f"compared with version {verdict.gated_against}: {verdict.reason}"
-    if changed_to is not None:
+    if not verdict.promote:
+        version.status = ModelStatus.rejected
+        return "rejected", compared
+    if activated is not None:
         version.status = ModelStatus.candidate
         return "candidate", (
-            f"not promoted: version {changed_to} was activated while the candidate was being "
-            f"judged again, and a manual activation is never overridden; activate this version "
-            f"by hand if wanted ({compared})"
+            f"not promoted: version {activated.version} was activated after this run started, "
+            f"and a run never replaces a version activated after it started (rollback means "
+            f"rollback); activate this version by hand if wanted ({compared})"
         )
-    if verdict.promote:
-        _make_active(session, version)
-        return "promoted", compared
-    version.status = ModelStatus.rejected
-    return "rejected", compared
+    _make_active(session, version)
+    return "promoted", compared
 
 
 def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> int | None:

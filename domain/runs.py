@@ -54,16 +54,31 @@ def _watermark() -> ScalarSelect[int]:
     return select(func.coalesce(func.max(TrainingRun.sample_watermark), 0)).scalar_subquery()
 
 
+def _released_since(watermark: Any, opened: Any) -> Select[tuple[int]]:
+    """Suspects up to `watermark` confirmed after `opened` (when the run that took that
+    watermark opened): no run has trained on them yet, so they are new whatever their age."""
+    return select(Sample.id).where(
+        Sample.id <= watermark,
+        Sample.suspect.is_(True),
+        Sample.confirmed_at > opened,
+        Sample.evaluation.is_(False),
+    )
+
+
 def _new_training_sample_count(at_most: int | BindParameter[int] | None) -> ScalarSelect[int]:
-    """Training samples (not kept for evaluation) stored since the last run's watermark;
-    counting stops at `at_most`, so that deciding on a threshold reads at most that many rows
-    of the primary key, however big the table."""
-    query = select(Sample.id).where(
+    """Training samples (not kept for evaluation) stored since the last run's watermark, and
+    suspects confirmed since that run opened; counting stops at `at_most` in each part, so that
+    deciding on a threshold reads at most that many rows of an index, however big the table."""
+    newer = select(Sample.id).where(
         Sample.id > _watermark(), Sample.evaluation.is_(False), cleared_samples()
     )
+    last_opened = select(func.max(TrainingRun.created_at)).scalar_subquery()
+    released = _released_since(_watermark(), last_opened)
     if at_most is not None:
-        query = query.limit(at_most)
-    return select(func.count()).select_from(query.subquery()).scalar_subquery()
+        newer, released = newer.limit(at_most), released.limit(at_most)
+    count_newer = select(func.count()).select_from(newer.subquery()).scalar_subquery()
+    count_released = select(func.count()).select_from(released.subquery()).scalar_subquery()
+    return select(count_newer + count_released).scalar_subquery()
 
 
 def new_training_samples(session: Session, at_most: int | None = None) -> int:
@@ -136,24 +151,29 @@ class NothingToLearn(Exception):
     """No training sample has arrived since the serving model was trained."""
 
 
-def learned_up_to(session: Session) -> int:
-    """The sample watermark of the run that trained the serving model (0: the bundled one)."""
-    return (
-        session.scalar(
-            select(TrainingRun.sample_watermark)
-            .join(ModelVersion, ModelVersion.training_run_id == TrainingRun.id)
-            .where(ModelVersion.status == ModelStatus.active)
-        )
-        or 0
-    )
+def learned_up_to(session: Session) -> tuple[int, datetime | None]:
+    """The sample watermark of the run that trained the serving model, and when that run
+    opened ((0, None): the bundled model)."""
+    row = session.execute(
+        select(TrainingRun.sample_watermark, TrainingRun.created_at)
+        .join(ModelVersion, ModelVersion.training_run_id == TrainingRun.id)
+        .where(ModelVersion.status == ModelStatus.active)
+    ).first()
+    return (row[0], row[1]) if row else (0, None)
 
 
 def has_something_to_learn(session: Session) -> bool:
-    """A training sample the serving model was not trained with (suspects do not count)."""
+    """A training sample the serving model was not trained with (unconfirmed suspects do not
+    count; one confirmed since that model's run opened does)."""
+    watermark, opened = learned_up_to(session)
     newer = select(Sample.id).where(
-        Sample.id > learned_up_to(session), Sample.evaluation.is_(False), cleared_samples()
+        Sample.id > watermark, Sample.evaluation.is_(False), cleared_samples()
     )
-    return session.scalar(select(newer.exists())) or False
+    if session.scalar(select(newer.exists())):
+        return True
+    return opened is not None and bool(
+        session.scalar(select(_released_since(watermark, opened).exists()))
+    )
 
 
 def start_now(session: Session, full_retrain: bool) -> int | None:

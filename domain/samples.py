@@ -10,7 +10,6 @@ admin, or from a trusted source) judge candidates: an uploader alone never decid
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +24,26 @@ from sqlalchemy.sql.dml import ReturningInsert
 from core.config import Settings, get_settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
-from core.preprocessing import grayscale, preprocess_image
+from core.preprocessing import preprocess_image
 from db.models import Sample, SampleSource, SampleStatus, ServiceKey, cleared_samples
+from db.session import get_sessionmaker
 from domain import runs
+from domain.keys import Client
 
 if TYPE_CHECKING:
     from domain.predictor import LoadedModel
 
 EVALUATION_KEY_NAME = "evaluation"
-FINGERPRINT_SIDE = 32  # pixels a side of the picture the decision hashes
-FINGERPRINT_LEVELS = 16  # grey levels kept: re-encoding noise below 1/16 changes nothing
+# The fingerprint that decides a sample's side: 8x8 cells by area averaging, 4 grey levels.
+# Coarse on purpose: JPEG noise at quality 95 moves 0.3-0.5% of the testkit corpus's pictures
+# across a level boundary (32x32 at 16 levels: 10.5%); bench/bench_fingerprint.py measures it.
+FINGERPRINT_SIDE = 8
+FINGERPRINT_LEVELS = 4
+# A picture with fewer cells than this off its commonest level is mostly paper (a small
+# character on a big page, a thin pen on a big canvas): its ink's box is fingerprinted instead,
+# or every such picture would share one fingerprint, and so one side.
+FINGERPRINT_MIN_MARKED = 3
+_INK_CONTRAST = 64  # grey levels from the border's median that count as ink for that box
 
 
 class LabelConflict(Exception):
@@ -45,29 +54,20 @@ class LabelConflict(Exception):
         self.existing = existing
 
 
-def pixel_fingerprint(image: np.ndarray) -> bytes:
-    """The decoded picture reduced to what re-encoding cannot change: 32x32 by area averaging,
-    grey (alpha composited), 16 levels. Metadata, compression and container are gone. Reduced
-    first, so that an upload pays for a 32x32 grey conversion, not a full-size one."""
-    if image.dtype == np.bool_:
-        image = image.astype(np.uint8) * 255
-    small = _area_reduce(image, FINGERPRINT_SIDE)
-    if image.ndim == 3 and small.ndim == 2:  # one channel: OpenCV drops the axis
-        small = small[:, :, np.newaxis]
-    grey = grayscale(small)
-    if grey.dtype == np.uint8:
-        unit = grey.astype(np.float32) / 255
-    elif grey.dtype == np.uint16:
-        unit = grey.astype(np.float32) / 65535
-    else:
-        unit = np.clip(grey.astype(np.float32), 0.0, 1.0)
-    levels = np.clip(np.floor(unit * FINGERPRINT_LEVELS), 0, FINGERPRINT_LEVELS - 1)
-    return levels.astype(np.uint8).tobytes()
+def pixel_fingerprint(grey: np.ndarray) -> bytes:
+    """A decoded picture (8-bit grey, core.images) reduced to what re-encoding does not change:
+    8x8 cells, 4 levels. Metadata, compression, container, bit depth and alpha are gone before
+    this (the decoder makes 8-bit grey of them all); JPEG noise rarely crosses a level."""
+    whole = _levels(_area_reduce(grey, FINGERPRINT_SIDE))
+    if np.count_nonzero(whole != np.bincount(whole.ravel()).argmax()) >= FINGERPRINT_MIN_MARKED:
+        return b"w" + whole.tobytes()
+    box = cv2.resize(_ink_box(grey), (FINGERPRINT_SIDE,) * 2, interpolation=cv2.INTER_AREA)
+    return b"b" + _levels(box).tobytes()
 
 
 def _area_reduce(image: np.ndarray, side: int) -> np.ndarray:
     """side x side by area averaging, in two steps: a whole factor first (OpenCV's fast path;
-    one step from 280x280 to 32x32 costs twice as much), then the rest."""
+    one step from 280x280 costs twice as much), then the rest."""
     height, width = image.shape[:2]
     factor = max(1, min(height, width) // side)
     if factor > 1:
@@ -76,11 +76,39 @@ def _area_reduce(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
 
 
-def is_evaluation_sample(image: np.ndarray, key: bytes) -> bool:
+def _levels(cells: np.ndarray) -> np.ndarray:
+    return (cells.astype(np.uint16) * FINGERPRINT_LEVELS // 256).astype(np.uint8)
+
+
+def _ink_box(grey: np.ndarray) -> np.ndarray:
+    """The picture (at most 128 px a side) cropped to what differs from its border's median."""
+    small = _reduce(grey, 128)
+    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
+    ink = np.abs(small.astype(np.int16) - int(np.median(border))) > _INK_CONTRAST
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return small
+    return small[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _reduce(grey: np.ndarray, side: int) -> np.ndarray:
+    height, width = grey.shape
+    scale = min(1.0, side / max(height, width))
+    if scale == 1.0:
+        return grey
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def is_evaluation(fingerprint: bytes, key: bytes) -> bool:
     """About 10% of samples are kept for evaluation: a keyed hash (HMAC-SHA256) of the pixel
     fingerprint decides, so it never changes and cannot be steered without the key."""
-    digest = hmac.new(key, pixel_fingerprint(image), hashlib.sha256).digest()
+    digest = hmac.new(key, fingerprint, hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") % 10 == 0
+
+
+def is_evaluation_sample(grey: np.ndarray, key: bytes) -> bool:
+    return is_evaluation(pixel_fingerprint(grey), key)
 
 
 _keys: dict[URL, bytes] = {}  # per database: read once per process
@@ -88,14 +116,24 @@ _keys: dict[URL, bytes] = {}  # per database: read once per process
 
 def evaluation_key(session: Session) -> bytes:
     """EVALUATION_KEY if set; otherwise the key generated once and stored in `service_keys`
-    (the first process to need it inserts it, every later one reads that one)."""
+    (the first process to need it inserts it, every later one reads that one). Read in a
+    session of its own: the caller's transaction is not committed by it."""
     configured = get_settings().evaluation_key
     if configured:
         return configured.encode()
     database = session.get_bind().url
     if database not in _keys:
-        _keys[database] = _stored_key(session)
+        with get_sessionmaker()() as own:
+            _keys[database] = _stored_key(own)
     return _keys[database]
+
+
+def cached_evaluation_key() -> bytes | None:
+    """The key when this process has it already (None: read it with `evaluation_key`)."""
+    configured = get_settings().evaluation_key
+    if configured:
+        return configured.encode()
+    return _keys.get(get_sessionmaker().kw["bind"].url)
 
 
 def _stored_key(session: Session) -> bytes:
@@ -116,9 +154,10 @@ def _insert(session: Session, table: Any) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def trusted(trusted_sources: Iterable[str]) -> ColumnElement[bool]:
-    """A sample whose label an admin vouches for: confirmed, or from a trusted source."""
-    return or_(Sample.confirmed_at.is_not(None), Sample.source.in_(list(trusted_sources)))
+def trusted() -> ColumnElement[bool]:
+    """A sample whose label is vouched for: confirmed by an admin or labeller, or stored by an
+    admin's or a labeller's key."""
+    return or_(Sample.confirmed_at.is_not(None), Sample.trusted.is_(True))
 
 
 @dataclass(frozen=True)
@@ -149,7 +188,7 @@ def model_opinion(
     model: "LoadedModel", image: np.ndarray, label: str, rule: SuspectRule | None
 ) -> ModelOpinion | None:
     """What the serving model reads in a sample, through the serving preprocessing; suspect by
-    `rule` (None: a trusted source, never suspect). None when the model does not know the
+    `rule` (None: a trusted uploader, never suspect). None when the model does not know the
     label (it was trained on another label set)."""
     if label not in model.labels.characters:
         return None
@@ -180,80 +219,130 @@ def status_of(sample: Sample) -> SampleStatus:
 @dataclass(frozen=True)
 class Upload:
     sample: Sample
-    created: bool  # False: the same bytes were stored already, with this label
-    retrain_due: bool  # it brought the new training samples to the retrain threshold
+    created: bool  # False: the same picture was stored already, with this label
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A labelled picture examined and ready to store: the CPU work (decoding, the model's
+    opinion, the fingerprint that decides its side) done, outside any transaction."""
+
+    data: bytes
+    sha256: str
+    pixels_sha256: str
+    content_type: str
+    width: int
+    height: int
+    label: str  # the stored class
+    submitted_label: str  # as the client sent it
+    fingerprint: bytes  # pixel_fingerprint: which side (training or evaluation) it lands on
+    opinion: ModelOpinion | None
+
+
+def examine(
+    data: bytes,
+    decoded: DecodedImage,
+    labels: tuple[str, str],
+    model: "LoadedModel | None",
+    rule: SuspectRule | None,
+) -> Picture:
+    """`labels`: (stored class, as sent). `rule`: None for a trusted uploader (never suspect)."""
+    label, submitted = labels
+    return Picture(
+        data=data,
+        sha256=decoded.sha256,
+        pixels_sha256=decoded.pixels_sha256,
+        content_type=decoded.content_type,
+        width=decoded.width,
+        height=decoded.height,
+        label=label,
+        submitted_label=submitted,
+        fingerprint=pixel_fingerprint(decoded.image),
+        opinion=model_opinion(model, decoded.image, label, rule) if model else None,
+    )
 
 
 def store(
     session: Session,
-    data: bytes,
-    decoded: DecodedImage,
-    label: str,
-    submitted_label: str,
+    picture: Picture,
+    client: Client,
     source: SampleSource,
-    retrain_threshold: int | None = None,
-    opinion: ModelOpinion | None = None,
     reading_id: int | None = None,
 ) -> Upload:
-    """Store an uploaded image with its label, and say whether a retrain is now due.
+    """Add a picture to the session's transaction (flushed, not committed: the caller commits
+    once, `accept` for an upload). The same picture again, by its bytes or by its decoded
+    pixels, with the same label gives the stored sample; with another label, LabelConflict.
 
-    The same bytes with the same label again give the stored sample; with another label,
-    LabelConflict. Uploads are the busiest write, so a new picture costs one transaction of
-    two Core statements: INSERT .. ON CONFLICT DO NOTHING (which also settles two requests
-    racing with the same bytes) and, for a training sample, the threshold check (domain.runs).
-    A suspect sample (by the serving model's `opinion`) never counts toward the threshold.
-    """
+    INSERT .. ON CONFLICT DO NOTHING on either unique hash settles two requests racing with one
+    picture: one row is stored, the other request finds it."""
+    trusted_uploader = client.trusted
+    opinion = picture.opinion
     values = {
-        "sha256": decoded.sha256,
-        "image": data,
-        "content_type": decoded.content_type,
-        "width": decoded.width,
-        "height": decoded.height,
-        "label": label,
-        "submitted_label": submitted_label,
+        "sha256": picture.sha256,
+        "pixels_sha256": picture.pixels_sha256,
+        "image": picture.data,
+        "content_type": picture.content_type,
+        "width": picture.width,
+        "height": picture.height,
+        "label": picture.label,
+        "submitted_label": picture.submitted_label,
         "source": source.value,
-        "evaluation": is_evaluation_sample(decoded.image, evaluation_key(session)),
-        "suspect": opinion is not None and opinion.suspect,
+        "evaluation": is_evaluation(picture.fingerprint, evaluation_key(session)),
+        "suspect": opinion is not None and opinion.suspect and not trusted_uploader,
         "model_label": opinion.label if opinion else None,
         "model_probability": opinion.probability if opinion else None,
         "reading_id": reading_id,
+        "api_key_id": client.key_id,
+        "uploader": client.uploader,
+        "trusted": trusted_uploader,
     }
     inserted = session.connection().execute(_insert_unless_stored(session, values)).first()
     if inserted is not None:
-        due = (
-            retrain_threshold is not None
-            and not values["evaluation"]
-            and not values["suspect"]
-            and runs.is_due(session, retrain_threshold)
+        return Upload(Sample(**values, id=inserted.id, created_at=inserted.created_at), True)
+    existing = session.scalar(
+        select(Sample).where(
+            or_(Sample.sha256 == picture.sha256, Sample.pixels_sha256 == picture.pixels_sha256)
         )
-        session.commit()
-        return Upload(Sample(**values, id=inserted.id, created_at=inserted.created_at), True, due)
-    existing = session.scalar(select(Sample).where(Sample.sha256 == decoded.sha256))
-    session.commit()
+    )
     if existing is None:  # deleted between the two statements: store it after all
-        return store(
-            session,
-            data,
-            decoded,
-            label,
-            submitted_label,
-            source,
-            retrain_threshold,
-            opinion,
-            reading_id,
-        )
-    if existing.label != label:
+        return store(session, picture, client, source, reading_id)
+    if existing.label != picture.label:
         raise LabelConflict(existing)
-    return Upload(existing, False, False)
+    return Upload(existing, False)
+
+
+def accept(
+    session: Session,
+    pictures: list[Picture],
+    client: Client,
+    source: SampleSource,
+    retrain_threshold: int,
+    reading_id: int | None = None,
+) -> list[Upload]:
+    """The one entry for new labelled pictures (an upload, a teaching, a reading's
+    correction): stored in the caller's transaction, then committed once, all or none
+    (LabelConflict rolls every one back). The commit that brings the new training samples to
+    the threshold starts a retrain (domain.runs.start_if_due)."""
+    try:
+        uploads = [store(session, p, client, source, reading_id) for p in pictures]
+    except LabelConflict:
+        session.rollback()
+        raise
+    trains = any(u.created and not u.sample.evaluation and not u.sample.suspect for u in uploads)
+    due = trains and runs.is_due(session, retrain_threshold)
+    session.commit()
+    if due:
+        runs.start_if_due(session, retrain_threshold)
+    return uploads
 
 
 def _insert_unless_stored(session: Session, values: dict[str, object]) -> ReturningInsert[Any]:
-    """INSERT that does nothing where the same bytes (sha256) are stored already."""
+    """INSERT that does nothing where the same bytes or the same decoded pixels are stored."""
     table = Sample.__table__
     return (
         _insert(session, table)
         .values(values)
-        .on_conflict_do_nothing(index_elements=["sha256"])
+        .on_conflict_do_nothing()
         .returning(table.c.id, table.c.created_at)
     )
 
@@ -311,9 +400,9 @@ def counts(session: Session) -> SampleCounts:
 
 
 def confirm(session: Session, sample: Sample, retrain_threshold: int | None = None) -> bool:
-    """An admin vouches for the sample's label; the first confirmation's time is kept. A
-    suspect training sample then trains, and counts toward the threshold: whether a retrain
-    is now due."""
+    """An admin or labeller vouches for the sample's label; the first confirmation's time is
+    kept. A suspect training sample then trains, and counts toward the threshold as a new
+    sample whatever its age (domain.runs): whether a retrain is now due."""
     if sample.confirmed_at is not None:
         return False
     sample.confirmed_at = runs.now()
@@ -350,7 +439,6 @@ def for_training(
     watermark: int,
     labels: LabelSet,
     max_pixels: int,
-    trusted_sources: Iterable[str] = (),
 ) -> tuple[Glyphs, Glyphs]:
     """(training, evaluation) samples up to the watermark, through the serving preprocessing,
     so that what is trained is what is served. The evaluation set holds only trusted
@@ -360,8 +448,8 @@ def for_training(
         select(Sample.image, Sample.label, Sample.evaluation)
         .where(
             Sample.id <= watermark,
-            or_(Sample.evaluation.is_(False), trusted(trusted_sources)),
-            or_(cleared_samples(), trusted(trusted_sources)),
+            or_(Sample.evaluation.is_(False), trusted()),
+            or_(cleared_samples(), trusted()),
         )
         .order_by(Sample.id)  # the order the training sees: the same for the same samples
     )

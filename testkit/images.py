@@ -4,10 +4,17 @@ drawings, photos, and deliberately broken or hostile files."""
 import io
 import random
 import struct
+import subprocess
+import sys
 import zlib
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:
+    from core.images import Route
 
 
 def stroke_image(seed: int, size: tuple[int, int] = (64, 64), mode: str = "L") -> Image.Image:
@@ -39,6 +46,22 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def flat_png(width: int, height: int, bit_depth: int = 16, colour_type: int = 6) -> bytes:
+    """A real, valid PNG of one flat colour, written row by row (never the whole picture in
+    memory): a few hundred kB on the wire for a huge decode. colour_type 6 is RGBA, 0 grey."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" + bytes([0x5A]) * (width * channels * bit_depth // 8)
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
@@ -117,3 +140,70 @@ def tagged_png(png_data: bytes, tag: str) -> bytes:
     chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload))
     header_end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, 13 bytes, CRC
     return png_data[:header_end] + chunk + png_data[header_end:]
+
+
+def _stroke(side: int) -> np.ndarray:
+    base = np.zeros((side, side), np.uint8)
+    cv2.line(base, (side // 8, side // 8), (side * 7 // 8, side * 6 // 8), 255, side // 20)
+    return base
+
+
+def decode_route_pictures(side: int) -> dict[str, tuple[bytes, "Route"]]:
+    """One side x side picture for each way core.images decodes, with that way (its Route)."""
+    from core.images import Route
+
+    ink = _stroke(side)
+    clear = np.zeros_like(ink)
+    rgba = np.dstack([clear, clear, clear, ink])
+    paper = np.dstack([255 - ink] * 3)
+    return {
+        "grey PNG": (cv2.imencode(".png", 255 - ink)[1].tobytes(), Route.GREY),
+        "16-bit RGB PNG": (
+            cv2.imencode(".png", paper.astype(np.uint16) * 257)[1].tobytes(),
+            Route.GREY,
+        ),
+        "RGBA PNG": (cv2.imencode(".png", rgba)[1].tobytes(), Route.PILLOW),
+        "16-bit RGBA PNG": (flat_png(side, side, 16, 6), Route.PILLOW),
+        "RGBA WebP": (
+            cv2.imencode(".webp", rgba, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes(),
+            Route.COLOUR_ALPHA,
+        ),
+        "BMP": (cv2.imencode(".bmp", paper)[1].tobytes(), Route.GREY),
+        "GIF with transparency": (
+            encode(Image.fromarray(255 - ink), "GIF", transparency=255),
+            Route.PILLOW,
+        ),
+        "JPEG": (cv2.imencode(".jpg", paper)[1].tobytes(), Route.GREY),
+    }
+
+
+_MEASURE_DECODE = """
+import sys
+from pathlib import Path
+from core.images import decode_image
+
+def status(field):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+    return int(line.split()[1]) * 1024
+
+data = sys.stdin.buffer.read()
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
+before = status("VmRSS:")
+decoded = decode_image(data, max_bytes=10**9, max_pixels=10**9)
+decoded.pixels_sha256
+print(status("VmHWM:") - before)
+"""
+
+
+def decode_peak_bytes(data: bytes) -> int:
+    """How much a fresh process's peak memory grows while it decodes `data` (and hashes its
+    pixels), as the API does: the peak reset after its imports (/proc/self/clear_refs), its
+    resident memory then, and its peak after."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE_DECODE],
+        input=data,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return int(done.stdout)

@@ -113,11 +113,7 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             and serving.architecture == settings.retrain_architecture
         )
         training, evaluation = samples.for_training(
-            session,
-            run.sample_watermark,
-            labels,
-            settings.max_image_pixels,
-            settings.trusted_sources,
+            session, run.sample_watermark, labels, settings.max_image_pixels
         )
         runs.record_progress(
             session,
@@ -239,40 +235,14 @@ def judge(
     )
 
 
-def serving_now() -> ServingModel | None:
-    with get_sessionmaker()() as session:
-        serving = registry.active_version(session)
-        return ServingModel(serving.version, serving.onnx) if serving else None
-
-
 def judge_and_register(plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings) -> None:
-    """Gate against the version that served when the run started; if another one became
-    active meanwhile (a rollback), judge again against that one, outside the registry lock.
-    A third version by then: the candidate is stored without promotion (never overriding an
-    admin's activation)."""
-    judgement = judge(plan, artifacts, settings, plan.serving)
-    try:
-        register(plan, artifacts, judgement, hold_if_changed=False)
-    except registry.ActiveVersionChanged as changed:
-        log.warning("training run %s: %s; judging the candidate again", plan.run_id, changed)
-        again = judge(plan, artifacts, settings, serving_now())
-        note = (
-            f"re-judged: version {again.verdict.gated_against} was activated during the run "
-            f"(it started against version {changed.gated_against}); "
-        )
-        verdict = again.verdict
-        again = Judgement(
-            registry.Verdict(verdict.promote, note + verdict.reason, verdict.gated_against),
-            again.active,
-            again.baseline,
-            again.checks,
-        )
-        register(plan, artifacts, again, hold_if_changed=True)
+    """Gate against the version that served when the run started, and register. If an admin
+    activated a version since the run started (a rollback), the candidate never replaces it:
+    domain.registry stores it as `candidate`, for an admin to promote by hand."""
+    register(plan, artifacts, judge(plan, artifacts, settings, plan.serving))
 
 
-def register(
-    plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement, hold_if_changed: bool
-) -> None:
+def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement) -> None:
     """Store the candidate (promoted, rejected or held) and end the run, in one transaction."""
     active = judgement.active
     run_metrics: dict[str, Any] = {
@@ -294,11 +264,5 @@ def register(
     new = registry.NewVersion(artifacts.onnx, artifacts.weights, artifacts.report)
     with get_sessionmaker()() as session:
         registry.register_candidate(
-            session,
-            plan.run_id,
-            plan.attempt,
-            new,
-            judgement.verdict,
-            run_metrics,
-            hold_if_changed=hold_if_changed,
+            session, plan.run_id, plan.attempt, new, judgement.verdict, run_metrics
         )

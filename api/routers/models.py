@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 
-from api.deps import AdminDep, SessionDep, SettingsDep, VersionNumber, get_or_404
+from api.auth import AdminDep
+from api.deps import SessionDep, SettingsDep, VersionNumber, get_or_404
 from api.errors import ERRORS, ApiError
 from api.schemas import ModelDetail, ModelOut
 from db.models import ModelVersion

@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from api.deps import PredictorDep, SettingsDep, allowed_labels, sent_once
 from api.errors import NO_MODEL, ApiError, image_error
+from api.ratelimit import MeterDep
 from api.schemas import (
     BatchItemOut,
     BatchPredictionOut,
@@ -18,16 +18,10 @@ from api.schemas import (
     PredictionOut,
     TimingsOut,
 )
-from core.images import ImageError, pixel_count
-from domain.predictor import LoadedModel, Prediction, Timings, doubt, occlusion_heatmap
+from core.images import ImageError
+from domain.predictor import Prediction, Predictor, Timings, doubt
 
 router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
-
-# A picture up to this size (a canvas drawing, a scanned glyph) is predicted right on the
-# event loop: it takes a few ms at most, less than the hop to the thread pool and back. A
-# bigger one (a phone photo, a bomb-sized PNG) goes to the thread pool so that the loop keeps
-# answering other requests meanwhile.
-INLINE_MAX_PIXELS = 320 * 320
 
 
 def glyph_png(glyph: np.ndarray) -> str:
@@ -50,28 +44,39 @@ LabelsField = Annotated[
 
 def to_out(
     prediction: Prediction,
-    model: LoadedModel,
+    version: int,
     timings: Timings,
     include: set[Include],
     threshold: float,
     allowed: str | None,
 ) -> PredictionOut:
     unsure = doubt(prediction, threshold)
-    heatmap = None
-    if "heatmap" in include:
-        heatmap = glyph_png(occlusion_heatmap(model, prediction.glyph, prediction.label))
+    heatmap = prediction.heatmap
     return PredictionOut(
         label=prediction.label,
         confidence=prediction.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in prediction.top],
         low_confidence=unsure is not None,
         doubt=unsure,
-        model_version=model.version,
+        model_version=version,
         allowed_labels=allowed,
         timings=TimingsOut(**timings.__dict__),
         input=glyph_png(prediction.glyph) if "input" in include else None,
-        heatmap=heatmap,
+        heatmap=glyph_png(heatmap) if heatmap is not None else None,
     )
+
+
+def predict_one(
+    predictor: Predictor,
+    data: bytes,
+    allowed: str | None,
+    include: set[Include],
+    threshold: float,
+) -> PredictionOut:
+    """Decode, preprocess, infer (and the heat map, asked for) and the reply's pictures: the
+    whole of a prediction's CPU work, done in the pool."""
+    prediction, timings = predictor.predict(data, allowed, heatmap="heatmap" in include)
+    return to_out(prediction, predictor.model.version, timings, include, threshold, allowed)
 
 
 @router.post("", responses=NO_MODEL, dependencies=[sent_once("image", "labels")])
@@ -79,6 +84,7 @@ async def predict(
     image: Annotated[UploadFile, File(description="PNG, JPEG, WebP, BMP or GIF")],
     predictor: PredictorDep,
     settings: SettingsDep,
+    meter: MeterDep,
     labels: LabelsField = None,
     include: Annotated[
         list[Include] | None,
@@ -92,22 +98,11 @@ async def predict(
     allowed = allowed_labels(labels, predictor.model.labels)
     # Reading one byte past the limit tells "too large" from "exactly at the limit".
     data = await image.read(settings.max_upload_bytes + 1)
-    pixels = pixel_count(data)
+    threshold = settings.low_confidence_threshold
     try:
-        if pixels is None or pixels <= INLINE_MAX_PIXELS:  # None: not an image, refused at once
-            prediction, timings = predictor.predict(data, allowed)
-        else:
-            prediction, timings = await run_in_threadpool(predictor.predict, data, allowed)
+        return await meter.run(predict_one, predictor, data, allowed, set(include or []), threshold)
     except ImageError as exc:
-        raise image_error(exc, settings.max_upload_bytes, settings.max_image_pixels) from exc
-    return to_out(
-        prediction,
-        predictor.model,
-        timings,
-        set(include or []),
-        settings.low_confidence_threshold,
-        allowed,
-    )
+        raise image_error(exc, settings) from exc
 
 
 def batch_item(
@@ -130,10 +125,11 @@ def batch_item(
 
 
 @router.post("/batch", responses=NO_MODEL, dependencies=[sent_once("labels")])
-def predict_batch(
+async def predict_batch(
     images: Annotated[list[UploadFile], File(description="Up to MAX_BATCH_IMAGES images")],
     predictor: PredictorDep,
     settings: SettingsDep,
+    meter: MeterDep,
     labels: LabelsField = None,
 ) -> BatchPredictionOut:
     """Predict many images in one model call. A bad image gets its own error entry."""
@@ -145,8 +141,8 @@ def predict_batch(
             f"{len(images)} images sent; at most {settings.max_batch_images} per batch",
             max_batch_images=settings.max_batch_images,
         )
-    payloads = [upload.file.read(settings.max_upload_bytes + 1) for upload in images]
-    results, timings = predictor.predict_many(payloads, allowed)
+    payloads = [await upload.read(settings.max_upload_bytes + 1) for upload in images]
+    results, timings = await meter.run(predictor.predict_many, payloads, allowed)
     return BatchPredictionOut(
         model_version=predictor.model.version,
         allowed_labels=allowed,

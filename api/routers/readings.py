@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
+from api.auth import UploaderDep
 from api.deps import (
     LabelSetDep,
     PredictorDep,
@@ -13,11 +14,13 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     allowed_labels,
+    decode_upload,
     get_or_404,
-    read_image,
+    read_upload,
     sent_once,
 )
 from api.errors import NO_MODEL, ApiError
+from api.ratelimit import MeterDep
 from api.routers.samples import to_out as sample_out
 from api.schemas import (
     CandidateOut,
@@ -27,10 +30,14 @@ from api.schemas import (
     ReadCharacterOut,
     ReadingOut,
 )
+from core.config import Settings
+from core.images import DecodedImage
 from core.segmentation import ROW_SIDE
 from db.models import Reading
-from domain import readings
-from domain.reader import ReadingError, read_row
+from domain import readings, samples
+from domain.keys import Client
+from domain.predictor import LoadedModel
+from domain.reader import ReadingError, RowReading, read_row
 
 router = APIRouter(prefix="/v1/readings", tags=["readings"])
 
@@ -64,6 +71,32 @@ def to_out(reading: Reading) -> ReadingOut:
     )
 
 
+def read_picture(
+    data: bytes,
+    model: LoadedModel,
+    allowed: str | None,
+    expected_length: int | None,
+    settings: Settings,
+) -> tuple[DecodedImage, RowReading, list[str]]:
+    """A row's CPU work, done in the pool: decode, read, each character's picture as a PNG."""
+    decoded = decode_upload(data, settings, side=ROW_SIDE)
+    try:
+        row = read_row(
+            model,
+            decoded.image,
+            labels=allowed,
+            expected_length=expected_length,
+            threshold=settings.low_confidence_threshold,
+            max_characters=settings.max_reading_characters,
+            scale=decoded.width / decoded.image.shape[1],
+        )
+    except ReadingError as exc:
+        raise ApiError(
+            422, exc.code, exc.message, max_characters=settings.max_reading_characters
+        ) from exc
+    return decoded, row, readings.crops_json(row)
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -75,6 +108,7 @@ def read(
     session: SessionDep,
     settings: SettingsDep,
     predictor: PredictorDep,
+    meter: MeterDep,
     labels: Annotated[
         str | None,
         Form(max_length=128, description="Only these characters, e.g. 0123456789 for a postcode"),
@@ -96,28 +130,33 @@ def read(
             f"{settings.max_reading_characters} characters are read in one row",
             max_characters=settings.max_reading_characters,
         )
-    data, decoded = read_image(image, settings, side=ROW_SIDE)
-    try:
-        row = read_row(
-            model,
-            decoded.image,
-            labels=allowed,
-            expected_length=expected_length,
-            threshold=settings.low_confidence_threshold,
-            max_characters=settings.max_reading_characters,
-            scale=decoded.width / decoded.image.shape[1],
-        )
-    except ReadingError as exc:
-        raise ApiError(
-            422, exc.code, exc.message, max_characters=settings.max_reading_characters
-        ) from exc
-    stored = readings.store(session, data, decoded, model, row, allowed, expected_length)
+    data = read_upload(image, settings)
+    decoded, row, crops = meter.call(read_picture, data, model, allowed, expected_length, settings)
+    stored = readings.store(session, data, decoded, model, row, crops, allowed, expected_length)
+    meter.stored_bytes += len(data) + sum(len(crop) for crop in crops)
     return to_out(stored)
 
 
 @router.get("/{reading_id}", responses=NO_MODEL)
 def get_reading(reading_id: RowId, session: SessionDep) -> ReadingOut:
     return to_out(get_or_404(session, Reading, reading_id, "reading_not_found", "reading"))
+
+
+def examined_fixes(
+    fixes: list[readings.CharacterFix],
+    model: LoadedModel | None,
+    client: Client,
+    settings: Settings,
+) -> list[tuple[readings.CharacterFix, samples.Picture]]:
+    """The corrected characters' CPU work, done in the pool, as for any upload."""
+    rule = None if client.trusted else samples.suspect_rule(settings)
+    changed = []
+    for fix in fixes:
+        decoded = decode_upload(fix.crop, settings)
+        changed.append(
+            (fix, samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rule))
+        )
+    return changed
 
 
 @router.post("/{reading_id}/correction", responses=NO_MODEL)
@@ -128,20 +167,31 @@ def correct_reading(
     settings: SettingsDep,
     label_set: LabelSetDep,
     model: ServingModelDep,
+    client: UploaderDep,
+    meter: MeterDep,
 ) -> CorrectionOut:
     """Give the right text of a reading, one character per character read (spaces ignored).
     Each character read wrong is stored as a sample (`source: reading`), its picture cut from
-    the row, and counts toward the next retrain like any upload. Once per reading."""
+    the row, and counts toward the next retrain like any upload. Once per reading, all or
+    nothing: of concurrent corrections one applies, the others get 409 `already_corrected`."""
     reading = get_or_404(session, Reading, reading_id, "reading_not_found", "reading")
     try:
-        corrected = readings.correct(session, reading, correction.text, label_set, settings, model)
+        fixes = readings.fixes(reading, correction.text, label_set)
+        changed = meter.call(examined_fixes, fixes, model, client, settings)
+        corrected = readings.correct(
+            session, reading, correction.text, changed, client, settings.retrain_threshold
+        )
     except readings.CorrectionError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
+    meter.stored_bytes += sum(len(fix.crop) for fix in fixes)
     return CorrectionOut(
         reading=to_out(reading),
         corrected=[
             CorrectedCharacterOut(
-                index=c.index, read=c.read, label=c.label, sample=sample_out(c.upload.sample)
+                index=c.index,
+                read=c.read,
+                label=c.label,
+                sample=sample_out(c.upload.sample, client),
             )
             for c in corrected
         ],

@@ -5,31 +5,37 @@ import binascii
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile, status
 
+from api.auth import ClientDep, LabellerClientDep, UploaderDep, require
 from api.deps import (
     BIGINT_MAX,
-    AdminDep,
     LabelSetDep,
     RowId,
     ServingModelDep,
     SessionDep,
     SettingsDep,
+    decode_upload,
     get_or_404,
-    read_image,
+    read_upload,
     sent_once,
 )
 from api.errors import ERRORS, ApiError
+from api.ratelimit import MeterDep
 from api.schemas import SampleOut, SamplePage, SampleStats
+from core.config import Settings
 from core.images import accepted_types
 from core.labels import LabelSet, UnknownLabelError
-from db.models import Sample, SampleSource, SampleStatus
+from db.models import Role, Sample, SampleSource, SampleStatus
 from domain import runs, samples
+from domain.keys import Client
+from domain.predictor import LoadedModel
 
 router = APIRouter(prefix="/v1/samples", tags=["samples"])
 
 
-def to_out(sample: Sample) -> SampleOut:
+def to_out(sample: Sample, client: Client) -> SampleOut:
+    """A sample as `client` may see it: which side it landed on only for a trusted key."""
     return SampleOut(
         id=sample.id,
         label=sample.label,
@@ -40,7 +46,8 @@ def to_out(sample: Sample) -> SampleOut:
         height=sample.height,
         content_type=sample.content_type,
         source=sample.source,
-        evaluation=sample.evaluation,
+        evaluation=sample.evaluation if client.trusted else None,
+        trusted=sample.trusted,
         confirmed_at=sample.confirmed_at,
         status=samples.status_of(sample),
         model_label=sample.model_label,
@@ -62,6 +69,19 @@ def match_label(label: str, label_set: LabelSet) -> tuple[str, bool]:
     return match.label, match.merged
 
 
+def examined(
+    data: bytes,
+    labels: tuple[str, str],
+    model: LoadedModel | None,
+    client: Client,
+    settings: Settings,
+) -> samples.Picture:
+    """An upload's CPU work, done in the pool: decode, the model's opinion, the fingerprint."""
+    decoded = decode_upload(data, settings)
+    rule = None if client.trusted else samples.suspect_rule(settings)
+    return samples.examine(data, decoded, labels, model, rule)
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -75,23 +95,24 @@ def create_sample(
     settings: SettingsDep,
     label_set: LabelSetDep,
     model: ServingModelDep,
+    client: UploaderDep,
+    meter: MeterDep,
     response: Response,
     source: Annotated[SampleSource, Form()] = SampleSource.upload,
 ) -> SampleOut:
-    """Store a labelled image. The same bytes with the same label again return the stored one.
-    The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain.
+    """Store a labelled image. The same picture again (the same bytes, or the same decoded
+    pixels in another file) with the same label returns the stored one; with another label,
+    409. The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain.
 
     The serving model reads every upload: one whose label it finds very unlikely while
     confident in another is stored with `status: suspect` and kept out of training until an
-    admin confirms it (sources in TRUSTED_SOURCES are never suspect)."""
+    admin or labeller confirms it. Pictures stored with an admin's or a labeller's key are
+    trusted, never suspect; `source` only says where the picture came from."""
     stored_label, _ = match_label(label, label_set)
-    data, decoded = read_image(image, settings)
-    rule = None if source in settings.trusted_sources else samples.suspect_rule(settings)
-    opinion = samples.model_opinion(model, decoded.image, stored_label, rule) if model else None
+    data = read_upload(image, settings)
+    picture = meter.call(examined, data, (stored_label, label), model, client, settings)
     try:
-        upload = samples.store(
-            session, data, decoded, stored_label, label, source, settings.retrain_threshold, opinion
-        )
+        upload = samples.accept(session, [picture], client, source, settings.retrain_threshold)[0]
     except samples.LabelConflict as exc:
         raise ApiError(
             409,
@@ -100,11 +121,11 @@ def create_sample(
             stored_label=exc.existing.label,
             sample_id=exc.existing.id,
         ) from exc
-    if not upload.created:
+    if upload.created:
+        meter.stored_bytes += len(data)
+    else:
         response.status_code = status.HTTP_200_OK
-    if upload.retrain_due:
-        runs.start_if_due(session, settings.retrain_threshold)
-    return to_out(upload.sample)
+    return to_out(upload.sample, client)
 
 
 def encode_cursor(sample_id: int) -> str:
@@ -129,6 +150,7 @@ def decode_cursor(cursor: str) -> int:
 def list_samples(
     session: SessionDep,
     label_set: LabelSetDep,
+    client: ClientDep,
     label: Annotated[str | None, Query(max_length=64)] = None,
     status: SampleStatus | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -140,7 +162,7 @@ def list_samples(
     before = decode_cursor(cursor) if cursor is not None else None
     rows = samples.page(session, wanted, before, limit + 1, status)
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return SamplePage(items=[to_out(s) for s in rows[:limit]], next_cursor=next_cursor)
+    return SamplePage(items=[to_out(s, client) for s in rows[:limit]], next_cursor=next_cursor)
 
 
 @router.get("/stats", responses=ERRORS)
@@ -163,8 +185,8 @@ def get_sample_or_404(session: SessionDep, sample_id: int) -> Sample:
 
 
 @router.get("/{sample_id}", responses=ERRORS)
-def get_sample(sample_id: RowId, session: SessionDep) -> SampleOut:
-    return to_out(get_sample_or_404(session, sample_id))
+def get_sample(sample_id: RowId, session: SessionDep, client: ClientDep) -> SampleOut:
+    return to_out(get_sample_or_404(session, sample_id), client)
 
 
 @router.head("/{sample_id}/image", include_in_schema=False)
@@ -188,25 +210,27 @@ def get_sample_image(sample_id: RowId, session: SessionDep) -> Response:
     )
 
 
-@router.post("/{sample_id}/confirm", dependencies=[AdminDep], responses=ERRORS)
-def confirm_sample(sample_id: RowId, session: SessionDep, settings: SettingsDep) -> SampleOut:
-    """Admin: vouch for this sample's label. A confirmed evaluation sample judges candidates;
-    an unconfirmed one (from a source not in TRUSTED_SOURCES) never does. A confirmed suspect
-    trains, and counts toward RETRAIN_THRESHOLD (the confirmation that reaches it starts a
-    retrain)."""
+@router.post("/{sample_id}/confirm", responses=ERRORS)
+def confirm_sample(
+    sample_id: RowId, session: SessionDep, settings: SettingsDep, client: LabellerClientDep
+) -> SampleOut:
+    """Admin or labeller: vouch for this sample's label. A confirmed evaluation sample judges
+    candidates; an untrusted unconfirmed one never does. A confirmed suspect trains, and counts
+    toward RETRAIN_THRESHOLD as a new sample whatever its age (the confirmation that reaches it
+    starts a retrain)."""
     sample = get_sample_or_404(session, sample_id)
     if samples.confirm(session, sample, settings.retrain_threshold):
         runs.start_if_due(session, settings.retrain_threshold)
-    return to_out(sample)
+    return to_out(sample, client)
 
 
 @router.delete(
     "/{sample_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=[AdminDep],
+    dependencies=[Depends(require(Role.admin, Role.labeller))],
     responses=ERRORS,
 )
 def delete_sample(sample_id: RowId, session: SessionDep) -> Response:
-    """Admin: remove a sample (for example one with a wrong label)."""
+    """Admin or labeller: remove a sample (for example one with a wrong label)."""
     samples.delete(session, get_sample_or_404(session, sample_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

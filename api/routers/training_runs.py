@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from api.deps import AdminDep, RowId, SessionDep, get_or_404
+from api.auth import AdminDep
+from api.deps import RowId, SessionDep, get_or_404
 from api.errors import ERRORS, ApiError
 from api.schemas import TrainingRunOut, TrainingRunRequest
 from db.models import TrainingRun

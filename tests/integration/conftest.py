@@ -53,6 +53,12 @@ TEST_ENV = {
     "FULL_RETRAIN_EPOCHS": "1",
     "FULL_RETRAIN_NIST_SAMPLES": "1000",
     "RUN_STALE_SECONDS": "6",
+    # Every test client is one address: limits so high that only the tests of the limits
+    # themselves (which lower them) meet them.
+    "RATE_LIMIT_CPU_ANONYMOUS": "100000000/minute",
+    "RATE_LIMIT_STORAGE_ANONYMOUS": "100000000/minute",
+    "RATE_LIMIT_CPU_CLIENT": "100000000/minute",
+    "RATE_LIMIT_STORAGE_CLIENT": "100000000/minute",
 }
 os.environ.update(TEST_ENV)
 
@@ -95,7 +101,7 @@ def empty_tables() -> Iterator[None]:
             with get_engine().begin() as conn:
                 conn.execute(
                     text(
-                        "TRUNCATE samples, readings, model_versions, training_runs "
+                        "TRUNCATE samples, readings, model_versions, training_runs, api_keys "
                         "RESTART IDENTITY CASCADE"
                     )
                 )
@@ -120,6 +126,23 @@ def client() -> Iterator[TestClient]:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def key_headers(role: str, name: str = "test") -> dict[str, str]:
+    """A new API key with `role`, created as the CLI does, as request headers."""
+    from db.models import Role
+    from db.session import get_sessionmaker
+    from domain import keys
+
+    with get_sessionmaker()() as session:
+        new = keys.create(session, name, Role(role))
+        session.commit()
+    return {"Authorization": f"Bearer {new.key}"}
+
+
+@pytest.fixture
+def labeller_headers() -> dict[str, str]:
+    return key_headers("labeller", "a labeller")
 
 
 T = TypeVar("T")

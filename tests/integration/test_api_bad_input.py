@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import func, select
 
 from core.config import get_settings
-from core.images import DECODE_SIDE, decode_image, pixel_count
+from core.images import DECODE_SIDE, Route, decode_image, read_header
 from db.models import Sample
 from db.session import get_sessionmaker
 from testkit.images import encode, noise_png, png, png_header_only
@@ -171,15 +171,14 @@ def test_not_multipart_at_all(client: TestClient) -> None:
     assert_error(reply, 422, "invalid_request", "image")
 
 
-def test_pixel_count_reads_only_the_header() -> None:
-    # How the predict route tells a picture cheap enough for the event loop from one that goes
-    # to the thread pool: a bomb's header must be counted without decoding it.
-    assert pixel_count(png(size=(40, 30))) == 1200
-    assert pixel_count(png_header_only(5_000, 4_000)) == 20_000_000
-    assert pixel_count(png_header_only(50_000, 50_000)) == 2_500_000_000  # counted, not decoded
-    assert pixel_count(b"GIF89a but nothing after") is None
-    assert pixel_count(png()[:20]) is None
-    assert pixel_count(b"<svg/>") is None
+def test_a_decode_is_costed_from_the_header_alone() -> None:
+    # A bomb's cost must be known without decoding it: 2.5 gigapixels, counted not decoded.
+    header = read_header(png_header_only(50_000, 50_000), "PNG")
+    assert (header.width, header.height, header.route) == (50_000, 50_000, Route.GREY)
+    assert header.decode_bytes() >= 2_500_000_000
+    assert read_header(png(size=(40, 30)), "PNG").decode_bytes() >= 1200
+    with pytest.raises(SyntaxError):
+        read_header(png()[:20], "PNG")
 
 
 def test_a_big_jpeg_is_decoded_no_bigger_than_preprocessing_needs() -> None:

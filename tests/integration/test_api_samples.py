@@ -13,13 +13,23 @@ from api.routers.samples import encode_cursor
 from core.images import decode_image
 from db.models import Sample, SampleSource
 from db.session import get_sessionmaker
-from domain import samples
+from domain import keys, samples
 from testkit.images import encode, png, stroke_image
+from tests.integration.conftest import key_headers
 
 
-def upload(client: TestClient, data: bytes, label: str = "7", **form: str) -> httpx.Response:
+def upload(
+    client: TestClient,
+    data: bytes,
+    label: str = "7",
+    headers: dict[str, str] | None = None,
+    **form: str,
+) -> httpx.Response:
     return client.post(
-        "/v1/samples", files={"image": ("x.png", data, "image/png")}, data={"label": label, **form}
+        "/v1/samples",
+        files={"image": ("x.png", data, "image/png")},
+        data={"label": label, **form},
+        headers=headers,
     )
 
 
@@ -28,7 +38,9 @@ def stored_count() -> int:
         return session.scalar(select(func.count()).select_from(Sample)) or 0
 
 
-def test_upload_stores_the_original_bytes_in_postgres(client: TestClient) -> None:
+def test_upload_stores_the_original_bytes_in_postgres(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     data = png(1, size=(80, 60))
     reply = upload(client, data, "7", source="canvas")
     assert reply.status_code == 201, reply.text
@@ -39,7 +51,11 @@ def test_upload_stores_the_original_bytes_in_postgres(client: TestClient) -> Non
     assert (body["width"], body["height"]) == (80, 60)
     assert body["content_type"] == "image/png"
     assert body["source"] == "canvas"
-    assert isinstance(body["evaluation"], bool)
+    assert body["evaluation"] is None  # an uploader never learns which side it landed on
+    assert body["trusted"] is False  # anonymous: whatever `source` says
+    assert isinstance(
+        client.get(f"/v1/samples/{body['id']}", headers=admin_headers).json()["evaluation"], bool
+    )
     assert body["created_at"]
     with get_sessionmaker()() as session:
         row = session.get(Sample, body["id"])
@@ -133,15 +149,17 @@ def test_same_bytes_other_label_is_a_conflict_naming_the_stored_label(
     assert stored_count() == 1
 
 
-def test_evaluation_samples_are_a_tenth_and_decided_once(client: TestClient) -> None:
+def test_evaluation_samples_are_a_tenth_and_decided_once(
+    client: TestClient, labeller_headers: dict[str, str]
+) -> None:
     flags = {}
     for seed in range(200):
         data = png(100 + seed)
-        flags[data] = upload(client, data, "8").json()["evaluation"]
+        flags[data] = upload(client, data, "8", labeller_headers).json()["evaluation"]
     assert 5 <= sum(flags.values()) <= 40  # ~10% of 200, with room for chance
     # Decided once and stable: stored, re-read, and re-computed from the same bytes agree.
     for data, evaluation in list(flags.items())[:20]:
-        assert upload(client, data, "8").json()["evaluation"] == evaluation
+        assert upload(client, data, "8", labeller_headers).json()["evaluation"] == evaluation
     with get_sessionmaker()() as session:
         for data, evaluation in list(flags.items())[:20]:
             sha = hashlib.sha256(data).hexdigest()
@@ -191,8 +209,11 @@ def test_get_one_and_404(client: TestClient) -> None:
     assert client.get("/v1/samples/999999/image").status_code == 404
 
 
-def test_stats_counts_per_label_and_new_since_last_run(client: TestClient) -> None:
-    replies = [upload(client, png(500 + i), "AB"[i % 2]).json() for i in range(4)]
+def test_stats_counts_per_label_and_new_since_last_run(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    stored = [upload(client, png(500 + i), "AB"[i % 2]).json() for i in range(4)]
+    replies = [client.get(f"/v1/samples/{s['id']}", headers=admin_headers).json() for s in stored]
     stats = client.get("/v1/samples/stats").json()
     assert stats["by_label"] == {"A": 2, "B": 2}
     assert stats["total"] == 4
@@ -206,21 +227,27 @@ def test_stats_counts_per_label_and_new_since_last_run(client: TestClient) -> No
     assert stats["retrain_threshold"] == 5
 
 
-def test_delete_needs_the_admin_token(client: TestClient, admin_headers: dict[str, str]) -> None:
+def test_delete_needs_an_admin_or_labeller_key(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     sample_id = upload(client, png(600), "6").json()["id"]
     no_token = client.delete(f"/v1/samples/{sample_id}")
     assert no_token.status_code == 401
     assert no_token.headers["www-authenticate"] == "Bearer"
     wrong = client.delete(f"/v1/samples/{sample_id}", headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 403
-    assert wrong.json()["error"] == "forbidden"
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == "invalid_key"
+    a_client = client.delete(f"/v1/samples/{sample_id}", headers=key_headers("client"))
+    assert a_client.status_code == 403
+    assert a_client.json()["error"] == "forbidden"
+    assert "client" in a_client.json()["detail"]
     assert stored_count() == 1
     assert client.delete(f"/v1/samples/{sample_id}", headers=admin_headers).status_code == 204
     assert stored_count() == 0
     assert client.delete(f"/v1/samples/{sample_id}", headers=admin_headers).status_code == 404
 
 
-def test_admin_routes_are_closed_when_no_token_is_configured(
+def test_without_an_admin_token_only_admin_keys_open_admin_routes(
     client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from core.config import get_settings
@@ -228,10 +255,12 @@ def test_admin_routes_are_closed_when_no_token_is_configured(
     sample_id = upload(client, png(700), "6").json()["id"]
     monkeypatch.setattr(get_settings(), "admin_token", "")
     reply = client.delete(f"/v1/samples/{sample_id}", headers=admin_headers)
-    assert reply.status_code == 403
-    assert reply.json()["error"] == "admin_disabled"
-    assert "ADMIN_TOKEN" in reply.json()["detail"]
+    assert reply.status_code == 401
+    assert reply.json()["error"] == "invalid_key"
     assert stored_count() == 1
+    reply = client.delete(f"/v1/samples/{sample_id}", headers=key_headers("admin"))
+    assert reply.status_code == 204
+    assert stored_count() == 0
 
 
 @pytest.mark.parametrize("body", [b"id:1_0", b"id: 7", b"id:+7", b"id:07", b"ID:7", b"id:7\n"])
@@ -262,13 +291,15 @@ def test_the_same_new_picture_stored_at_once_is_stored_once() -> None:
     sample (the insert that loses the race does nothing), and there is one row."""
     data = png(seed=991)
     decoded = decode_image(data, max_bytes=len(data), max_pixels=10**6)
+    picture = samples.examine(data, decoded, ("7", "7"), None, None)
     barrier = threading.Barrier(12)
     results: list[tuple[int, bool]] = []
+    anonymous = keys.anonymous("192.0.2.1", b"k")
 
     def store() -> None:
         with get_sessionmaker()() as session:
             barrier.wait()
-            upload = samples.store(session, data, decoded, "7", "7", SampleSource.upload)
+            [upload] = samples.accept(session, [picture], anonymous, SampleSource.upload, 5)
             results.append((upload.sample.id, upload.created))
 
     threads = [threading.Thread(target=store) for _ in range(12)]

@@ -18,7 +18,7 @@ from core.config import get_settings
 from db.models import RunStatus
 from testkit.images import encode
 from testkit.nist import balanced_holdout, training_characters
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import ADMIN_TOKEN, wait_for
 from tests.integration.test_training import open_manual_run, run_row, upload_nist
 from worker.training import execute_run
 
@@ -26,13 +26,15 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def upload(client: TestClient, pixels: np.ndarray, label: str) -> dict:
+    """Stored anonymously, read back as an admin sees it (with its side)."""
     reply = client.post(
         "/v1/samples",
         files={"image": ("x.png", encode(Image.fromarray(pixels)))},
         data={"label": label},
     )
     assert reply.status_code == 201, reply.text
-    return reply.json()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    return client.get(f"/v1/samples/{reply.json()['id']}", headers=admin).json()
 
 
 def test_five_retrains_in_a_row_stay_within_the_baseline_allowance(

@@ -2,6 +2,8 @@
 
 - an upload whose label the serving model finds very unlikely while it is confident in another
   is stored as `suspect`, listed for an admin, kept out of the retrain count until confirmed;
+- a suspect confirmed after a run counts toward the next one, whatever its age;
+- trust comes from the key (a labeller's uploads are never suspect), never from `source`;
 - a retrain with nothing new to learn from is refused (409 nothing_to_learn);
 - an admin blesses a version as the label set's baseline.
 """
@@ -11,18 +13,32 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from core.config import get_settings
+from db.models import RunStatus, TrainingRun
+from db.session import get_sessionmaker
+from domain import runs as domain_runs
 from testkit.images import encode
 from testkit.nist import training_characters
+from tests.integration.conftest import ADMIN_TOKEN
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def upload(client: TestClient, pixels, label: str, source: str = "upload") -> dict:
+def upload(
+    client: TestClient,
+    pixels,
+    label: str,
+    source: str = "upload",
+    headers: dict[str, str] | None = None,
+) -> dict:
+    """Stored, and read back as an admin sees it (with its side: `evaluation`)."""
     reply = client.post(
         "/v1/samples",
         files={"image": ("x.png", encode(Image.fromarray(pixels)))},
         data={"label": label, "source": source},
+        headers=headers,
     )
     assert reply.status_code == 201, reply.text
-    return reply.json()
+    return client.get(f"/v1/samples/{reply.json()['id']}", headers=ADMIN).json()
 
 
 def ones_labelled_seven(client: TestClient, count: int, offset: int = 0) -> list[dict]:
@@ -83,14 +99,47 @@ def test_confirming_a_suspect_lets_it_train_and_can_start_the_retrain(
     assert runs[0]["trigger"] == "threshold"
 
 
-def test_a_trusted_source_is_never_suspect(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+def test_a_suspect_confirmed_after_a_run_counts_as_new_whatever_its_age(
+    client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(get_settings(), "trusted_sources", ["canvas"])
-    images, _ = training_characters(3, 200, character="1")
-    replies = [upload(client, pixels, "7", source="canvas") for pixels in images]
-    assert {r["status"] for r in replies} == {"accepted"}
-    assert all(r["model_label"] != "7" for r in replies)  # the model's reading is still kept
+    threshold = get_settings().retrain_threshold  # 5 in tests
+    replies = ones_labelled_seven(client, 20, offset=400)
+    held = [r for r in replies if r["status"] == "suspect" and not r["evaluation"]]
+    assert len(held) >= threshold
+    # A run takes in every sample so far (its watermark is past the suspects) and ends.
+    with get_sessionmaker()() as session:
+        run_id = domain_runs.open_run(session, "manual", threshold=None)
+        run = session.get(TrainingRun, run_id)
+        assert run is not None and run.sample_watermark >= max(r["id"] for r in held)
+        run.status = RunStatus.succeeded
+        session.commit()
+    assert client.get("/v1/samples/stats").json()["new_since_last_training_run"] == 0
+    for number, sample in enumerate(held[:threshold], start=1):
+        reply = client.post(f"/v1/samples/{sample['id']}/confirm", headers=admin_headers)
+        assert reply.status_code == 200, reply.text
+        stats = client.get("/v1/samples/stats").json()
+        opened = [r for r in client.get("/v1/training-runs").json() if r["id"] != run_id]
+        if number < threshold:
+            assert stats["new_since_last_training_run"] == number
+            assert opened == []
+    # The confirmation that reaches the threshold opens the next run, though every one of
+    # these samples is older than the last run's watermark.
+    assert [r["trigger"] for r in opened] == ["threshold"]
+
+
+def test_trust_comes_from_the_key_never_from_the_form(
+    client: TestClient, labeller_headers: dict[str, str]
+) -> None:
+    images, _ = training_characters(6, 200, character="1")
+    # Anonymous, claiming to come from the page's board: still judged by the model.
+    claimed = [upload(client, pixels, "7", source="canvas") for pixels in images[:3]]
+    assert sum(r["status"] == "suspect" for r in claimed) >= 2
+    assert not any(r["trusted"] for r in claimed)
+    # A labeller's key: vouched for, never held.
+    vouched = [upload(client, pixels, "7", headers=labeller_headers) for pixels in images[3:]]
+    assert {r["status"] for r in vouched} == {"accepted"}
+    assert all(r["trusted"] for r in vouched)
+    assert all(r["model_label"] != "7" for r in vouched)  # the model's reading is still kept
 
 
 def test_a_retrain_with_nothing_new_to_learn_is_refused(

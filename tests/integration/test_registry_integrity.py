@@ -145,33 +145,42 @@ def test_an_activation_that_cannot_get_the_lock_in_time_answers_a_json_409(
     assert active_versions() == [other]
 
 
-def test_a_registration_gated_against_a_version_no_longer_active_is_refused_or_held(
+def test_a_candidate_never_replaces_a_version_activated_after_its_run_started(
     client: TestClient,
 ) -> None:
     client.get("/healthz")
     other = add_model_version()  # 2
     run_id, attempt = running_run()
     with get_sessionmaker()() as session:
-        registry.activate(session, other)  # a rollback after the gate compared with 1
-    stale = registry.Verdict(True, "better than 1", gated_against=1)
-    with get_sessionmaker()() as session, pytest.raises(registry.ActiveVersionChanged) as raised:
-        registry.register_candidate(session, run_id, attempt, bundled_candidate(), stale, {})
-    assert (raised.value.gated_against, raised.value.active_now) == (1, other)
-    assert versions() == {1: "retired", 2: "active"}  # nothing stored
-    assert run_row(run_id).status == RunStatus.running
-    # Judged again (against 2), but 1 was activated again meanwhile: stored, not promoted.
+        registry.activate(session, other)  # a rollback after the run started against 1
+    better = registry.Verdict(True, "better than 1", gated_against=1)
+    with get_sessionmaker()() as session:
+        registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
+    assert versions() == {1: "retired", 2: "active", 3: "candidate"}
+    run = run_row(run_id)
+    assert (run.status, run.decision, run.gated_against) == ("succeeded", "candidate", 1)
+    reason = run.decision_reason or ""
+    assert "version 2 was activated after this run started" in reason
+    assert "compared with version 1" in reason
+
+
+def test_an_activation_back_to_the_gated_version_during_a_run_still_holds_the_candidate(
+    client: TestClient,
+) -> None:
+    # 1 -> 2 -> 1 while the run trained: the version it was gated against serves again, but
+    # an admin chose it after the run started; the run does not undo that choice either.
+    client.get("/healthz")
+    other = add_model_version()
+    run_id, attempt = running_run()
+    with get_sessionmaker()() as session:
+        registry.activate(session, other)
     with get_sessionmaker()() as session:
         registry.activate(session, 1)
-    again = registry.Verdict(True, "better than 2", gated_against=other)
+    better = registry.Verdict(True, "better than 1", gated_against=1)
     with get_sessionmaker()() as session:
-        registry.register_candidate(
-            session, run_id, attempt, bundled_candidate(), again, {}, hold_if_changed=True
-        )
+        registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
     assert versions() == {1: "active", 2: "retired", 3: "candidate"}
-    run = run_row(run_id)
-    assert (run.status, run.decision, run.gated_against) == ("succeeded", "candidate", other)
-    assert "version 1 was activated" in (run.decision_reason or "")
-    assert f"compared with version {other}" in (run.decision_reason or "")
+    assert run_row(run_id).decision == "candidate"
 
 
 # --- Evaluation samples: not steerable, trusted only ----------------------------------------
@@ -185,47 +194,61 @@ def png_with_text(image: Image.Image, text: str) -> bytes:
     return out.getvalue()
 
 
-def upload(client: TestClient, data: bytes, label: str = "7", source: str = "upload") -> dict:
+ADMIN = {"Authorization": f"Bearer {TEST_ENV['ADMIN_TOKEN']}"}
+
+
+def upload(
+    client: TestClient,
+    data: bytes,
+    label: str = "7",
+    source: str = "upload",
+    headers: dict[str, str] | None = None,
+) -> dict:
+    """Stored (by `headers`' key, or anonymously), read back as an admin sees it."""
     reply = client.post(
-        "/v1/samples", files={"image": ("x.png", data)}, data={"label": label, "source": source}
+        "/v1/samples",
+        files={"image": ("x.png", data)},
+        data={"label": label, "source": source},
+        headers=headers,
     )
     assert reply.status_code in (200, 201), reply.text
-    return reply.json()
+    return client.get(f"/v1/samples/{reply.json()['id']}", headers=ADMIN).json()
 
 
-def test_re_encodings_of_one_picture_land_on_one_side(client: TestClient) -> None:
+def test_re_encodings_of_one_picture_are_one_sample_on_one_side(client: TestClient) -> None:
     # The issue's attack: re-save one picture with a changing PNG text chunk until it is held
-    # out (was: 14 tries). Five pictures, 20 encodings each: every one stays on its side.
+    # out (was: 14 tries). Five pictures, 20 encodings each: the same decoded pixels are the
+    # same sample, so every encoding lands where the first did.
     for seed in range(5):
         picture = stroke_image(seed)
-        sides = {
-            upload(client, png_with_text(picture, f"try {n}"))["evaluation"] for n in range(20)
-        }
-        assert len(sides) == 1, f"picture {seed} was steered to both sides"
+        stored = [upload(client, png_with_text(picture, f"try {n}")) for n in range(20)]
+        assert len({s["id"] for s in stored}) == 1
+        assert len({s["evaluation"] for s in stored}) == 1
     with get_sessionmaker()() as session:
-        assert session.scalar(select(func.count()).select_from(Sample)) == 100
+        assert session.scalar(select(func.count()).select_from(Sample)) == 5
 
 
-def evaluation_upload(client: TestClient, source: str = "upload") -> dict:
+def evaluation_upload(
+    client: TestClient,
+    source: str = "upload",
+    headers: dict[str, str] | None = None,
+    first_seed: int = 1000,
+) -> dict:
     """Upload distinct pictures until one is kept for evaluation (about one in ten)."""
-    for seed in range(1000, 1300):
-        sample = upload(client, png(seed), source=source)
+    for seed in range(first_seed, first_seed + 300):
+        sample = upload(client, png(seed), source=source, headers=headers)
         if sample["evaluation"]:
             return sample
     pytest.fail("no evaluation sample in 300 uploads")
 
 
-def gate_set_size(trusted_sources: tuple[str, ...] = ()) -> int:
+def gate_set_size() -> int:
     """How many evaluation samples a run would judge candidates on now."""
     settings = get_settings()
     with get_sessionmaker()() as session:
         watermark = session.scalar(select(func.max(Sample.id))) or 0
         _, evaluation = samples.for_training(
-            session,
-            watermark,
-            LabelSet(settings.labels),
-            settings.max_image_pixels,
-            trusted_sources,
+            session, watermark, LabelSet(settings.labels), settings.max_image_pixels
         )
     return len(evaluation)
 
@@ -248,25 +271,26 @@ def test_an_untrusted_evaluation_sample_does_not_judge_candidates_and_a_confirme
     assert missing.json()["error"] == "sample_not_found"
 
 
-def test_evaluation_samples_from_a_trusted_source_judge_candidates_unconfirmed(
-    client: TestClient,
+def test_evaluation_samples_from_a_labeller_judge_candidates_unconfirmed(
+    client: TestClient, labeller_headers: dict[str, str]
 ) -> None:
-    evaluation_upload(client, source="canvas")
-    assert gate_set_size(trusted_sources=("canvas",)) == 1
-    assert gate_set_size(trusted_sources=("correction",)) == 0
+    evaluation_upload(client, source="canvas")  # anonymous: `source` vouches for nothing
+    assert gate_set_size() == 0
+    evaluation_upload(client, headers=labeller_headers, first_seed=2000)
+    assert gate_set_size() == 1
 
 
 # --- A rollback during a run (real Celery worker; last: the worker starts here) -------------
 
 
-def poisoned_onnx() -> bytes:
-    """The bundled model, its last bias pushed so that it answers "0" to everything: a model
-    any candidate beats."""
+def shifted_onnx() -> bytes:
+    """The bundled model with its classes shifted by one (it answers "1" for a 0, "2" for a
+    1...): poor on every class alike, so that any trained candidate beats it class by class."""
     model = onnx.load_from_string((registry.BUNDLED_MODEL_DIR / "model.onnx").read_bytes())
-    bias = next(t for t in model.graph.initializer if tuple(t.dims) == (47,))
-    values = np.zeros(47, np.float32)
-    values[0] = 1000.0
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    for tensor in model.graph.initializer:
+        if tensor.dims and tensor.dims[-1] == 47:  # the last layer's weights, bias, prior
+            values = np.roll(numpy_helper.to_array(tensor), 1, axis=-1)
+            tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
     return model.SerializeToString()
 
 
@@ -274,8 +298,11 @@ def test_a_rollback_during_a_run_is_not_undone_by_the_run(
     client: TestClient, admin_headers: dict[str, str], celery_worker: object
 ) -> None:
     client.get("/healthz")  # the bundled model: version 1
-    broken = add_model_version(onnx=poisoned_onnx())  # 2, serving when the run starts
+    broken = add_model_version(onnx=shifted_onnx())  # 2, serving when the run starts
     assert client.post(f"/v1/models/{broken}/activate", headers=admin_headers).status_code == 200
+    # The baseline too, so that the gate passes what beats it: the run's candidate would
+    # replace the serving version if nothing else stopped it.
+    assert client.post(f"/v1/models/{broken}/bless", headers=admin_headers).status_code == 200
     # A full retrain from scratch: far better than version 2, far worse than version 1.
     reply = client.post("/v1/training-runs", json={"full_retrain": True}, headers=admin_headers)
     assert reply.status_code == 201, reply.text
@@ -292,11 +319,12 @@ def test_a_rollback_during_a_run_is_not_undone_by_the_run(
     )
     assert run.status == RunStatus.succeeded, run.error
     assert active_versions() == [1]  # the admin's rollback stuck
-    assert run.gated_against == 1
-    assert run.decision == "rejected"
+    assert versions()[3] == "candidate"  # kept, for an admin to promote by hand
+    assert run.gated_against == broken
+    assert run.decision == "candidate"
     reason = run.decision_reason or ""
-    assert "version 1 was activated during the run" in reason
-    assert "compared with version 1" in reason
-    assert run.metrics is not None and run.metrics["active_version"] == 1
+    assert "version 1 was activated after this run started" in reason
+    assert f"compared with version {broken}" in reason
+    assert run.metrics is not None and run.metrics["active_version"] == broken
     served = client.post("/v1/predictions", files={"image": ("x.png", png(5))}).json()
     assert served["model_version"] == 1

@@ -89,6 +89,9 @@ def is_admin(operation: Any) -> bool:
         ("POST", "/v1/models/{version}/activate"),
         ("POST", "/v1/models/{version}/bless"),
         ("POST", "/v1/training-runs"),
+        ("POST", "/v1/keys"),
+        ("GET", "/v1/keys"),
+        ("DELETE", "/v1/keys/{key_id}"),
     }
 
 
@@ -163,7 +166,7 @@ def test_every_route_conforms_to_its_schema_and_never_answers_5xx(
     started = time.monotonic()
     tally = Tally()
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 23, [op.label for op in operations]
+    assert len(operations) == 26, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             exercise(operation, mode, ADMIN, tally, f"{operation.label} [{mode.value}]")

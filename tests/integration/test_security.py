@@ -3,6 +3,7 @@ over a real socket (the API must refuse a huge body without reading it)."""
 
 import hmac
 import json
+import os
 import select
 import socket
 import subprocess
@@ -19,14 +20,16 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
 from core.config import get_settings
-from db.models import ModelVersion, TrainingRun
+from db.models import ApiKey, ModelVersion, TrainingRun
 from db.session import get_sessionmaker
+from domain import keys
 from testkit.images import encode, png, stroke_image
 from testkit.stack import REPO_ROOT, free_port, uvicorn_command
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     TEST_ENV,
     add_model_version,
+    key_headers,
     start_test_process,
     stop_process,
     wait_for,
@@ -76,6 +79,21 @@ def nothing_changed(client: TestClient) -> None:
 ROUTES = ["delete sample", "confirm sample", "activate model", "start training run"]
 
 
+def resolve(authorization: str) -> str:
+    """`<role key>` becomes a real key's header: a new key with that role (revoked if said)."""
+    if not authorization.startswith("<"):
+        return authorization
+    role = authorization.strip("<>").split()[-2]
+    header = key_headers(role)["Authorization"]
+    if "revoked" in authorization:
+        with get_sessionmaker()() as session:
+            newest = session.scalars(sql_select(ApiKey).order_by(ApiKey.id.desc())).first()
+            assert newest is not None
+            keys.revoke(session, newest)
+            session.commit()
+    return header
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize(
     ("authorization", "status", "code"),
@@ -84,18 +102,37 @@ ROUTES = ["delete sample", "confirm sample", "activate model", "start training r
         ("", 401, "unauthorized"),
         (f"Basic {ADMIN_TOKEN}", 401, "unauthorized"),  # the right secret, the wrong scheme
         ("Bearer", 401, "unauthorized"),
-        ("Bearer wrong", 403, "forbidden"),
-        (f"Bearer {ADMIN_TOKEN[:-1]}", 403, "forbidden"),  # all but the last character
-        (f"Bearer {ADMIN_TOKEN}x", 403, "forbidden"),
-        (f"Bearer {ADMIN_TOKEN.upper()}", 403, "forbidden"),
+        ("Bearer wrong", 401, "invalid_key"),
+        (f"Bearer {ADMIN_TOKEN[:-1]}", 401, "invalid_key"),  # all but the last character
+        (f"Bearer {ADMIN_TOKEN}x", 401, "invalid_key"),
+        (f"Bearer {ADMIN_TOKEN.upper()}", 401, "invalid_key"),
+        ("Bearer hwk_0123456789ab_not-a-key-we-issued", 401, "invalid_key"),
+        ("<client key>", 403, "forbidden"),
+        ("<labeller key>", 403, "forbidden"),
+        ("<revoked admin key>", 401, "key_revoked"),
     ],
-    ids=["none", "empty", "basic", "no-token", "wrong", "prefix", "longer", "case"],
+    ids=[
+        "none",
+        "empty",
+        "basic",
+        "no-token",
+        "wrong",
+        "prefix",
+        "longer",
+        "case",
+        "forged-key",
+        "client",
+        "labeller",
+        "revoked",
+    ],
 )
 def test_admin_routes_refuse_a_missing_or_wrong_token(
     client: TestClient, route: str, authorization: str | None, status: int, code: str
 ) -> None:
+    if authorization == "<labeller key>" and route in ("delete sample", "confirm sample"):
+        pytest.skip("labellers may confirm and delete samples")
     send = admin_requests(client)[route]
-    reply = send({} if authorization is None else {"Authorization": authorization})
+    reply = send({} if authorization is None else {"Authorization": resolve(authorization)})
     assert reply.status_code == status, reply.text
     assert reply.json()["error"] == code
     assert reply.json()["detail"]
@@ -105,17 +142,68 @@ def test_admin_routes_refuse_a_missing_or_wrong_token(
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_admin_routes_are_closed_without_a_configured_token(
+def test_without_an_admin_token_only_admin_keys_open_admin_routes(
     client: TestClient, route: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     send = admin_requests(client)[route]
     monkeypatch.setattr(get_settings(), "admin_token", "")
     for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": f"Bearer {ADMIN_TOKEN}"}):
         reply = send(headers)
-        assert reply.status_code == 403, reply.text
-        assert reply.json()["error"] == "admin_disabled"
-        assert "ADMIN_TOKEN" in reply.json()["detail"]
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["error"] in ("unauthorized", "invalid_key")
     nothing_changed(client)
+    assert send(key_headers("admin")).status_code in (200, 201, 204)
+
+
+def test_keys_are_created_listed_and_revoked_by_an_admin_only(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    body = {"name": "scanner app", "role": "client"}
+    assert client.post("/v1/keys", json=body).status_code == 401
+    assert client.post("/v1/keys", json=body, headers=key_headers("labeller")).status_code == 403
+    made = client.post("/v1/keys", json=body, headers=admin_headers)
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    assert key.startswith(f"hwk_{made.json()['prefix']}_")
+    listed = client.get("/v1/keys", headers=admin_headers).json()
+    assert [(k["name"], k["role"]) for k in listed][-1] == ("scanner app", "client")
+    assert all("key" not in k for k in listed)  # never shown again
+    with get_sessionmaker()() as session:  # only its hash is stored
+        row = session.get(ApiKey, made.json()["id"])
+        assert row is not None and key not in (row.secret_sha256, row.prefix)
+    mine = {"Authorization": f"Bearer {key}"}
+    assert client.get("/v1/samples", headers=mine).status_code == 200
+    bad = client.post("/v1/keys", json={"name": "x", "role": "root"}, headers=admin_headers)
+    assert bad.status_code == 422
+    revoked = client.delete(f"/v1/keys/{made.json()['id']}", headers=admin_headers)
+    assert revoked.status_code == 204
+    refused = client.get("/v1/samples", headers=mine)
+    assert refused.status_code == 401 and refused.json()["error"] == "key_revoked"
+    assert client.delete("/v1/keys/99999", headers=admin_headers).status_code == 404
+
+
+def test_the_cli_creates_a_key_that_works(client: TestClient) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "api.manage", "keys", "create", "--name", "ops", "--role", "admin"],
+        env={**os.environ, **TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = made.stdout.strip()
+    reply = client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"})
+    assert reply.status_code == 200, reply.text
+    assert [k["name"] for k in reply.json()] == ["ops"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "api.manage", "keys", "list"],
+        env={**os.environ, **TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "\tadmin\t" in listed.stdout and key not in listed.stdout
 
 
 def test_the_token_is_compared_in_constant_time(
@@ -131,9 +219,9 @@ def test_the_token_is_compared_in_constant_time(
         calls.append((given, expected))
         return real(given, expected)
 
-    monkeypatch.setattr("api.deps.hmac.compare_digest", spy)
+    monkeypatch.setattr("api.auth.hmac.compare_digest", spy)
     send = admin_requests(client)["activate model"]
-    assert send({"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"}).status_code == 403
+    assert send({"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"}).status_code == 401
     assert send(admin_headers).status_code == 200
     assert calls == [
         (ADMIN_TOKEN[:-1].encode(), ADMIN_TOKEN.encode()),

@@ -175,7 +175,9 @@ def test_compose_commands_serve_store_and_trigger_one_training_run(stack: Stack)
     stack.start("api", "api", api_args)
 
     base_url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base_url, timeout=10) as http:
+    # As the admin: its replies say which side (training or evaluation) each sample is on.
+    admin = {"Authorization": f"Bearer {TEST_ENV['ADMIN_TOKEN']}"}
+    with httpx.Client(base_url=base_url, timeout=10, headers=admin) as http:
 
         def ready() -> bool:
             stack.alive("api", "worker", "beat")

@@ -86,13 +86,16 @@ def test_next_run_counts_only_samples_after_the_watermark() -> None:
 
 
 def test_uploads_through_the_api_reach_the_real_worker(
-    client: TestClient, celery_worker: subprocess.Popen[bytes]
+    client: TestClient, celery_worker: subprocess.Popen[bytes], admin_headers: dict[str, str]
 ) -> None:
     training = 0
     seed = 0
-    while training < 5 and seed < 200:  # a scribble the model finds suspect does not count
+    while training < 5 and seed < 200:  # an evaluation sample does not count
         reply = client.post(
-            "/v1/samples", files={"image": ("x.png", png(seed), "image/png")}, data={"label": "2"}
+            "/v1/samples",
+            files={"image": ("x.png", png(seed), "image/png")},
+            data={"label": "2"},
+            headers=admin_headers,  # its side shows in the reply
         )
         assert reply.status_code == 201
         training += not reply.json()["evaluation"] and reply.json()["status"] != "suspect"
