@@ -183,8 +183,8 @@ from pathlib import Path
 from core.images import decode_image
 
 def status(field):
-    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
-    return int(line.split()[1]) * 1024
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith(field)).split()[1]) * 1024
 
 data = sys.stdin.buffer.read()
 Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
