@@ -29,7 +29,6 @@ from tests.integration.conftest import (
 from worker import tasks
 from worker.training import execute_run
 
-
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
