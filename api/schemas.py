@@ -42,13 +42,22 @@ class SampleOut(BaseModel):
         "sample judges candidates only once confirmed"
     )
     status: SampleStatus = Field(
-        description="suspect: the serving model found the label very unlikely while confident "
-        "in another; kept out of training (and evaluation) until an admin or labeller confirms "
+        description="suspect: held, because its nearest NIST examples contradict the label "
+        "or a refused training run found it pushed a class over (`suspect_reason` says which); "
+        "kept out of training (and evaluation) until an admin or labeller confirms, relabels "
         "or deletes it. confirmed: vouched for since. accepted: neither."
     )
     model_label: str | None = Field(description="What the serving model read when it was stored")
+    suspect_reason: str | None = Field(
+        description="What the NIST examples nearest to it said about its label, in words (why "
+        "it is suspect, when it is)"
+    )
     model_probability: float | None = Field(description="The model's probability of model_label")
     created_at: datetime
+
+
+class RelabelIn(BaseModel):
+    label: str = Field(min_length=1, max_length=8, description="The sample's right label")
 
 
 class SamplePage(BaseModel):

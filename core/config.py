@@ -65,24 +65,36 @@ class Settings(BaseSettings):
     gate_max_class_drop: float = Field(
         default=0.03,
         ge=0,
-        description="How much one class's NIST test accuracy may drop against the active model "
-        "(more where chance allows it on that class's image count).",
+        description="A class of the NIST test split whose loss against the baseline or the "
+        "active model is significant (McNemar, 5% family-wise) is refused from this loss on.",
     )
     gate_min_class_images: int = Field(
         default=50, ge=1, description="Classes with fewer NIST test images are not compared."
     )
-    suspect_max_label_probability: float = Field(
-        default=0.001,
-        ge=0,
+    max_key_share: float = Field(
+        default=0.5,
+        gt=0,
         le=1,
-        description="An upload whose label the serving model gives less than this...",
+        description="Most of a class's new training samples one uploader (a key, or an "
+        "anonymous address) gives to one run; the rest wait for a later run. Samples from "
+        "admin and labeller keys, and confirmed ones, are not counted against anyone.",
     )
-    suspect_min_other_probability: float = Field(
-        default=0.4,
+    evidence_neighbours: int = Field(
+        default=20, ge=1, le=200, description="NIST examples an upload is compared with."
+    )
+    evidence_max_label_share: float = Field(
+        default=0.05,
         ge=0,
         le=1,
-        description="...while giving another label at least this is suspect: kept out of "
-        "training until an admin confirms it.",
+        description="An upload contradicts its label when at most this share of its nearest "
+        "NIST examples carry it...",
+    )
+    evidence_depth: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="...and it sits at least as deep among them as this share of NIST's own "
+        "examples of their class (0.5: as the median one). Such an upload is held as suspect.",
     )
     registry_lock_timeout_seconds: float = Field(
         default=10.0,

@@ -104,6 +104,8 @@ class Sample(Base):
     suspect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     model_label: Mapped[str | None] = mapped_column(String(1), nullable=True)
     model_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Why it is suspect (or what the evidence said), in words (domain/evidence.py).
+    suspect_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The row it was cut from, for a character of a corrected reading.
     reading_id: Mapped[int | None] = mapped_column(
         ForeignKey("readings.id", ondelete="SET NULL"), nullable=True
@@ -188,6 +190,8 @@ class ModelVersion(Base):
     onnx: Mapped[bytes] = mapped_column(LargeBinary)
     onnx_sha256: Mapped[str] = mapped_column(String(64))
     keras_weights: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # NIST examples as this version sees them (core/neighbours.py): the uploads' evidence.
+    neighbour_index: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     training_run_id: Mapped[int | None] = mapped_column(

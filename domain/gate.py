@@ -5,19 +5,32 @@ Three references, because each one alone lets the model slide:
 - the baseline (the bundled model, or the version an admin blessed): NIST test and holdout may
   never fall more than GATE_MAX_NIST_DROP below it, however many retrains follow each other;
 - the active model: the same allowance, so one retrain cannot spend the whole margin at once;
-  no class of the NIST test split may lose more than GATE_MAX_CLASS_DROP (classes with at
-  least GATE_MIN_CLASS_IMAGES images), unless the loss is within what chance gives two models
-  of that accuracy on that many images (a one-sided test, Bonferroni over the classes checked,
-  so that among 47 classes one does not flap by luck);
+- per class of the NIST test split (classes with at least GATE_MIN_CLASS_IMAGES images),
+  against the baseline and against the active model: both models read the same images, so a
+  paired test decides (McNemar's exact test on the images one reads right and the other wrong,
+  Holm's correction over every class and both references at a 5% family-wise error): a class
+  is refused when it loses significantly and by at least GATE_MAX_CLASS_DROP. Against the
+  baseline, so that a class cannot slide a little at each promotion;
 - the trusted evaluation samples: not worse than the active model.
 """
 
 import math
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 from core.model_report import ClassScore, Metrics
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """What a model read right, image by image, on the NIST test split: the same images, in
+    the same order, for every model a run compares."""
+
+    truth: np.ndarray  # (N,) the class of each image (its character)
+    correct: np.ndarray  # (N,) bool
+    predicted: np.ndarray | None = None  # (N,) what it read (its character)
 
 
 @dataclass(frozen=True)
@@ -26,12 +39,13 @@ class Scores:
 
     metrics: Metrics
     test_per_class: dict[str, ClassScore] = field(default_factory=dict)
+    test_outcomes: Outcomes | None = None
 
 
 @dataclass(frozen=True)
 class GateRules:
     max_nist_drop: float
-    max_class_drop: float = 0.03
+    max_class_drop: float = 0.03  # a significant loss smaller than this is let through
     min_class_images: int = 50
     class_false_alarm: float = 0.05  # chance that some class of an unchanged model is refused
 
@@ -46,6 +60,7 @@ class Check:
     reference: float | None
     allowed_drop: float | None
     detail: str
+    label: str | None = None  # the class, for a class check
 
 
 @dataclass(frozen=True)
@@ -66,16 +81,18 @@ def gate(
     if active is None and baseline is None:
         return GateDecision(True, "no active model or baseline to compare with")
     checks: list[Check] = []
-    for name, reference in (("baseline", baseline), ("active model", active)):
+    references = {"baseline": baseline, "active model": active}
+    for name, reference in references.items():
         if reference is not None:
             checks += nist_checks(candidate.metrics, reference.metrics, name, rules.max_nist_drop)
+    checks += class_checks(candidate, references, rules)
     if active is not None:
-        checks += class_checks(candidate.test_per_class, active.test_per_class, rules)
         checks += evaluation_sample_checks(candidate.metrics, active.metrics)
     failed = [check for check in checks if not check.passed]
     if failed:
         return GateDecision(False, "; ".join(check.detail for check in failed), checks)
-    return GateDecision(True, "; ".join(c.detail for c in checks if c.name != "class"), checks)
+    summary = [c.detail for c in checks if not c.name.startswith("class")]
+    return GateDecision(True, "; ".join(summary), checks)
 
 
 def nist_checks(candidate: Metrics, reference: Metrics, against: str, drop: float) -> list[Check]:
@@ -106,46 +123,103 @@ def nist_checks(candidate: Metrics, reference: Metrics, against: str, drop: floa
     return checks
 
 
-def class_allowance(ours: float, theirs: float, images: int, z: float, floor: float) -> float:
-    """The drop a class may show: `floor`, or more where chance alone moves two models of this
-    accuracy on `images` images by that much (z standard errors of a difference of two
-    proportions, pooled)."""
-    pooled = (ours + theirs) / 2
-    standard_error = math.sqrt(2 * pooled * (1 - pooled) / images)
-    return max(floor, z * standard_error)
+def binomial_tail(successes: int, trials: int) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, 1/2): McNemar's exact one-sided p-value, with
+    `successes` the images only the reference reads right among `trials` discordant ones."""
+    if successes <= 0:
+        return 1.0
+    total = sum(math.comb(trials, k) for k in range(successes, trials + 1))
+    return total / 2**trials
+
+
+@dataclass(frozen=True)
+class PairedClass:
+    """One class, one reference: the images where the two models disagree."""
+
+    label: str
+    against: str
+    images: int
+    candidate: float  # accuracy
+    reference: float
+    worse: int  # read right by the reference only
+    better: int  # read right by the candidate only
+    p_value: float
+
+
+def _paired(candidate: Outcomes, reference: Outcomes, against: str, rules: GateRules):
+    """Per class with enough images: accuracies and the discordant pairs."""
+    if len(candidate.truth) != len(reference.truth) or not np.array_equal(
+        candidate.truth, reference.truth
+    ):
+        raise ValueError("the outcomes compared must be on the same images, in the same order")
+    results = []
+    for label in sorted(set(candidate.truth.tolist())):
+        mask = candidate.truth == label
+        images = int(mask.sum())
+        if images < rules.min_class_images:
+            continue
+        ours, theirs = candidate.correct[mask], reference.correct[mask]
+        worse, better = int((theirs & ~ours).sum()), int((ours & ~theirs).sum())
+        results.append(
+            PairedClass(
+                str(label),
+                against,
+                images,
+                float(ours.mean()),
+                float(theirs.mean()),
+                worse,
+                better,
+                binomial_tail(worse, worse + better),
+            )
+        )
+    return results
 
 
 def class_checks(
-    candidate: dict[str, ClassScore], active: dict[str, ClassScore], rules: GateRules
+    candidate: Scores, references: dict[str, Scores | None], rules: GateRules
 ) -> list[Check]:
-    """Per class of the NIST test split, against the active model; tiny classes are skipped."""
-    compared = [
-        c
-        for c, score in active.items()
-        if c in candidate and score.images >= rules.min_class_images
-    ]
-    if not compared:
+    """Per class of the NIST test split, against each reference, a paired test; Holm's
+    step-down correction over all of them keeps the chance that some class of an unchanged
+    model is refused at `class_false_alarm`."""
+    if candidate.test_outcomes is None:
         return []
-    z = NormalDist().inv_cdf(1 - rules.class_false_alarm / len(compared))
+    tests = [
+        result
+        for against, reference in references.items()
+        if reference is not None and reference.test_outcomes is not None
+        for result in _paired(candidate.test_outcomes, reference.test_outcomes, against, rules)
+    ]
+    significant = {id(test) for test in _holm(tests, rules.class_false_alarm)}
     checks = []
-    for label in compared:
-        ours, theirs = candidate[label].accuracy, active[label].accuracy
-        images = active[label].images
-        allowed = class_allowance(ours, theirs, images, z, rules.max_class_drop)
-        passed = ours >= theirs - allowed
-        verb = "within" if passed else "below"
+    for test in tests:
+        drop = test.reference - test.candidate
+        refused = id(test) in significant and drop >= rules.max_class_drop
+        verb = "significantly below" if refused else "not significantly below"
         checks.append(
             Check(
-                name="class",
-                passed=passed,
-                candidate=ours,
-                reference=theirs,
-                allowed_drop=round(allowed, 4),
-                detail=f"class {label!r} accuracy {ours:.4f} is {verb} the active model's "
-                f"{theirs:.4f} minus {allowed:.4f} ({images} NIST test images)",
+                name=f"class vs {test.against}",
+                passed=not refused,
+                candidate=round(test.candidate, 4),
+                reference=round(test.reference, 4),
+                allowed_drop=rules.max_class_drop,
+                detail=f"class {test.label!r} accuracy {test.candidate:.4f} is {verb} the "
+                f"{test.against}'s {test.reference:.4f} ({test.images} NIST test images; "
+                f"{test.worse} read right only by the {test.against}, {test.better} only by "
+                f"the candidate; McNemar p={test.p_value:.2g})",
+                label=test.label,
             )
         )
     return checks
+
+
+def _holm(tests: list[PairedClass], alpha: float) -> list[PairedClass]:
+    """The tests Holm's step-down procedure rejects at family-wise level `alpha`."""
+    rejected = []
+    for rank, test in enumerate(sorted(tests, key=lambda t: t.p_value)):
+        if test.p_value > alpha / (len(tests) - rank):
+            break
+        rejected.append(test)
+    return rejected
 
 
 def evaluation_sample_checks(candidate: Metrics, active: Metrics) -> list[Check]:

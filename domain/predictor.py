@@ -18,14 +18,18 @@ import onnxruntime as ort
 
 from core.images import ImageError, decode_image
 from core.labels import LabelSet
+from core.neighbours import NeighbourIndex
 from core.preprocessing import preprocess_batch, preprocess_image
 from db.models import ModelVersion
 from db.session import get_sessionmaker
-from domain.registry import active_version, active_version_number
+from domain.registry import active_version, active_version_state
 
 log = logging.getLogger(__name__)
 
 TOP_K = 5
+
+
+EMBEDDING = "embedding"  # the ONNX output trainer/export.py adds: what the last layer reads
 
 
 @dataclass(frozen=True)
@@ -34,13 +38,31 @@ class LoadedModel:
     labels: LabelSet
     session: ort.InferenceSession
     input_name: str
+    index: NeighbourIndex | None = None  # NIST examples as this model sees them
+
+    @property
+    def output_name(self) -> str:
+        return self.session.get_outputs()[0].name
+
+    @property
+    def weighs_evidence(self) -> bool:
+        """Whether uploads can be compared with NIST examples: an index, and the embedding."""
+        names = {output.name for output in self.session.get_outputs()}
+        return self.index is not None and EMBEDDING in names
 
     def probabilities(self, batch: np.ndarray, allowed: str | None = None) -> np.ndarray:
         """(N, 28, 28, 1) float32 in [0, 1] -> (N, classes) probabilities; with `allowed` (a
         subset of the labels, e.g. the digits of a postcode field) zero elsewhere and
         renormalised over the allowed labels."""
-        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        probabilities = self.session.run([self.output_name], {self.input_name: batch})[0]
         return probabilities if not allowed else restrict(probabilities, self.labels, allowed)
+
+    def probabilities_and_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One run, both outputs (the model must have the embedding: `weighs_evidence`)."""
+        probabilities, embeddings = self.session.run(
+            [self.output_name, EMBEDDING], {self.input_name: batch}
+        )
+        return probabilities, embeddings
 
 
 def restrict(probabilities: np.ndarray, labels: LabelSet, allowed: str) -> np.ndarray:
@@ -51,7 +73,13 @@ def restrict(probabilities: np.ndarray, labels: LabelSet, allowed: str) -> np.nd
     return kept / np.maximum(kept.sum(axis=1, keepdims=True), 1e-12)
 
 
-def load_model(onnx: bytes | Path, version: int, labels: str, intra_op_threads: int = 1):
+def load_model(
+    onnx: bytes | Path,
+    version: int,
+    labels: str,
+    intra_op_threads: int = 1,
+    index: bytes | None = None,
+) -> LoadedModel:
     options = ort.SessionOptions()
     # Parallelism comes from concurrent requests and uvicorn workers; one thread per run
     # keeps a request from competing with the others for the same cores.
@@ -60,7 +88,8 @@ def load_model(onnx: bytes | Path, version: int, labels: str, intra_op_threads: 
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     source = onnx if isinstance(onnx, bytes) else str(onnx)
     session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-    return LoadedModel(version, LabelSet(labels), session, session.get_inputs()[0].name)
+    neighbours = NeighbourIndex.from_bytes(index) if index else None
+    return LoadedModel(version, LabelSet(labels), session, session.get_inputs()[0].name, neighbours)
 
 
 @dataclass(frozen=True)
@@ -240,11 +269,16 @@ class ModelServer:
         return self._current
 
     def refresh(self) -> LoadedModel | None:
-        """Load the active version if it is not the one serving. Returns what now serves."""
+        """Load the active version if it is not the one serving, or if its neighbour index was
+        built since it was loaded. Returns what now serves."""
         with self._lock, get_sessionmaker()() as session:
-            number = active_version_number(session)
-            if number is None or (self._current and self._current.version == number):
+            found = active_version_state(session)
+            if found is None:
                 return self._current
+            number, indexed = found
+            current = self._current
+            if current and current.version == number and (current.index or not indexed):
+                return current
             version = active_version(session)
             if version is None:  # deactivated between the two reads; the next poll sees it
                 return self._current
@@ -252,7 +286,13 @@ class ModelServer:
 
     def _swap(self, version: ModelVersion) -> LoadedModel:
         started = time.perf_counter()
-        loaded = load_model(version.onnx, version.version, version.labels, self.intra_op_threads)
+        loaded = load_model(
+            version.onnx,
+            version.version,
+            version.labels,
+            self.intra_op_threads,
+            version.neighbour_index,
+        )
         previous = self._current
         self._current = loaded  # the swap: one reference assignment
         log.info(

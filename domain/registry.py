@@ -30,6 +30,7 @@ from domain import runs
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_DIR = REPO_ROOT / "trainer" / "bundled"
+NEIGHBOURS_FILE = "neighbours.npz"  # trainer/neighbours.py writes it beside model.onnx
 REGISTRY_LOCK = 0x68777231  # an arbitrary advisory-lock key of this application
 
 
@@ -37,10 +38,14 @@ def active_version(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.status == ModelStatus.active))
 
 
-def active_version_number(session: Session) -> int | None:
-    return session.scalar(
-        select(ModelVersion.version).where(ModelVersion.status == ModelStatus.active)
-    )
+def active_version_state(session: Session) -> tuple[int, bool] | None:
+    """The active version's number and whether it has its neighbour index (None: none)."""
+    row = session.execute(
+        select(ModelVersion.version, ModelVersion.neighbour_index.is_not(None)).where(
+            ModelVersion.status == ModelStatus.active
+        )
+    ).first()
+    return (row[0], bool(row[1])) if row else None
 
 
 def baseline_version(session: Session, labels: str) -> ModelVersion | None:
@@ -61,6 +66,19 @@ def bless(session: Session, version: int) -> ModelVersion | None:
         model.blessed_at = runs.now()
         session.commit()
     return model
+
+
+def store_index(session: Session, version: int, onnx: bytes, index: bytes) -> bool:
+    """Give a version that has none its neighbour index, and the ONNX that serves it its
+    embedding output (the same weights, the same probabilities, one output more). Whether it
+    was stored (False: another worker did it first, or no such version)."""
+    stored = session.execute(
+        update(ModelVersion)
+        .where(ModelVersion.version == version, ModelVersion.neighbour_index.is_(None))
+        .values(neighbour_index=index, onnx=onnx, onnx_sha256=hashlib.sha256(onnx).hexdigest())
+    ).rowcount
+    session.commit()
+    return stored == 1
 
 
 class RegistryBusy(Exception):
@@ -127,6 +145,7 @@ class NewVersion:
     onnx: bytes
     keras_weights: bytes | None
     report: ModelReport
+    neighbour_index: bytes | None = None  # core/neighbours.py: the uploads' evidence
 
 
 def _version_row(new: NewVersion, status: ModelStatus) -> ModelVersion:
@@ -137,6 +156,7 @@ def _version_row(new: NewVersion, status: ModelStatus) -> ModelVersion:
         onnx=new.onnx,
         onnx_sha256=hashlib.sha256(new.onnx).hexdigest(),
         keras_weights=new.keras_weights,
+        neighbour_index=new.neighbour_index,
         metrics=new.report.metrics.model_dump(mode="json"),
         report=new.report.model_dump(mode="json"),
     )
@@ -236,10 +256,12 @@ def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> in
         session.rollback()
         return None
     weights_path = model_dir / "model.weights.h5"
+    index_path = model_dir / NEIGHBOURS_FILE
     new = NewVersion(
         onnx=onnx_path.read_bytes(),
         keras_weights=weights_path.read_bytes() if weights_path.exists() else None,
         report=ModelReport.model_validate_json((model_dir / "report.json").read_text()),
+        neighbour_index=index_path.read_bytes() if index_path.exists() else None,
     )
     version = _version_row(new, ModelStatus.active)
     version.activated_at = version.blessed_at = runs.now()  # the first baseline

@@ -9,25 +9,28 @@ admin, or from a trusted source) judge candidates: an uploader alone never decid
 
 import hashlib
 import hmac
+import math
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
-from core.config import Settings, get_settings
+from core.config import get_settings
 from core.images import DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
 from core.preprocessing import preprocess_image
 from db.models import Sample, SampleSource, SampleStatus, ServiceKey, cleared_samples
 from db.session import get_sessionmaker
 from domain import runs
+from domain.evidence import Evidence, EvidenceRules, weigh
 from domain.keys import Client
 
 if TYPE_CHECKING:
@@ -161,53 +164,38 @@ def trusted() -> ColumnElement[bool]:
 
 
 @dataclass(frozen=True)
-class SuspectRule:
-    """A sample is suspect when the serving model gives its label less than
-    `max_label_probability` while giving another label at least `min_other_probability`."""
-
-    max_label_probability: float
-    min_other_probability: float
-
-
-def suspect_rule(settings: Settings) -> SuspectRule:
-    return SuspectRule(
-        settings.suspect_max_label_probability, settings.suspect_min_other_probability
-    )
-
-
-@dataclass(frozen=True)
 class ModelOpinion:
-    """What the serving model read in a sample when it was stored."""
+    """What the serving model read in a sample when it was stored, and what the NIST examples
+    nearest to it say about its label (domain/evidence.py)."""
 
     label: str
     probability: float
     suspect: bool
+    reason: str | None  # the evidence, in words (None: the model has no neighbour index)
 
 
 def model_opinion(
-    model: "LoadedModel", image: np.ndarray, label: str, rule: SuspectRule | None
+    model: "LoadedModel", image: np.ndarray, label: str, rules: EvidenceRules | None
 ) -> ModelOpinion | None:
-    """What the serving model reads in a sample, through the serving preprocessing; suspect by
-    `rule` (None: a trusted uploader, never suspect). None when the model does not know the
-    label (it was trained on another label set)."""
+    """What the serving model reads in a sample, through the serving preprocessing, and
+    whether its nearest NIST examples contradict its label (`rules` None: a trusted uploader,
+    never suspect). None when the model does not know the label (another label set)."""
     if label not in model.labels.characters:
         return None
-    probabilities = model.probabilities(preprocess_image(image)[np.newaxis, :, :, np.newaxis])
-    return opinion_of(probabilities[0], model.labels.characters, label, rule)
+    batch = preprocess_image(image)[np.newaxis, :, :, np.newaxis]
+    if not model.weighs_evidence or model.index is None:
+        probabilities = model.probabilities(batch)[0]
+        return _opinion(probabilities, model.labels.characters, None)
+    probabilities, embeddings = model.probabilities_and_embeddings(batch)
+    found = None if rules is None else weigh(model.index, embeddings[0], label, rules)
+    return _opinion(probabilities[0], model.labels.characters, found)
 
 
-def opinion_of(
-    probabilities: np.ndarray, characters: str, label: str, rule: SuspectRule | None
-) -> ModelOpinion:
-    """A model's opinion of one sample from its class probabilities (`characters` order)."""
+def _opinion(probabilities: np.ndarray, characters: str, found: Evidence | None) -> ModelOpinion:
     top = int(probabilities.argmax())
-    suspect = (
-        rule is not None
-        and characters[top] != label
-        and probabilities[characters.index(label)] < rule.max_label_probability
-        and probabilities[top] >= rule.min_other_probability
-    )
-    return ModelOpinion(characters[top], float(probabilities[top]), bool(suspect))
+    suspect = found is not None and found.contradicts
+    reason = found.reason if found is not None else None
+    return ModelOpinion(characters[top], float(probabilities[top]), suspect, reason)
 
 
 def status_of(sample: Sample) -> SampleStatus:
@@ -244,9 +232,10 @@ def examine(
     decoded: DecodedImage,
     labels: tuple[str, str],
     model: "LoadedModel | None",
-    rule: SuspectRule | None,
+    rules: EvidenceRules | None,
 ) -> Picture:
-    """`labels`: (stored class, as sent). `rule`: None for a trusted uploader (never suspect)."""
+    """`labels`: (stored class, as sent). `rules`: None for a trusted uploader (never
+    suspect)."""
     label, submitted = labels
     return Picture(
         data=data,
@@ -258,7 +247,7 @@ def examine(
         label=label,
         submitted_label=submitted,
         fingerprint=pixel_fingerprint(decoded.image),
-        opinion=model_opinion(model, decoded.image, label, rule) if model else None,
+        opinion=model_opinion(model, decoded.image, label, rules) if model else None,
     )
 
 
@@ -291,6 +280,7 @@ def store(
         "suspect": opinion is not None and opinion.suspect and not trusted_uploader,
         "model_label": opinion.label if opinion else None,
         "model_probability": opinion.probability if opinion else None,
+        "suspect_reason": opinion.reason if opinion else None,
         "reading_id": reading_id,
         "api_key_id": client.key_id,
         "uploader": client.uploader,
@@ -413,6 +403,30 @@ def confirm(session: Session, sample: Sample, retrain_threshold: int | None = No
     return due
 
 
+def relabel(
+    session: Session, sample: Sample, label: str, retrain_threshold: int | None = None
+) -> bool:
+    """An admin or labeller gives a held sample its right label, which vouches for it (it is
+    confirmed): it then trains under that label. Whether a retrain is now due."""
+    sample.label = label
+    sample.suspect_reason = f"relabelled {label!r} by a reviewer; was: {sample.suspect_reason}"
+    if sample.confirmed_at is None:
+        return confirm(session, sample, retrain_threshold)
+    session.commit()
+    return False
+
+
+def hold(session: Session, reasons: dict[int, str]) -> None:
+    """Hold these samples as suspect, each with its reason (a run's healing); vouched-for ones
+    (confirmed, or stored by a trusted key) are left as they are. The caller commits."""
+    for sample_id, reason in reasons.items():
+        session.execute(
+            update(Sample)
+            .where(Sample.id == sample_id, Sample.confirmed_at.is_(None), Sample.trusted.is_(False))
+            .values(suspect=True, suspect_reason=reason)
+        )
+
+
 def delete(session: Session, sample: Sample) -> None:
     session.delete(sample)
     session.commit()
@@ -424,14 +438,46 @@ class Glyphs:
 
     x: np.ndarray  # (N, 28, 28) uint8: core.preprocessing's output times 255
     y: np.ndarray  # (N,) class indices
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) sample ids
+    # (N,) bool: vouched for (confirmed, or stored by a trusted key): never held by a run
+    vouched: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def __len__(self) -> int:
         return len(self.y)
 
     @staticmethod
-    def stack(xs: list[np.ndarray], ys: list[int]) -> "Glyphs":
+    def stack(
+        xs: list[np.ndarray],
+        ys: list[int],
+        ids: list[int] | None = None,
+        vouched: list[bool] | None = None,
+    ) -> "Glyphs":
         x = np.stack(xs) if xs else np.zeros((0, 28, 28), np.uint8)
-        return Glyphs(x, np.array(ys, np.int32))
+        ids = ids or []
+        flags = np.array(vouched if vouched is not None else [False] * len(ys), bool)
+        return Glyphs(x, np.array(ys, np.int32), np.array(ids, np.int64), flags)
+
+    def without(self, ids: Iterable[int]) -> "Glyphs":
+        keep = ~np.isin(self.ids, np.fromiter(ids, np.int64))
+        return Glyphs(self.x[keep], self.y[keep], self.ids[keep], self.vouched[keep])
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a run learns from and is judged on, among the samples up to its watermark."""
+
+    training: Glyphs
+    evaluation: Glyphs  # trusted evaluation samples only
+    waiting: list[int]  # new samples past their uploader's share of their class (MAX_KEY_SHARE)
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    label: str
+    evaluation: bool
+    uploader: str | None
+    vouched: bool  # trusted uploader or confirmed: never capped
 
 
 def for_training(
@@ -439,13 +485,22 @@ def for_training(
     watermark: int,
     labels: LabelSet,
     max_pixels: int,
-) -> tuple[Glyphs, Glyphs]:
-    """(training, evaluation) samples up to the watermark, through the serving preprocessing,
-    so that what is trained is what is served. The evaluation set holds only trusted
-    evaluation samples; untrusted ones are in neither set, nor are unconfirmed suspects."""
-    groups: dict[bool, tuple[list[np.ndarray], list[int]]] = {True: ([], []), False: ([], [])}
-    rows = session.execute(
-        select(Sample.image, Sample.label, Sample.evaluation)
+    max_key_share: float = 1.0,
+) -> TrainingSet:
+    """Samples up to the watermark, through the serving preprocessing, so that what is trained
+    is what is served. The evaluation set holds only trusted evaluation samples; untrusted ones
+    are in neither set, nor are unconfirmed suspects. Of the samples the serving model has not
+    learnt from, no uploader gives more than `max_key_share` of a class's (vouched-for ones
+    aside): the rest wait for a later run (`waiting`)."""
+    query = (
+        select(
+            Sample.id,
+            Sample.image,
+            Sample.label,
+            Sample.evaluation,
+            Sample.uploader,
+            trusted().label("vouched"),
+        )
         .where(
             Sample.id <= watermark,
             or_(Sample.evaluation.is_(False), trusted()),
@@ -453,17 +508,53 @@ def for_training(
         )
         .order_by(Sample.id)  # the order the training sees: the same for the same samples
     )
-    for image, label, evaluation in rows:
-        if label not in labels.characters:
-            continue  # stored under another label set
+    rows, images = [], {}
+    for sample_id, image, label, evaluation, uploader, vouched in session.execute(query):
+        if label in labels.characters:  # else stored under another label set
+            rows.append(_Row(sample_id, label, evaluation, uploader, bool(vouched)))
+            images[sample_id] = image
+    waiting = over_share(rows, runs.learned_up_to(session)[0], max_key_share)
+    groups: dict[bool, tuple[list[np.ndarray], list[int], list[int], list[bool]]] = {
+        True: ([], [], [], []),
+        False: ([], [], [], []),
+    }
+    for row in rows:
+        if row.id in waiting:
+            continue
+        image = images.pop(row.id)
         try:
             decoded = decode_image(image, max_bytes=len(image), max_pixels=max_pixels)
         except ImageError:
             continue  # stored before a stricter limit; never fails a run
         glyph = np.rint(preprocess_image(decoded.image) * 255).astype(np.uint8)
-        groups[evaluation][0].append(glyph)
-        groups[evaluation][1].append(labels.index(label))
-    return Glyphs.stack(*groups[False]), Glyphs.stack(*groups[True])
+        xs, ys, ids, vouched = groups[row.evaluation]
+        xs.append(glyph)
+        ys.append(labels.index(row.label))
+        ids.append(row.id)
+        vouched.append(row.vouched)
+    return TrainingSet(Glyphs.stack(*groups[False]), Glyphs.stack(*groups[True]), sorted(waiting))
+
+
+def over_share(rows: list[_Row], learned_up_to: int, share: float) -> set[int]:
+    """The new training samples (newer than what the serving model learnt from) that put their
+    uploader past `share` of their class's new samples: the newest ones over the cap. A sole
+    uploader gives half of a class at a time (at the default 0.5), the rest in later runs."""
+    if share >= 1.0:
+        return set()
+    new: dict[str, list[_Row]] = {}
+    for row in rows:
+        if row.id > learned_up_to and not row.evaluation:
+            new.setdefault(row.label, []).append(row)
+    waiting = set()
+    for class_rows in new.values():
+        cap = max(1, math.floor(share * len(class_rows)))
+        by_uploader: dict[str, list[_Row]] = {}
+        for row in class_rows:
+            if not row.vouched and row.uploader is not None:
+                by_uploader.setdefault(row.uploader, []).append(row)
+        for own in by_uploader.values():
+            waiting.update(row.id for row in own[cap:])  # rows in id order: the newest wait
+    return waiting
 
 
 def upload_copies(uploads: int, nist_images: int, share: float, max_copies: int) -> int:

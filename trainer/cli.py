@@ -18,7 +18,7 @@ import numpy as np
 from core.config import get_settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
-from trainer.config import ARCHITECTURES, TrainingConfig
+from trainer.config import ARCHITECTURES, TrainingConfig, WarmStart
 from trainer.data import NIST_EMNIST_URL, POOL_SPLITS, NistData, fetch_emnist, load_nist
 
 DEFAULT_OUT = Path("artifacts") / "model"
@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "compare":
         table = compare_runs(data, args, command)
         print(table)
+    elif args.command == "index":
+        from trainer.neighbours import index_model_dir
+
+        print(index_model_dir(args.model_dir, data))
     return 0
 
 
@@ -61,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(commands)
     add_compare_command(commands)
     add_fetch_command(commands)
+    index = commands.add_parser(
+        "index",
+        help="give a model directory's ONNX its embedding output and build its neighbour index "
+        "(neighbours.npz: NIST examples as the model sees them, the uploads' evidence)",
+    )
+    data_options(index)
+    index.add_argument("--model-dir", type=Path, default=DEFAULT_OUT)
     return parser
 
 
@@ -162,7 +173,7 @@ def train_and_save(data: NistData, args: argparse.Namespace, command: str) -> Mo
     artifacts = train_and_evaluate(
         data,
         training_config(args),
-        initial_weights=initial.read_bytes() if initial else None,
+        warm_start=WarmStart(initial.read_bytes()) if initial else None,
         notes={"command": command},
         verbose="auto",
     )

@@ -20,15 +20,41 @@ class TrainingConfig:
     # 0 trains on NIST's natural class frequencies, 1 weighs every class equally; in between
     # trades overall accuracy for accuracy on rare classes.
     class_balance: float = 0.5
+    # Whether the extra samples' copies count in the class balance (the loss's class weights
+    # and the prior divided out afterwards). Counted, 50 copies of 20 uploaded 4s weigh every
+    # 4 less and inflate the prior of 4: NIST's own 4s lost 3.3 points in a warm retrain.
+    # Not counted (the default), the balance is NIST's and the uploads only add shapes.
+    extra_in_class_balance: bool = False
     max_per_class: int | None = None  # each epoch sees at most this many images of a class
     max_train: int | None = None  # a random subset of the NIST training split (None: all)
     # Targets (1 - s) on the label and s spread over all classes: softer, less overconfident
     # outputs (the temperature fitted afterwards undoes what is left of it).
     label_smoothing: float = 0.0
+    # A warm start learns from its own starting point too: on NIST's images the target is
+    # (1 - distill) the label and `distill` what the starting model read (its probabilities),
+    # so that learning the uploads does not move what it read right before ("learning without
+    # forgetting", Li & Hoiem 2016). The uploads' targets are their labels. 0: labels only.
+    distill: float = 0.0
+    # Keep the starting model's batch-norm statistics (a warm start): a few hundred steps on a
+    # sample of NIST and the uploads would otherwise replace them, shifting every class a little.
+    freeze_batch_norm: bool = False
     # Serve an exponential moving average of the weights rather than the last step's. For long
     # runs only: over a warm retrain of a few dozen steps the average barely leaves its start.
     ema: bool = False
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A retrain that starts from a trained model rather than from scratch."""
+
+    weights: bytes  # Keras model.weights.h5
+    # The starting model as served: the candidate is made to read each NIST class as often as
+    # it did (trainer.calibrate.matched_prior). None: no such matching.
+    onnx: bytes | None = None
+    # The class frequencies the starting model learnt, over all of NIST (this run sees a
+    # sample): divided out rather than the run's own. None: the run's own.
+    prior: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -114,19 +114,29 @@ def nist_sets(data: NistData, every_slice: bool = True) -> dict[str, LabelledIma
     }
 
 
+def predict_sets(onnx: Path | bytes, sets: dict[str, LabelledImages]) -> dict[str, np.ndarray]:
+    """An ONNX model's probabilities (ONNX Runtime, as the service runs it) on each named set."""
+    return {name: onnx_probabilities(onnx, x) for name, (x, y) in sets.items() if len(y)}
+
+
+def score_sets(
+    probabilities: dict[str, np.ndarray], sets: dict[str, LabelledImages], labels: LabelSet
+) -> dict[str, SetScore]:
+    """Each set's scores from a model's probabilities on it, with the expected calibration
+    error of its confidences."""
+    return {
+        name: score(sets[name][1], p.argmax(axis=1), labels).model_copy(
+            update={"expected_calibration_error": expected_calibration_error(p, sets[name][1])}
+        )
+        for name, p in probabilities.items()
+    }
+
+
 def evaluate_sets(
     onnx: Path | bytes, sets: dict[str, LabelledImages], labels: LabelSet
 ) -> dict[str, SetScore]:
-    """Score an ONNX model (with ONNX Runtime, as the service runs it) on each named set,
-    with the expected calibration error of its confidences."""
-    scores = {}
-    for name, (x, y) in sets.items():
-        if len(y):
-            probabilities = onnx_probabilities(onnx, x)
-            scores[name] = score(y, probabilities.argmax(axis=1), labels).model_copy(
-                update={"expected_calibration_error": expected_calibration_error(probabilities, y)}
-            )
-    return scores
+    """Score an ONNX model (with ONNX Runtime, as the service runs it) on each named set."""
+    return score_sets(predict_sets(onnx, sets), sets, labels)
 
 
 def data_sizes(data: NistData) -> dict[str, Any]:
@@ -167,15 +177,21 @@ def build_report(
     )
 
 
-def calibrated(onnx: bytes, data: NistData, prior: np.ndarray | None) -> tuple[bytes, Calibration]:
+def calibrated(
+    onnx: bytes, data: NistData, prior: np.ndarray | None, reference: bytes | None = None
+) -> tuple[bytes, Calibration]:
     """The model with `prior` (the class frequencies it learned) divided out and a temperature
     fitted on the validation split in its graph (replacing any calibration it had), and the
-    ECE before and after on the validation and test splits and the holdout slice."""
+    ECE before and after on the validation and test splits and the holdout slice.
+    `reference`: a warm start's starting model (ONNX); the prior divided out is then the one
+    that makes the model read each class of the validation split as often as it did."""
     raw = with_calibration(onnx, 1.0)
     sets = {"validation": (data.x_val, data.y_val)} | nist_sets(data, every_slice=False)
     probabilities = {k: (onnx_probabilities(raw, x), y) for k, (x, y) in sets.items()}
-    calibration = calibrate(probabilities, prior)
-    return with_calibration(onnx, calibration.temperature, prior), calibration
+    read = None if reference is None else onnx_probabilities(reference, data.x_val).argmax(1)
+    calibration = calibrate(probabilities, prior, reference=read)
+    served = None if calibration.learned_prior is None else np.array(calibration.learned_prior)
+    return with_calibration(onnx, calibration.temperature, served), calibration
 
 
 def evaluate_onnx(

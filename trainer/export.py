@@ -1,4 +1,6 @@
-"""Keras model -> ONNX file for ONNX Runtime: input "image" [N, 28, 28, 1], output [N, C]."""
+"""Keras model -> ONNX file for ONNX Runtime: input "image" [N, 28, 28, 1], outputs
+"probabilities" [N, C] and "embedding" [N, D] (what the last layer reads: the network's view
+of a picture, which the upload evidence compares with NIST's; domain/evidence.py)."""
 
 import logging
 import tempfile
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 # Opset 17 is loaded by every ONNX Runtime since 1.13, so any runtime >= 1.20 serves it.
 ONNX_OPSET = 17
 OUTPUT_NAME = "probabilities"
+EMBEDDING_NAME = "embedding"
 
 
 def export_onnx(model: keras.Model, path: Path, opset: int = ONNX_OPSET) -> Path:
@@ -42,10 +45,33 @@ def export_onnx(model: keras.Model, path: Path, opset: int = ONNX_OPSET) -> Path
         import tf2onnx
 
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=opset)
-    proto = _with_service_names(proto)
+    proto = with_embedding(_with_service_names(proto))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def with_embedding(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with a second output, "embedding": the input of the last matrix product
+    before its probabilities (the penultimate layer's activations). Unchanged if it has it."""
+    graph = proto.graph
+    if any(output.name == EMBEDDING_NAME for output in graph.output):
+        return proto
+    producer = {name: node for node in graph.node for name in node.output}
+    initializers = {i.name for i in graph.initializer}
+    name = graph.output[0].name
+    while name in producer:
+        node = producer[name]
+        if node.op_type in ("MatMul", "Gemm"):
+            graph.node.append(onnx.helper.make_node("Identity", [node.input[0]], [EMBEDDING_NAME]))
+            graph.output.append(
+                onnx.helper.make_tensor_value_info(
+                    EMBEDDING_NAME, onnx.TensorProto.FLOAT, ["N", None]
+                )
+            )
+            return proto
+        name = next(i for i in node.input if i not in initializers)
+    raise ValueError("no matrix product before the model's output: no embedding to expose")
 
 
 def _with_service_names(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.model_report import ModelReport
-from trainer.config import ExtraSamples, TrainingConfig
+from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 from trainer.data import NistData
 from trainer.evaluate import (
     LabelledImages,
@@ -20,6 +20,7 @@ from trainer.evaluate import (
     write_report,
 )
 from trainer.export import export_onnx
+from trainer.neighbours import NEIGHBOURS_FILE, build_index
 from trainer.train import ProgressHook, train_model
 
 
@@ -28,6 +29,7 @@ class TrainedArtifacts:
     onnx: bytes
     weights: bytes  # Keras model.weights.h5: what a later retrain warm-starts from
     report: ModelReport
+    neighbours: bytes  # its neighbour index (core/neighbours.py): the uploads' evidence
 
 
 def train_and_evaluate(
@@ -36,7 +38,7 @@ def train_and_evaluate(
     *,
     extra: ExtraSamples | None = None,
     extra_sets: dict[str, LabelledImages] | None = None,
-    initial_weights: bytes | None = None,
+    warm_start: WarmStart | None = None,
     progress: ProgressHook | None = None,
     every_slice: bool = True,
     notes: dict[str, object] | None = None,
@@ -46,12 +48,13 @@ def train_and_evaluate(
 
     every_slice: score on every NIST holdout slice, or only the headline one (a retrain).
     notes: more facts for the report's training record (the CLI's command, the run id...).
+    warm_start: the model to start from (trainer.config.WarmStart), else from scratch.
     """
     with tempfile.TemporaryDirectory() as workdir:
         initial = None
-        if initial_weights is not None:
+        if warm_start is not None:
             initial = Path(workdir) / "initial.weights.h5"
-            initial.write_bytes(initial_weights)
+            initial.write_bytes(warm_start.weights)
         trained = train_model(
             data, config, extra=extra, initial_weights=initial, progress=progress, verbose=verbose
         )
@@ -60,7 +63,13 @@ def train_and_evaluate(
         trained.model.save_weights(weights_path)
         weights = weights_path.read_bytes()
 
-    onnx, calibration = calibrated(onnx, data, trained.learned_prior)
+    prior = warm_start.prior if warm_start and warm_start.prior is not None else None
+    onnx, calibration = calibrated(
+        onnx,
+        data,
+        trained.learned_prior if prior is None else prior,
+        reference=warm_start.onnx if warm_start else None,
+    )
     sets = nist_sets(data, every_slice) | (extra_sets or {})
     evaluation = evaluate_sets(onnx, sets, data.labels)
     training = {
@@ -69,7 +78,7 @@ def train_and_evaluate(
         "train_size": trained.train_size,
         "extra_samples": len(extra) if extra is not None else 0,
         "extra_copies": extra.copies if extra is not None else 0,
-        "warm_start": initial_weights is not None,
+        "warm_start": warm_start is not None,
         "seconds": round(trained.train_seconds, 1),
         "cpu_cores": os.cpu_count(),
         **(notes or {}),
@@ -77,7 +86,8 @@ def train_and_evaluate(
     report = build_report(
         onnx, data, evaluation, config.architecture, training, trained.history, calibration
     )
-    return TrainedArtifacts(onnx=onnx, weights=weights, report=report)
+    neighbours = build_index(onnx, data).to_bytes()
+    return TrainedArtifacts(onnx=onnx, weights=weights, report=report, neighbours=neighbours)
 
 
 def save_model_dir(artifacts: TrainedArtifacts, out_dir: Path) -> None:
@@ -85,4 +95,5 @@ def save_model_dir(artifacts: TrainedArtifacts, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model.onnx").write_bytes(artifacts.onnx)
     (out_dir / "model.weights.h5").write_bytes(artifacts.weights)
+    (out_dir / NEIGHBOURS_FILE).write_bytes(artifacts.neighbours)
     write_report(artifacts.report, out_dir)

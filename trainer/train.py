@@ -104,8 +104,10 @@ def make_dataset(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Batches of (float images, labels) in `order` (default: as stored), augmented or not;
-    batch number n is distorted from the seed (seed, n), so a run can be repeated exactly."""
-    images, labels = tf.constant(x), tf.constant(y.astype(np.int32))
+    batch number n is distorted from the seed (seed, n), so a run can be repeated exactly.
+    `y` is class indices (N,), or target distributions (N, classes)."""
+    images = tf.constant(x)
+    labels = tf.constant(y.astype(np.float32 if y.ndim == 2 else np.int32))
     indices = np.arange(len(y)) if order is None else order
     dataset = tf.data.Dataset.from_tensor_slices(indices).batch(batch_size).enumerate()
 
@@ -144,6 +146,34 @@ def training_arrays(
     return x_train, y_train
 
 
+def distilled_targets(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, nist: int, weight: float
+) -> np.ndarray:
+    """(N, classes) targets: on the first `nist` images (1 - weight) their label and `weight`
+    what `model` (the starting point) reads; on the rest (the uploads) their label."""
+    classes = model.output_shape[-1]
+    targets = np.eye(classes, dtype=np.float32)[y]
+    if nist:
+        teacher = model.predict(to_model_input(x[:nist]), batch_size=1024, verbose=0)
+        targets[:nist] = (1 - weight) * targets[:nist] + weight * teacher
+    return targets
+
+
+def _extra_count(extra: ExtraSamples | None) -> int:
+    return len(extra) * extra.copies if extra is not None else 0
+
+
+def balance_labels(
+    y_train: np.ndarray, order: np.ndarray, nist: int, config: TrainingConfig
+) -> np.ndarray:
+    """The labels an epoch's class balance is counted on: the NIST images it sees (the first
+    `nist` of y_train), or every image with the extra samples' copies
+    (`extra_in_class_balance`)."""
+    if config.extra_in_class_balance or nist >= len(y_train):
+        return y_train[order]
+    return y_train[order[order < nist]]
+
+
 def train_model(
     data: NistData,
     config: TrainingConfig = TrainingConfig(),
@@ -166,23 +196,35 @@ def train_model(
     model = build_model(config.architecture, num_classes)
     if initial_weights is not None:
         model.load_weights(initial_weights)
+        if config.freeze_batch_norm:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False  # Keras 3: inference mode, statistics kept
     rng = np.random.default_rng(config.seed)
     orders = [epoch_order(y_train, config.max_per_class, rng) for _ in range(config.epochs)]
     steps = int(np.ceil(len(orders[0]) / config.batch_size))
-    compile_model(model, config, steps)
-    train_set = training_stream(x_train, y_train, orders, config)
-    val_set = make_dataset(data.x_val, data.y_val, 512)
+    nist = len(y_train) - _extra_count(extra)
+    targets = y_train
+    if config.distill and initial_weights is not None:
+        targets = distilled_targets(model, x_train, y_train, nist, config.distill)
+    compile_model(model, config, steps, soft=targets.ndim == 2)
+    train_set = training_stream(x_train, targets, orders, config)
+    val_labels = (
+        np.eye(num_classes, dtype=np.float32)[data.y_val] if targets.ndim == 2 else data.y_val
+    )
+    val_set = make_dataset(data.x_val, val_labels, 512)
     hook = None
     if progress is not None:
         hook = _ProgressCallback(progress, config.epochs, steps, progress_every)
 
+    balance = balance_labels(y_train, orders[0], nist, config)
     start = time.perf_counter()
     history = model.fit(
         train_set,
         validation_data=val_set if len(data.y_val) else None,
         epochs=config.epochs,
         steps_per_epoch=steps,
-        class_weight=class_weights(y_train[orders[0]], num_classes, config.class_balance),
+        class_weight=class_weights(balance, num_classes, config.class_balance),
         callbacks=[*(callbacks or []), *([hook] if hook else [])],
         verbose=verbose,
     )
@@ -194,13 +236,15 @@ def train_model(
         config=config,
         train_size=len(orders[0]),
         train_seconds=time.perf_counter() - start,
-        learned_prior=learned_prior(y_train[orders[0]], num_classes, config.class_balance),
+        learned_prior=learned_prior(balance, num_classes, config.class_balance),
         history={k: [float(v) for v in values] for k, values in history.history.items()},
         stopped_early=bool(hook and hook.stopped),
     )
 
 
-def compile_model(model: keras.Model, config: TrainingConfig, steps: int) -> None:
+def compile_model(
+    model: keras.Model, config: TrainingConfig, steps: int, soft: bool = False
+) -> None:
     """AdamW on one cycle of cosine decay with a short warm-up: no schedule to tune per run
     length."""
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -215,7 +259,8 @@ def compile_model(model: keras.Model, config: TrainingConfig, steps: int) -> Non
     optimizer = keras.optimizers.AdamW(
         schedule, weight_decay=1e-4, use_ema=config.ema, ema_momentum=ema_momentum
     )
-    model.compile(optimizer=optimizer, loss=training_loss(config), metrics=["accuracy"])
+    metric = "categorical_accuracy" if soft else "accuracy"
+    model.compile(optimizer=optimizer, loss=training_loss(config, soft), metrics=[metric])
 
 
 def refresh_batch_norm(model: keras.Model, train_set: tf.data.Dataset, batches: int = 100) -> None:
@@ -226,8 +271,13 @@ def refresh_batch_norm(model: keras.Model, train_set: tf.data.Dataset, batches: 
         model(images, training=True)
 
 
-def training_loss(config: TrainingConfig) -> str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """Cross-entropy on class indices, with labels smoothed when the config asks."""
+def training_loss(
+    config: TrainingConfig, soft: bool = False
+) -> str | Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Cross-entropy on class indices (or on target distributions, `soft`), with labels
+    smoothed when the config asks."""
+    if soft:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
     if not config.label_smoothing:
         return "sparse_categorical_crossentropy"
 

@@ -7,6 +7,7 @@ from db.session import get_sessionmaker
 from domain import runs
 from domain.queue import RECONCILE_TASK, TRAIN_TASK, publish_training
 from worker.celery_app import app
+from worker.indexing import index_active_version
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def reconcile() -> list[int]:
     """Run by beat every minute: re-derive due work from the database and enqueue it.
 
     Catches a threshold crossing whose message was lost with the broker, a queued run whose
-    message was lost, and a running run whose worker died (no heartbeat).
+    message was lost, and a running run whose worker died (no heartbeat); and gives the active
+    model version its neighbour index if it has none (worker/indexing.py).
     """
     settings = get_settings()
     with get_sessionmaker()() as session:
@@ -34,4 +36,8 @@ def reconcile() -> list[int]:
         publish_training(run_id, app)
     if due:
         log.info("reconcile enqueued training runs %s", due)
+    try:
+        index_active_version()
+    except Exception:  # no NIST data here yet, say: uploads go unweighed meanwhile
+        log.exception("could not build the active model version's neighbour index")
     return due

@@ -6,20 +6,23 @@ the serving model as it was and records why. The rules (which samples, how many 
 gate, the registry) live in domain/; this module only puts them in order around the trainer.
 """
 
+import json
 import logging
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from core.config import Settings, get_settings
 from core.labels import LabelSet
 from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
-from db.models import RunStatus, TrainingRun
+from db.models import ModelVersion, RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
-from domain.gate import GateRules, Scores, gate
-from trainer.config import ExtraSamples, TrainingConfig
+from domain.gate import GateRules, Outcomes, Scores, gate
+from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 
 if TYPE_CHECKING:
     from trainer.data import NistData
@@ -45,13 +48,16 @@ class RunPlan:
     run_id: int
     attempt: int
     config: TrainingConfig
-    initial_weights: bytes | None  # the serving model's, for a warm start
+    warm_start: WarmStart | None  # from the serving model, else from scratch
     serving: ServingModel | None  # what the candidate is judged against
     baseline: ServingModel | None  # the label set's fixed reference (domain.gate)
     data: "NistData"
     training_samples: samples.Glyphs
     evaluation_samples: samples.Glyphs
     copies: int  # of each training sample per epoch
+    waiting: list[int] = field(default_factory=list)  # over their uploader's share: a later run
+    held: list[int] = field(default_factory=list)  # held by the healing (attempt 2)
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # refused ones, for the record
 
 
 def execute_run(run_id: int) -> str:
@@ -112,8 +118,12 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             and serving.labels == labels.characters
             and serving.architecture == settings.retrain_architecture
         )
-        training, evaluation = samples.for_training(
-            session, run.sample_watermark, labels, settings.max_image_pixels
+        chosen = samples.for_training(
+            session,
+            run.sample_watermark,
+            labels,
+            settings.max_image_pixels,
+            settings.max_key_share,
         )
         runs.record_progress(
             session,
@@ -129,15 +139,19 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         run_id=run_id,
         attempt=attempt,
         config=config,
-        initial_weights=serving.keras_weights if warm and serving else None,
+        warm_start=warm_start_from(serving) if warm and serving else None,
         serving=ServingModel(serving.version, serving.onnx) if serving else None,
         baseline=ServingModel(baseline.version, baseline.onnx) if baseline else None,
         data=data,
-        training_samples=training,
-        evaluation_samples=evaluation,
+        training_samples=chosen.training,
+        evaluation_samples=chosen.evaluation,
         copies=samples.upload_copies(
-            len(training), nist_images, settings.upload_share, settings.max_upload_oversample
+            len(chosen.training),
+            nist_images,
+            settings.upload_share,
+            settings.max_upload_oversample,
         ),
+        waiting=chosen.waiting,
     )
 
 
@@ -170,6 +184,31 @@ def evaluation_sets(plan: RunPlan) -> dict[str, tuple[Any, Any]]:
     return {EVALUATION_SAMPLES: (plan.evaluation_samples.x, plan.evaluation_samples.y)}
 
 
+def warm_start_from(serving: ModelVersion) -> WarmStart:
+    """Start from the serving model: its weights, its prior (warm_start_prior), and its
+    readings of NIST for the candidate's prior to match (trainer.calibrate.matched_prior)."""
+    assert serving.keras_weights is not None
+    return WarmStart(serving.keras_weights, serving.onnx, warm_start_prior(serving.report))
+
+
+def bundled_warm_start() -> WarmStart:
+    """Start from the bundled model, as from a serving one (the benches' retrains)."""
+    directory = registry.BUNDLED_MODEL_DIR
+    return WarmStart(
+        (directory / "model.weights.h5").read_bytes(),
+        (directory / "model.onnx").read_bytes(),
+        warm_start_prior(json.loads((directory / "report.json").read_text())),
+    )
+
+
+def warm_start_prior(report: dict[str, Any]) -> np.ndarray | None:
+    """The class frequencies the starting model learnt (its report's calibration), which a warm
+    retrain divides out again: it trains on a sample of NIST, whose frequencies differ by up
+    to 12% for a rare class. None: it has none (then the run's own are used)."""
+    prior = (report.get("calibration") or {}).get("learned_prior")
+    return None if prior is None else np.array(prior, np.float64)
+
+
 def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
     """Train: the trainer's pipeline, scored on the NIST sets and the evaluation samples."""
     from trainer.pipeline import train_and_evaluate
@@ -179,7 +218,7 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
         plan.config,
         extra=ExtraSamples(plan.training_samples.x, plan.training_samples.y, plan.copies),
         extra_sets=evaluation_sets(plan),
-        initial_weights=plan.initial_weights,
+        warm_start=plan.warm_start,
         progress=ProgressWriter(plan.run_id, plan.attempt),
         every_slice=False,  # the gate compares the test split and the headline holdout slice
         notes={"training_run": plan.run_id},
@@ -192,6 +231,8 @@ class Judgement:
     active: Metrics | None  # the compared version's scores on the candidate's sets
     baseline: Metrics | None  # the baseline's, on the same sets
     checks: list[dict[str, Any]]  # every comparison the gate made
+    candidate: Scores | None = None  # what the candidate read, image by image
+    reference: Scores | None = None  # the baseline's (else the active model's) likewise
 
 
 def gate_rules(settings: Settings) -> GateRules:
@@ -202,29 +243,48 @@ def gate_rules(settings: Settings) -> GateRules:
     )
 
 
-def score_model(plan: RunPlan, model: ServingModel) -> Scores:
-    """A registered model's scores on the candidate's sets (NIST test, headline holdout slice,
-    trusted evaluation samples), with ONNX Runtime as the service runs it."""
-    from trainer.evaluate import evaluate_sets, main_holdout, nist_sets
+def test_outcomes(plan: RunPlan, probabilities: np.ndarray) -> Outcomes:
+    """What a model read on the NIST test split, image by image (for the paired gate)."""
+    characters = np.array(list(plan.data.labels.characters))
+    truth, predicted = plan.data.y_test, probabilities.argmax(axis=1)
+    return Outcomes(characters[truth], predicted == truth, characters[predicted])
+
+
+def score_model(plan: RunPlan, onnx: bytes) -> Scores:
+    """A model's scores on the candidate's sets (NIST test, headline holdout slice, trusted
+    evaluation samples), and its outcomes on the test split, with ONNX Runtime as the service
+    runs it."""
+    from trainer.evaluate import main_holdout, nist_sets, predict_sets, score_sets
 
     sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
-    scores = evaluate_sets(model.onnx, sets, plan.data.labels)
-    return Scores(headline_metrics(scores, main_holdout(plan.data)), scores["test"].per_class)
+    probabilities = predict_sets(onnx, sets)
+    scores = score_sets(probabilities, sets, plan.data.labels)
+    return Scores(
+        headline_metrics(scores, main_holdout(plan.data)),
+        scores["test"].per_class,
+        test_outcomes(plan, probabilities["test"]),
+    )
 
 
 def judge(
     plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings, serving: ServingModel | None
 ) -> Judgement:
     """Score the serving model and the baseline on the candidate's sets, then gate."""
+    from trainer.evaluate import onnx_probabilities
+
     with get_sessionmaker()() as session:
         runs.record_progress(session, plan.run_id, plan.attempt, progress=TRAINING_SHARE + 0.02)
-    active = score_model(plan, serving) if serving is not None else None
+    active = score_model(plan, serving.onnx) if serving is not None else None
     baseline = None
     if plan.baseline is not None:
         same = serving is not None and plan.baseline.version == serving.version
-        baseline = active if same else score_model(plan, plan.baseline)
+        baseline = active if same else score_model(plan, plan.baseline.onnx)
     report = artifacts.report
-    candidate = Scores(report.metrics, report.evaluation["test"].per_class)
+    candidate = Scores(
+        report.metrics,
+        report.evaluation["test"].per_class,
+        test_outcomes(plan, onnx_probabilities(artifacts.onnx, plan.data.x_test)),
+    )
     decision = gate(candidate, active, baseline, gate_rules(settings))
     version = serving.version if serving else None
     return Judgement(
@@ -232,14 +292,104 @@ def judge(
         active.metrics if active else None,
         baseline.metrics if baseline else None,
         decision.checks_json(),
+        candidate,
+        baseline or active,
+    )
+
+
+def culprits_of(
+    plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement
+) -> dict[int, str]:
+    """The training uploads that pushed a class over: for each class the gate refused, the
+    classes the candidate now reads its NIST images as (where the reference read them right);
+    uploads labelled as one of those that the reference model reads as the refused class
+    (never one vouched for: confirmed, or stored by a trusted key). Sample id -> the reason."""
+    from trainer.evaluate import onnx_probabilities
+
+    candidate, reference = judgement.candidate, judgement.reference
+    regressed = {c["label"] for c in judgement.checks if c.get("label") and not c["passed"]}
+    if not regressed or candidate is None or reference is None or not len(plan.training_samples):
+        return {}
+    assert candidate.test_outcomes is not None and reference.test_outcomes is not None
+    ours, theirs = candidate.test_outcomes, reference.test_outcomes
+    characters = plan.data.labels.characters
+    uploads = plan.training_samples
+    read = onnx_probabilities(plan_reference_onnx(plan), uploads.x).argmax(axis=1)
+    culprits = {}
+    for label in sorted(regressed):
+        lost = (ours.truth == label) & theirs.correct & ~ours.correct
+        taken = {str(c) for c in ours.predicted[lost]} if ours.predicted is not None else set()
+        for sample_id, given, seen, vouched in zip(
+            uploads.ids, uploads.y, read, uploads.vouched, strict=True
+        ):
+            if not vouched and characters[given] in taken and characters[seen] == label:
+                culprits[int(sample_id)] = (
+                    f"held by training run {plan.run_id}: its candidate lost class {label!r} "
+                    f"(read as {characters[given]!r} now), and the reference model reads this "
+                    f"upload, labelled {characters[given]!r}, as {label!r}"
+                )
+    return culprits
+
+
+def plan_reference_onnx(plan: RunPlan) -> bytes:
+    reference = plan.baseline or plan.serving
+    assert reference is not None
+    return reference.onnx
+
+
+def heal(
+    plan: RunPlan,
+    artifacts: "TrainedArtifacts",
+    judgement: Judgement,
+    culprits: dict[int, str],
+    settings: Settings,
+) -> RunPlan:
+    """Hold the culprits as suspect (with the reason) and plan the run's second attempt
+    without them; the first attempt's decision is kept on the run."""
+    with get_sessionmaker()() as session:
+        samples.hold(session, culprits)
+        session.commit()
+    log.info("training run %s: %d uploads held, training again", plan.run_id, len(culprits))
+    training = plan.training_samples.without(culprits)
+    nist_images = min(plan.config.max_train or len(plan.data.y_train), len(plan.data.y_train))
+    first = {
+        "decision": "rejected",
+        "reason": judgement.verdict.reason,
+        "candidate": artifacts.report.metrics.model_dump(mode="json"),
+        "gate": judgement.checks,
+        "held": sorted(culprits),
+    }
+    return replace(
+        plan,
+        training_samples=training,
+        copies=samples.upload_copies(
+            len(training), nist_images, settings.upload_share, settings.max_upload_oversample
+        ),
+        held=sorted(culprits),
+        attempts=[*plan.attempts, first],
     )
 
 
 def judge_and_register(plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings) -> None:
-    """Gate against the version that served when the run started, and register. If an admin
-    activated a version since the run started (a rollback), the candidate never replaces it:
-    domain.registry stores it as `candidate`, for an admin to promote by hand."""
-    register(plan, artifacts, judge(plan, artifacts, settings, plan.serving))
+    """Gate against the version that served when the run started, and register. A candidate
+    refused for a class heals once: the uploads that pushed that class over are held as
+    suspect and the run trains again without them (`heal`). If an admin activated a version
+    since the run started (a rollback), the candidate never replaces it: domain.registry
+    stores it as `candidate`, for an admin to promote by hand."""
+    judgement = judge(plan, artifacts, settings, plan.serving)
+    if not judgement.verdict.promote and not plan.held:
+        culprits = culprits_of(plan, artifacts, judgement)
+        if culprits:
+            healed = heal(plan, artifacts, judgement, culprits, settings)
+            artifacts = train_candidate(healed)
+            plan, judgement = healed, judge(healed, artifacts, settings, healed.serving)
+            verdict = judgement.verdict
+            note = (
+                f"trained a second time without the {len(culprits)} uploads held for pushing "
+                f"a class over (the first attempt was refused: {plan.attempts[-1]['reason']}); "
+            )
+            judgement = replace(judgement, verdict=replace(verdict, reason=note + verdict.reason))
+    register(plan, artifacts, judgement)
 
 
 def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement) -> None:
@@ -252,16 +402,21 @@ def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement)
         "baseline": judgement.baseline.model_dump(mode="json") if judgement.baseline else None,
         "baseline_version": plan.baseline.version if plan.baseline else None,
         "gate": judgement.checks,
-        "warm_start": plan.initial_weights is not None,
+        "warm_start": plan.warm_start is not None,
         "config": asdict(plan.config),
         "epochs": plan.config.epochs,
         "nist_train_images": min(plan.config.max_train or 10**12, len(plan.data.y_train)),
         "training_samples": len(plan.training_samples),
         "evaluation_samples": len(plan.evaluation_samples),
+        "waiting_samples": len(plan.waiting),  # over their uploader's share: a later run
+        "held_by_healing": plan.held,
+        "attempts": plan.attempts,  # refused attempts before this one
         "sample_copies": plan.copies,
         "train_seconds": artifacts.report.training.get("seconds"),
     }
-    new = registry.NewVersion(artifacts.onnx, artifacts.weights, artifacts.report)
+    new = registry.NewVersion(
+        artifacts.onnx, artifacts.weights, artifacts.report, artifacts.neighbours
+    )
     with get_sessionmaker()() as session:
         registry.register_candidate(
             session, plan.run_id, plan.attempt, new, judgement.verdict, run_metrics

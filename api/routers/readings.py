@@ -35,6 +35,7 @@ from core.images import DecodedImage
 from core.segmentation import ROW_SIDE
 from db.models import Reading
 from domain import readings, samples
+from domain.evidence import evidence_rules
 from domain.keys import Client
 from domain.predictor import LoadedModel
 from domain.reader import ReadingError, RowReading, read_row
@@ -149,12 +150,12 @@ def examined_fixes(
     settings: Settings,
 ) -> list[tuple[readings.CharacterFix, samples.Picture]]:
     """The corrected characters' CPU work, done in the pool, as for any upload."""
-    rule = None if client.trusted else samples.suspect_rule(settings)
+    rules = None if client.trusted else evidence_rules(settings)
     changed = []
     for fix in fixes:
         decoded = decode_upload(fix.crop, settings)
         changed.append(
-            (fix, samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rule))
+            (fix, samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rules))
         )
     return changed
 

@@ -22,12 +22,13 @@ from api.deps import (
 )
 from api.errors import ERRORS, ApiError
 from api.ratelimit import MeterDep
-from api.schemas import SampleOut, SamplePage, SampleStats
+from api.schemas import RelabelIn, SampleOut, SamplePage, SampleStats
 from core.config import Settings
 from core.images import accepted_types
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Role, Sample, SampleSource, SampleStatus
 from domain import runs, samples
+from domain.evidence import evidence_rules
 from domain.keys import Client
 from domain.predictor import LoadedModel
 
@@ -52,6 +53,7 @@ def to_out(sample: Sample, client: Client) -> SampleOut:
         status=samples.status_of(sample),
         model_label=sample.model_label,
         model_probability=sample.model_probability,
+        suspect_reason=sample.suspect_reason,
         created_at=sample.created_at,
     )
 
@@ -78,8 +80,8 @@ def examined(
 ) -> samples.Picture:
     """An upload's CPU work, done in the pool: decode, the model's opinion, the fingerprint."""
     decoded = decode_upload(data, settings)
-    rule = None if client.trusted else samples.suspect_rule(settings)
-    return samples.examine(data, decoded, labels, model, rule)
+    rules = None if client.trusted else evidence_rules(settings)
+    return samples.examine(data, decoded, labels, model, rules)
 
 
 @router.post(
@@ -104,10 +106,12 @@ def create_sample(
     pixels in another file) with the same label returns the stored one; with another label,
     409. The upload that brings the new training samples to RETRAIN_THRESHOLD starts a retrain.
 
-    The serving model reads every upload: one whose label it finds very unlikely while
-    confident in another is stored with `status: suspect` and kept out of training until an
-    admin or labeller confirms it. Pictures stored with an admin's or a labeller's key are
-    trusted, never suspect; `source` only says where the picture came from."""
+    Every upload is compared with the NIST examples nearest to it (the serving model's
+    neighbour index): one that sits deep among examples of another class, none of them with
+    its label, is stored with `status: suspect` (`suspect_reason` says why) and kept out of
+    training until an admin or labeller confirms or relabels it. Pictures stored with an
+    admin's or a labeller's key are trusted, never suspect; `source` only says where the
+    picture came from."""
     stored_label, _ = match_label(label, label_set)
     data = read_upload(image, settings)
     picture = meter.call(examined, data, (stored_label, label), model, client, settings)
@@ -220,6 +224,24 @@ def confirm_sample(
     starts a retrain)."""
     sample = get_sample_or_404(session, sample_id)
     if samples.confirm(session, sample, settings.retrain_threshold):
+        runs.start_if_due(session, settings.retrain_threshold)
+    return to_out(sample, client)
+
+
+@router.post("/{sample_id}/relabel", responses=ERRORS)
+def relabel_sample(
+    sample_id: RowId,
+    body: RelabelIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    label_set: LabelSetDep,
+    client: LabellerClientDep,
+) -> SampleOut:
+    """Admin or labeller: give a sample (a held one, say) its right label; that vouches for it
+    (it is confirmed) and it trains under that label."""
+    stored_label, _ = match_label(body.label, label_set)
+    sample = get_sample_or_404(session, sample_id)
+    if samples.relabel(session, sample, stored_label, settings.retrain_threshold):
         runs.start_if_due(session, settings.retrain_threshold)
     return to_out(sample, client)
 

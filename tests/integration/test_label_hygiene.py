@@ -1,13 +1,15 @@
 """Label hygiene and the gate's references through the API, on the real Postgres:
 
-- an upload whose label the serving model finds very unlikely while it is confident in another
-  is stored as `suspect`, listed for an admin, kept out of the retrain count until confirmed;
+- an upload whose nearest NIST examples contradict its label (none of them carries it, and it
+  sits deep among them) is stored as `suspect` with the reason in words, listed for an admin,
+  kept out of the retrain count until confirmed; an honest new style is not;
 - a suspect confirmed after a run counts toward the next one, whatever its age;
 - trust comes from the key (a labeller's uploads are never suspect), never from `source`;
 - a retrain with nothing new to learn from is refused (409 nothing_to_learn);
 - an admin blesses a version as the label set's baseline.
 """
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -46,21 +48,22 @@ def ones_labelled_seven(client: TestClient, count: int, offset: int = 0) -> list
     return [upload(client, pixels, "7") for pixels in images]
 
 
-def test_a_clean_one_labelled_seven_is_suspect_and_kept_out_of_the_count(
+def test_ones_labelled_seven_are_held_with_the_evidence_and_kept_out_of_the_count(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(get_settings(), "retrain_threshold", 1000)  # no run opens meanwhile
-    replies = ones_labelled_seven(client, 10)
+    replies = ones_labelled_seven(client, 20)
     suspects = [r for r in replies if r["status"] == "suspect"]
-    assert len(suspects) >= 9, [(r["model_label"], r["model_probability"]) for r in replies]
+    # Most of them (those deep among NIST's 1s, I's and L's; bench/bench_evidence.py: ~60%);
+    # the gate and the healing are there for the others.
+    assert len(suspects) >= 8, [r["suspect_reason"] for r in replies]
     for reply in suspects:
         assert reply["label"] == "7" and reply["model_label"] != "7"
-        assert reply["model_probability"] >= get_settings().suspect_min_other_probability
+        assert "contradicts the label" in reply["suspect_reason"]
+        assert "'7'" in reply["suspect_reason"]
     # The same characters with their right label are accepted.
-    right = [upload(client, p, c) for p, c in zip(*training_characters(10, 50, "1"), strict=True)]
+    right = [upload(client, p, c) for p, c in zip(*training_characters(20, 50, "1"), strict=True)]
     assert {r["status"] for r in right} == {"accepted"}
-    # Every class equal a priori: about half of these `1`s are read as `I` or `L` (model card).
-    assert sum(r["model_label"] == "1" for r in right) >= 5
 
     stats = client.get("/v1/samples/stats").json()
     assert stats["suspect"] == len(suspects)
@@ -75,27 +78,41 @@ def test_a_clean_one_labelled_seven_is_suspect_and_kept_out_of_the_count(
     assert bad.status_code == 422 and "status" in bad.text
 
 
+def test_a_new_style_with_right_labels_is_not_held(client: TestClient) -> None:
+    # The old rule (the model's disbelief) held 77% of the rotated 3/4/7 the learning loop
+    # uploads: the model reads a turned 7 as something else. Far from every NIST example, they
+    # contradict nothing.
+    replies = []
+    for character in "347":
+        images, labels = training_characters(10, 0, character)
+        replies += [
+            upload(client, np.rot90(p).copy(), c) for p, c in zip(images, labels, strict=True)
+        ]
+    held = [r for r in replies if r["status"] == "suspect"]
+    assert len(held) <= 2, [r["suspect_reason"] for r in held]
+    assert sum(r["model_label"] != r["label"] for r in replies) >= 15  # the model still disbelieves
+
+
 def test_confirming_a_suspect_lets_it_train_and_can_start_the_retrain(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    threshold = get_settings().retrain_threshold  # 5 in tests
-    replies = ones_labelled_seven(client, 20, offset=100)
+    monkeypatch.setattr(get_settings(), "retrain_threshold", 1000)
+    replies = ones_labelled_seven(client, 30, offset=100)
     training = [r for r in replies if r["status"] == "suspect" and not r["evaluation"]]
-    # A `1` the model does not read confidently as another label is accepted, and counts.
     counted = sum(r["status"] == "accepted" and not r["evaluation"] for r in replies)
-    needed = threshold - counted
-    assert 1 <= needed <= len(training), (counted, len(training))
+    assert len(training) >= 3
+    monkeypatch.setattr(get_settings(), "retrain_threshold", counted + 2)
     assert client.get("/v1/training-runs").json() == []  # suspects never count
 
     refused = client.post(f"/v1/samples/{training[0]['id']}/confirm")
     assert refused.status_code == 401
-    for number, sample in enumerate(training[:needed], start=1):
+    for number, sample in enumerate(training[:2], start=1):
         reply = client.post(f"/v1/samples/{sample['id']}/confirm", headers=admin_headers)
         assert reply.status_code == 200, reply.text
         assert reply.json()["status"] == "confirmed"
         runs = client.get("/v1/training-runs").json()
         # The confirmation that brings the training samples to the threshold opens the run.
-        assert len(runs) == (1 if number == needed else 0), (number, runs)
+        assert len(runs) == (1 if number == 2 else 0), (number, runs)
     assert runs[0]["trigger"] == "threshold"
 
 
@@ -103,7 +120,9 @@ def test_a_suspect_confirmed_after_a_run_counts_as_new_whatever_its_age(
     client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threshold = get_settings().retrain_threshold  # 5 in tests
-    replies = ones_labelled_seven(client, 20, offset=400)
+    monkeypatch.setattr(get_settings(), "retrain_threshold", 1000)
+    replies = ones_labelled_seven(client, 40, offset=400)
+    monkeypatch.setattr(get_settings(), "retrain_threshold", threshold)
     held = [r for r in replies if r["status"] == "suspect" and not r["evaluation"]]
     assert len(held) >= threshold
     # A run takes in every sample so far (its watermark is past the suspects) and ends.
@@ -127,30 +146,56 @@ def test_a_suspect_confirmed_after_a_run_counts_as_new_whatever_its_age(
     assert [r["trigger"] for r in opened] == ["threshold"]
 
 
+def test_a_labeller_relabels_a_held_sample_and_it_trains_under_its_right_label(
+    client: TestClient, labeller_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(get_settings(), "retrain_threshold", 1000)
+    held = next(r for r in ones_labelled_seven(client, 20, offset=700) if r["status"] == "suspect")
+    refused = client.post(f"/v1/samples/{held['id']}/relabel", json={"label": "1"})
+    assert refused.status_code == 401
+    bad = client.post(
+        f"/v1/samples/{held['id']}/relabel", json={"label": "€"}, headers=labeller_headers
+    )
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid_label"
+    reply = client.post(
+        f"/v1/samples/{held['id']}/relabel", json={"label": "1"}, headers=labeller_headers
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert (body["label"], body["status"]) == ("1", "confirmed")
+    assert "relabelled '1'" in body["suspect_reason"]
+
+
 def test_trust_comes_from_the_key_never_from_the_form(
     client: TestClient, labeller_headers: dict[str, str]
 ) -> None:
-    images, _ = training_characters(6, 200, character="1")
-    # Anonymous, claiming to come from the page's board: still judged by the model.
-    claimed = [upload(client, pixels, "7", source="canvas") for pixels in images[:3]]
-    assert sum(r["status"] == "suspect" for r in claimed) >= 2
+    images, _ = training_characters(20, 200, character="1")
+    # Anonymous, claiming to come from the page's board: still weighed against NIST.
+    claimed = [upload(client, pixels, "7", source="canvas") for pixels in images[:10]]
+    assert sum(r["status"] == "suspect" for r in claimed) >= 3
     assert not any(r["trusted"] for r in claimed)
     # A labeller's key: vouched for, never held.
-    vouched = [upload(client, pixels, "7", headers=labeller_headers) for pixels in images[3:]]
+    vouched = [upload(client, pixels, "7", headers=labeller_headers) for pixels in images[10:]]
     assert {r["status"] for r in vouched} == {"accepted"}
     assert all(r["trusted"] for r in vouched)
     assert all(r["model_label"] != "7" for r in vouched)  # the model's reading is still kept
 
 
 def test_a_retrain_with_nothing_new_to_learn_is_refused(
-    client: TestClient, admin_headers: dict[str, str]
+    client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(get_settings(), "retrain_threshold", 1000)
     refused = client.post("/v1/training-runs", headers=admin_headers)
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"] == "nothing_to_learn"
     assert "full_retrain" in refused.json()["detail"]
-    # Suspects are nothing to learn from either, until confirmed.
-    assert all(r["status"] == "suspect" for r in ones_labelled_seven(client, 3, offset=300)[:1])
+    # Suspects are nothing to learn from either, until confirmed (the uploads that were not
+    # held are deleted again).
+    replies = ones_labelled_seven(client, 10, offset=300)
+    assert any(r["status"] == "suspect" for r in replies)
+    for reply in replies:
+        if reply["status"] != "suspect":
+            client.delete(f"/v1/samples/{reply['id']}", headers=admin_headers)
     assert client.post("/v1/training-runs", headers=admin_headers).status_code == 409
     assert client.get("/v1/training-runs").json() == []
     # A full retrain from scratch is always allowed.

@@ -3,10 +3,11 @@ several uvicorn processes, a Celery worker, the real Postgres and Redis.
 
 - Rollback through the API switches every API process, and no request fails meanwhile.
 - Adaptation: a style of writing the bundled model gets wrong (NIST characters rotated a
-  quarter turn), uploaded through the API; the uploads the model finds suspect are confirmed
-  by an admin until the threshold is crossed; after the automatic retrain the API serves a
-  model that reads unseen samples of that style far better, and the gate has checked that
-  NIST accuracy held.
+  quarter turn), uploaded through the API by one client with their right labels; nearly none is
+  held (far from every NIST example, they contradict nothing), nobody confirms anything; the
+  upload that crosses the threshold starts the retrain, and the API then serves a model that
+  reads unseen samples of that style far better, the gate having checked every NIST class
+  against the baseline.
 """
 
 import io
@@ -166,12 +167,11 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
     assert version_before == 1
     assert before < 0.5, f"the bundled model already reads the new style ({before:.0%})"
 
-    # Upload in a random order. The bundled model finds many of these labels very unlikely
-    # (it reads a rotated 7 as something else): those are stored as suspect and do not count.
-    # An admin reviews them, sees a new style rather than wrong labels, and confirms them: the
-    # upload or confirmation that brings the training samples to the threshold opens the run.
+    # Upload in a random order, as one client, until the threshold is crossed. The bundled
+    # model reads most of these wrong; the evidence (their nearest NIST examples) holds almost
+    # none: a new style contradicts no established example.
     order = rng.permutation(len(uploads))
-    counted, suspects, crossed = 0, [], None
+    counted, sent, held, crossed = 0, 0, 0, None
     for i in order:
         reply = http.post(
             "/v1/samples",
@@ -179,30 +179,20 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
             data={"label": upload_labels[i], "source": "upload"},
         )
         assert reply.status_code == 201, reply.text
+        sent += 1
         # Its side, as an admin sees it (the uploader is not told).
         sample = http.get(f"/v1/samples/{reply.json()['id']}", headers=ADMIN).json()
-        if sample["evaluation"]:
-            continue
         if sample["status"] == "suspect":
-            suspects.append(sample["id"])
-            continue
-        counted += 1
+            held += 1
+        elif not sample["evaluation"]:
+            counted += 1
         if counted == threshold:
             crossed = time.monotonic()
             break
-    listed = http.get("/v1/samples", params={"status": "suspect", "limit": 200}).json()["items"]
-    assert {s["id"] for s in listed} >= set(suspects)
-    for sample_id in suspects:
-        if crossed is not None:
-            break
-        reply = http.post(f"/v1/samples/{sample_id}/confirm", headers=ADMIN)
-        assert reply.status_code == 200, reply.text
-        counted += 1
-        if counted == threshold:
-            crossed = time.monotonic()
     if crossed is None:
-        pytest.fail(f"only {counted} training samples among {len(order)} uploads")
-    print(f"\n{len(suspects)} of the new-style training uploads were suspect until confirmed")
+        pytest.fail(f"only {counted} training samples among {sent} uploads ({held} held)")
+    print(f"\n{held} of {sent} new-style uploads were held as suspect")
+    assert held <= 0.05 * sent
 
     seen: list[dict] = []
 
@@ -232,7 +222,9 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
         f" {metrics['training_samples']} training samples x{metrics['sample_copies']};"
         f" threshold-crossing upload or confirmation to serving {seconds_to_serving:.0f} s"
     )
-    assert after >= before + 0.3, f"{before:.1%} -> {after:.1%}"
+    assert after >= before + 0.2, f"{before:.1%} -> {after:.1%}"
     assert candidate["test_accuracy"] >= active["test_accuracy"] - 0.005
+    # One client: half of each class's new samples trained, the rest wait for the next run.
+    assert metrics["waiting_samples"] > 0
     assert len([r for r in http.get("/v1/training-runs").json()]) == 1  # exactly one run
     http.close()

@@ -247,10 +247,10 @@ def gate_set_size() -> int:
     settings = get_settings()
     with get_sessionmaker()() as session:
         watermark = session.scalar(select(func.max(Sample.id))) or 0
-        _, evaluation = samples.for_training(
+        chosen = samples.for_training(
             session, watermark, LabelSet(settings.labels), settings.max_image_pixels
         )
-    return len(evaluation)
+    return len(chosen.evaluation)
 
 
 def test_an_untrusted_evaluation_sample_does_not_judge_candidates_and_a_confirmed_one_does(

@@ -86,6 +86,7 @@ def is_admin(operation: Any) -> bool:
     return (operation.method.upper(), operation.path) in {
         ("DELETE", "/v1/samples/{sample_id}"),
         ("POST", "/v1/samples/{sample_id}/confirm"),
+        ("POST", "/v1/samples/{sample_id}/relabel"),
         ("POST", "/v1/models/{version}/activate"),
         ("POST", "/v1/models/{version}/bless"),
         ("POST", "/v1/training-runs"),
@@ -166,7 +167,7 @@ def test_every_route_conforms_to_its_schema_and_never_answers_5xx(
     started = time.monotonic()
     tally = Tally()
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 26, [op.label for op in operations]
+    assert len(operations) == 27, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             exercise(operation, mode, ADMIN, tally, f"{operation.label} [{mode.value}]")

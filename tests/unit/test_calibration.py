@@ -19,6 +19,7 @@ from trainer.calibrate import (
     expected_calibration_error,
     fit_temperature,
     learned_prior,
+    matched_prior,
     with_calibration,
 )
 
@@ -163,3 +164,22 @@ def test_a_doubtful_answer_is_said_in_words() -> None:
     assert doubt(prediction(0.95, 0.03), threshold=0.7) is None
     words = doubt(prediction(0.48, 0.41, 0.05), threshold=0.7)
     assert words == "Unsure: “O” is only 48% likely (then “0” 41%, “Q” 5%); check the answer."
+
+
+def test_a_matched_prior_makes_a_model_read_each_class_as_often_as_the_reference() -> None:
+    # Two look-alike classes: the reference reads half the images as each; the candidate's
+    # boundary moved, it leans to class 0 (it reads 80% of them as 0).
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=2000)
+    reference = (score > 0).astype(int)
+    logits = np.stack([-score + 0.85, score - 0.85], axis=1)
+    candidate = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    uniform = np.array([0.5, 0.5])
+    assert np.mean(candidate.argmax(1) == 0) > 0.75
+    prior = matched_prior(candidate, reference, uniform, temperature=1.0)
+    read = apply_calibration(candidate, 1.0, prior).argmax(1)
+    assert abs(np.mean(read == 0) - np.mean(reference == 0)) < 0.005
+    assert np.mean(read == reference) > 0.99  # the same boundary, not just the same counts
+    # Already reading as the reference does: the prior stays.
+    same = matched_prior(candidate, candidate.argmax(1), uniform, temperature=1.0)
+    np.testing.assert_allclose(same, uniform, atol=1e-6)

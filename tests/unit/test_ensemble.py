@@ -11,8 +11,8 @@ from trainer.export import ensemble_onnx
 def run(model: bytes, images: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert [o.name for o in session.get_outputs()] == ["probabilities"]
-    return session.run(None, {"image": images})[0]
+    assert next(o.name for o in session.get_outputs()) == "probabilities"
+    return session.run(["probabilities"], {"image": images})[0]
 
 
 def test_the_ensemble_serves_the_mean_of_its_members_and_takes_a_temperature() -> None:

@@ -146,10 +146,14 @@ def test_onnx_export_agrees_with_keras(tiny: TrainedModel, digits: NistData, tmp
     path = export_onnx(tiny.model, tmp_path / "model.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (image_input,) = session.get_inputs()
-    (output,) = session.get_outputs()
+    output, embedding = session.get_outputs()
     assert image_input.name == "image"
     assert image_input.shape[1:] == [28, 28, 1] and not isinstance(image_input.shape[0], int)
-    assert output.shape[1:] == [10]
+    assert (output.name, output.shape[1:]) == ("probabilities", [10])
+    # What the last layer reads, for the uploads' evidence (domain/evidence.py).
+    assert embedding.name == "embedding"
+    vectors = session.run(["embedding"], {"image": nist_to_model_input(digits.x_test[:5])})[0]
+    assert vectors.shape[0] == 5 and vectors.shape[1] > 10
     batch = nist_to_model_input(digits.x_test[:300])
     assert onnx_keras_difference(tiny.model, path, batch) < 1e-4
     probabilities = onnx_probabilities(path, digits.x_test[:5])
