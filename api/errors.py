@@ -44,6 +44,7 @@ NO_MODEL = ERRORS | {503: {"model": ErrorOut, "description": "No model serving y
 
 IMAGE_STATUS = {
     "empty_image": 422,
+    "no_ink": 422,
     "image_too_large": 413,
     "image_too_many_pixels": 413,
     "unsupported_image": 415,

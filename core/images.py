@@ -81,6 +81,14 @@ class ImageError(ValueError):
         self.message = message
 
 
+def require_ink(glyph: np.ndarray) -> np.ndarray:
+    """The model's input, or ImageError `no_ink` when the preprocessing found no ink in the
+    picture (it gives all zeros): a blank picture is never answered with a character."""
+    if not glyph.any():
+        raise ImageError("no_ink", "no ink was found in the picture: there is nothing to read")
+    return glyph
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     # Upright (EXIF orientation applied), first frame, 8-bit grey (H, W), transparency

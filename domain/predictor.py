@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from core.images import ImageError, decode_image
+from core.images import ImageError, decode_image, require_ink
 from core.labels import LabelSet
 from core.neighbours import NeighbourIndex
 from core.preprocessing import preprocess_batch, preprocess_image
@@ -205,7 +205,7 @@ class Predictor:
         decoded = self._decode(data)
         decode_ms = _ms_since(start)
         start = time.perf_counter()
-        glyph = preprocess_image(decoded.image)
+        glyph = require_ink(preprocess_image(decoded.image))
         del decoded  # only the glyph is kept: a big picture's pixels are freed at once
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
@@ -248,8 +248,13 @@ class Predictor:
         if order:
             probabilities = self.model.probabilities(batch, allowed)
             for row, index in enumerate(order):
-                top = self.top(probabilities[row], allowed)
                 glyph = batch[row, :, :, 0]
+                try:
+                    require_ink(glyph)
+                except ImageError as exc:  # its own entry: the others are still answered
+                    results[index] = exc
+                    continue
+                top = self.top(probabilities[row], allowed)
                 results[index] = Prediction(top[0].label, top[0].probability, top, glyph)
         inference_ms = _ms_since(start)
         done = [r for r in results if r is not None]

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.config import get_settings
-from core.images import DecodedImage, ImageError, decode_image
+from core.images import DecodedImage, ImageError, decode_image, require_ink
 from core.labels import LabelSet
 from core.preprocessing import preprocess_image
 from db.models import Sample, SampleSource, SampleStatus, ServiceKey, cleared_samples
@@ -175,14 +175,15 @@ class ModelOpinion:
 
 
 def model_opinion(
-    model: "LoadedModel", image: np.ndarray, label: str, rules: EvidenceRules | None
+    model: "LoadedModel", glyph: np.ndarray, label: str, rules: EvidenceRules | None
 ) -> ModelOpinion | None:
-    """What the serving model reads in a sample, through the serving preprocessing, and
-    whether its nearest NIST examples contradict its label (`rules` None: a trusted uploader,
-    never suspect). None when the model does not know the label (another label set)."""
+    """What the serving model reads in a sample's glyph (the serving preprocessing's output),
+    and whether its nearest NIST examples contradict its label (`rules` None: a trusted
+    uploader, never suspect). None when the model does not know the label (another label
+    set)."""
     if label not in model.labels.characters:
         return None
-    batch = preprocess_image(image)[np.newaxis, :, :, np.newaxis]
+    batch = glyph[np.newaxis, :, :, np.newaxis]
     if not model.weighs_evidence or model.index is None:
         probabilities = model.probabilities(batch)[0]
         return _opinion(probabilities, model.labels.characters, None)
@@ -235,8 +236,9 @@ def examine(
     rules: EvidenceRules | None,
 ) -> Picture:
     """`labels`: (stored class, as sent). `rules`: None for a trusted uploader (never
-    suspect)."""
+    suspect). A picture without ink is no sample: ImageError `no_ink`."""
     label, submitted = labels
+    glyph = require_ink(preprocess_image(decoded.image))
     return Picture(
         data=data,
         sha256=decoded.sha256,
@@ -247,7 +249,7 @@ def examine(
         label=label,
         submitted_label=submitted,
         fingerprint=pixel_fingerprint(decoded.image),
-        opinion=model_opinion(model, decoded.image, label, rules) if model else None,
+        opinion=model_opinion(model, glyph, label, rules) if model else None,
     )
 
 

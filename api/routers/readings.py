@@ -19,7 +19,7 @@ from api.deps import (
     read_upload,
     sent_once,
 )
-from api.errors import NO_MODEL, ApiError
+from api.errors import NO_MODEL, ApiError, image_error
 from api.ratelimit import MeterDep
 from api.routers.samples import to_out as sample_out
 from api.schemas import (
@@ -31,7 +31,7 @@ from api.schemas import (
     ReadingOut,
 )
 from core.config import Settings
-from core.images import DecodedImage
+from core.images import DecodedImage, ImageError
 from core.segmentation import ROW_SIDE
 from db.models import Reading
 from domain import readings, samples
@@ -154,9 +154,11 @@ def examined_fixes(
     changed = []
     for fix in fixes:
         decoded = decode_upload(fix.crop, settings)
-        changed.append(
-            (fix, samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rules))
-        )
+        try:
+            picture = samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rules)
+        except ImageError as exc:  # a box without ink: nothing to learn from
+            raise image_error(exc, settings) from exc
+        changed.append((fix, picture))
     return changed
 
 

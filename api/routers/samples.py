@@ -20,11 +20,11 @@ from api.deps import (
     read_upload,
     sent_once,
 )
-from api.errors import ERRORS, ApiError
+from api.errors import ERRORS, ApiError, image_error
 from api.ratelimit import MeterDep
 from api.schemas import RelabelIn, SampleOut, SamplePage, SampleStats
 from core.config import Settings
-from core.images import accepted_types
+from core.images import ImageError, accepted_types
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Role, Sample, SampleSource, SampleStatus
 from domain import runs, samples
@@ -81,7 +81,10 @@ def examined(
     """An upload's CPU work, done in the pool: decode, the model's opinion, the fingerprint."""
     decoded = decode_upload(data, settings)
     rules = None if client.trusted else evidence_rules(settings)
-    return samples.examine(data, decoded, labels, model, rules)
+    try:
+        return samples.examine(data, decoded, labels, model, rules)
+    except ImageError as exc:  # no ink: nothing to learn from
+        raise image_error(exc, settings) from exc
 
 
 @router.post(

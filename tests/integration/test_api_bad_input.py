@@ -47,6 +47,10 @@ def test_empty_file(client: TestClient) -> None:
     assert "image/png" in body["allowed_types"]
 
 
+def test_a_picture_without_ink_is_no_sample(client: TestClient) -> None:
+    assert_error(post(client, encode(Image.new("L", (280, 280), 255))), 422, "no_ink", "no ink")
+
+
 def test_text_file_named_png(client: TestClient) -> None:
     body = assert_error(post(client, b"hello, not an image"), 415, "unsupported_image", "PNG")
     assert set(body["allowed_types"]) == {

@@ -139,12 +139,25 @@ def test_bad_image_is_a_4xx(client: TestClient) -> None:
     assert client.post("/v1/predictions").status_code == 422
 
 
-def test_blank_image_still_gets_an_answer(client: TestClient) -> None:
-    reply = client.post(
-        "/v1/predictions", files={"image": ("x.png", encode(Image.new("L", (50, 50), 0)))}
-    )
-    assert reply.status_code == 200
-    assert 0.0 <= reply.json()["confidence"] <= 1.0
+BLANKS = {
+    "black": Image.new("L", (50, 50), 0),
+    "white": Image.new("L", (280, 280), 255),
+    "transparent": Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BLANKS))
+def test_a_picture_without_ink_gets_no_character(client: TestClient, kind: str) -> None:
+    blank = encode(BLANKS[kind])
+    reply = client.post("/v1/predictions", files={"image": ("blank.png", blank)})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"] == "no_ink" and "no ink" in reply.json()["detail"]
+    # In a batch, its own entry; the others are answered.
+    character = encode(Image.fromarray(balanced_holdout(1)[0][0]))
+    files = [("images", ("blank.png", blank)), ("images", ("c.png", character))]
+    results = client.post("/v1/predictions/batch", files=files).json()["results"]
+    assert results[0]["error"] == "no_ink" and results[0]["label"] is None
+    assert results[1]["error"] is None and results[1]["label"]
 
 
 def test_include_input_returns_the_28x28_picture_the_model_saw(client: TestClient) -> None:

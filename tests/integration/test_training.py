@@ -17,7 +17,7 @@ from core.config import get_settings
 from db.models import ModelStatus, ModelVersion, RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import runs
-from testkit.images import encode
+from testkit.images import encode, png
 from testkit.nist import training_characters
 from tests.integration.conftest import (
     ADMIN_TOKEN,
@@ -102,9 +102,9 @@ def test_manual_run_trains_through_the_worker_and_the_api_serves_the_result(
         assert versions() == {1: "retired", 2: "active"}
         served = wait_for(
             lambda: (
-                client.post(
-                    "/v1/predictions", files={"image": ("x.png", encode(Image.new("L", (28, 28))))}
-                ).json()["model_version"]
+                client.post("/v1/predictions", files={"image": ("x.png", png(1, (28, 28)))}).json()[
+                    "model_version"
+                ]
                 == 2
             ),
             timeout=10,
@@ -125,9 +125,7 @@ def test_a_worse_candidate_is_rejected_and_the_active_model_keeps_serving(
     assert run.decision == "rejected"
     assert "NIST test accuracy" in (run.decision_reason or "")
     assert versions() == {1: "active", 2: "rejected"}
-    reply = client.post(
-        "/v1/predictions", files={"image": ("x.png", encode(Image.new("L", (9, 9))))}
-    )
+    reply = client.post("/v1/predictions", files={"image": ("x.png", png(2, (9, 9)))})
     assert reply.json()["model_version"] == 1
 
 

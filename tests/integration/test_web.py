@@ -25,7 +25,7 @@ from db.models import ModelVersion, TrainingRun
 from db.session import get_sessionmaker
 from domain.gate import GateRules, Outcomes, Scores, gate
 from domain.registry import install_bundled
-from testkit.images import encode, noise_png
+from testkit.images import encode, noise_png, png
 from testkit.nist import training_characters
 from testkit.rows import make_rows
 from testkit.stack import REPO_ROOT, free_port, uvicorn_command
@@ -527,7 +527,7 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     assert "limit" in page.inner_text("#upload-error")
 
     good = tmp_path / "good.png"
-    good.write_bytes(encode(Image.new("L", (28, 28), 0)))
+    good.write_bytes(png(1, (28, 28)))
     page.set_input_files("#file", good)
     # As a person would: the new file's prediction fills the label in, then it is overwritten
     # (typed earlier, the page's clearing of the label for a new file could come after it).
