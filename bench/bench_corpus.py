@@ -7,7 +7,10 @@ resolution, blur, marker, pen, ruled paper, shadows, JPEG, noise, canvas...), en
 read exactly as the API reads them (`decode_image`, `preprocess_image`, the bundled ONNX model)
 and scored per kind, as a share of the accuracy on the same characters sent as clean 28x28
 PNGs. `dev` is the draw preprocessing was developed against; `check` (other characters, seed,
-sizes, colours and spacings) is the held-out final check. `--compare REV` also reads every
+sizes, colours and spacings) is the held-out final check. Beside it, the floor: the simplest
+pipeline that could do the job (testkit.corpus.crop_and_scale: threshold, bounding box, 20 px,
+centred in 28x28) feeding the same model the same pictures; a kind where the floor reads more
+is a kind the service's design gets wrong. `--compare REV` also reads every
 picture with the `core/images.py` and `core/preprocessing.py` of a git revision (the figures
 before a change), in the same run.
 """
@@ -52,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--compare", metavar="REV", help="also read with this revision's code")
     args = parser.parse_args(argv)
 
-    from testkit.corpus import accuracy_by_kind, bundled_session, make_corpus
+    from testkit.corpus import (
+        accuracy_by_kind,
+        bundled_session,
+        make_corpus,
+        read_pictures_naively,
+    )
 
     run = BenchRun(args.wait_quiet)
     session = bundled_session()
@@ -63,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             start = time.perf_counter()
             corpus = make_corpus(split, args.count)
             made = time.perf_counter() - start
-            results[split] = {"now": accuracy_by_kind(corpus, session)}
+            results[split] = {
+                "now": accuracy_by_kind(corpus, session),
+                "floor": accuracy_by_kind(corpus, session, read_pictures_naively),
+            }
             if before is not None:
                 results[split]["before"] = accuracy_by_kind(corpus, session, before)
             print(
@@ -83,7 +94,9 @@ def table(
     scores: dict[str, dict[str, float]], count: int, revision: str | None
 ) -> tuple[list[str], list[list[object]]]:
     now = scores["now"]
+    floor = scores["floor"]
     headers = ["kind", "images", "accuracy", "share of clean (target ≥ 95%)"]
+    headers += ["floor: crop-and-scale"]
     if revision:
         headers += [f"before ({revision}): accuracy", "before: share of clean"]
     rows: list[list[object]] = []
@@ -92,7 +105,14 @@ def table(
         verdict = " (met)" if share >= TARGET else " (**missed**)"
         if kind in REFERENCES:
             verdict = " (reference)"
-        row: list[object] = [kind, count, f"{accuracy:.1%}", f"{share:.1%}{verdict}"]
+        beaten = " (**floor reads more**)" if floor[kind] > accuracy else ""
+        row: list[object] = [
+            kind,
+            count,
+            f"{accuracy:.1%}",
+            f"{share:.1%}{verdict}",
+            f"{floor[kind]:.1%}{beaten}",
+        ]
         if revision:
             old = scores["before"]
             row += [f"{old[kind]:.1%}", f"{old[kind] / old['clean']:.1%}"]
