@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from api.cpu import CpuPool
 from api.errors import install_error_handlers
@@ -84,7 +85,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cpu_pool.shutdown()
 
 
-app = FastAPI(
+# The API docs (/docs, /redoc) with Swagger UI's and ReDoc's files served by the app itself,
+# not a CDN: a deployment that cannot reach the internet still has its docs.
+app = FastAPIOffline(
     title="Handwriting recognition",
     version="0.1.0",
     description="Upload labelled handwritten characters; get predictions from a CNN trained on "

@@ -1,6 +1,7 @@
 """/healthz, /readyz, /metrics and the OpenAPI document."""
 
 import logging
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,3 +98,16 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
     ):
         assert path in paths
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_need_no_internet(client: TestClient, page: str) -> None:
+    """Swagger UI and ReDoc load their scripts and styles from this app, never from a CDN: a
+    deployment behind a firewall still has its docs."""
+    html = client.get(page).text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/") and not a.startswith("//") for a in assets), assets
+    for asset in assets:
+        reply = client.get(asset)
+        assert reply.status_code == 200, asset
+        assert len(reply.content) > 1000 or asset.endswith(".png")
