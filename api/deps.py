@@ -93,10 +93,13 @@ LabelSetDep = Annotated[LabelSet, Depends(get_label_set)]
 
 
 def allowed_labels(labels: str | None, model_labels: LabelSet) -> str | None:
-    """The labels a field may hold, each one the serving model knows; None: all of them."""
+    """The labels a field may hold, each one the serving model knows; None: all of them. A
+    look-alike lowercase letter the set merges (c, o, s...) stands for its class, as it does
+    for an upload's label."""
     if not labels:
         return None
-    unknown = sorted({c for c in labels if c not in model_labels.characters})
+    classes = {c: model_labels.resolve(c) for c in labels}
+    unknown = sorted(c for c, label in classes.items() if label is None)
     if unknown:
         raise ApiError(
             422,
@@ -104,7 +107,8 @@ def allowed_labels(labels: str | None, model_labels: LabelSet) -> str | None:
             f"{''.join(unknown)!r} not among the model's labels {model_labels.characters!r}",
             allowed=model_labels.classes,
         )
-    return "".join(sorted(set(labels), key=model_labels.characters.index))
+    known = {label for label in classes.values() if label is not None}
+    return "".join(sorted(known, key=model_labels.characters.index))
 
 
 async def get_serving_model(request: Request) -> LoadedModel | None:
