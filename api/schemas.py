@@ -225,7 +225,10 @@ class TrainingRunOut(BaseModel):
     metrics: dict[str, Any] | None
     decision: str | None
     decision_reason: str | None
-    error: str | None
+    error: str | None = Field(
+        description="Why the run failed, in a line, for admins (it names the server's files); "
+        "others are told its kind"
+    )
     sample_watermark: int
     attempts: int
     gated_against: int | None = Field(

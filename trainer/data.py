@@ -350,7 +350,10 @@ def load_nist(
     labels = labels or LabelSet(settings.labels)
     pool_dir, holdout_dir = data_dir / "emnist", data_dir / "emnist-holdout"
     if not pool_dir.is_dir():
-        raise NistDataError(f"{pool_dir} does not exist; see fetch_emnist()")
+        raise NistDataError(
+            f"{pool_dir} does not exist: set NIST_DATA_DIR to the EMNIST data, or fetch it with "
+            "`python -m trainer fetch`"
+        )
 
     holdout_splits = [read_split(p) for p in find_split_files(holdout_dir)]
     holdout_hashes = {h for s in holdout_splits for h in pixel_hashes(s.images).tolist()}

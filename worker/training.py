@@ -9,7 +9,6 @@ gate, the registry) live in domain/; this module only puts them in order around 
 import json
 import logging
 import time
-import traceback
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +78,8 @@ def execute_run(run_id: int) -> str:
     except Exception as exc:
         log.exception("training run %s failed", run_id)
         with get_sessionmaker()() as session:
-            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            # What went wrong, in a line; the traceback is in the worker's log (above).
+            error = f"{type(exc).__name__}: {exc}"
             runs.fail(session, run_id, attempt, error)
         return RunStatus.failed
 

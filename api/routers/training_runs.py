@@ -5,18 +5,25 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from api.auth import AdminDep
+from api.auth import AdminDep, ClientDep
 from api.deps import RowId, SessionDep, get_or_404
 from api.errors import ERRORS, ApiError
 from api.schemas import TrainingRunOut, TrainingRunRequest
 from db.models import TrainingRun
 from domain import runs
+from domain.keys import Client
 
 router = APIRouter(prefix="/v1/training-runs", tags=["training runs"])
 
 
-def to_out(run: TrainingRun) -> TrainingRunOut:
-    return TrainingRunOut.model_validate(run, from_attributes=True)
+def to_out(run: TrainingRun, client: Client | None = None) -> TrainingRunOut:
+    """A run as `client` may see it: why a run failed names the server's files, so only an
+    admin reads it; others are told its kind."""
+    out = TrainingRunOut.model_validate(run, from_attributes=True)
+    if out.error and not (client is not None and client.is_admin):
+        kind = out.error.split(":", 1)[0]
+        out.error = f"{kind} (an admin sees the details)"
+    return out
 
 
 @router.post("", status_code=201, dependencies=[AdminDep], responses=ERRORS)
@@ -43,15 +50,14 @@ def start_training_run(
 
 @router.get("", responses=ERRORS)
 def list_training_runs(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    session: SessionDep, client: ClientDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[TrainingRunOut]:
     """Newest first."""
     query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
-    return [to_out(run) for run in session.scalars(query)]
+    return [to_out(run, client) for run in session.scalars(query)]
 
 
 @router.get("/{run_id}", responses=ERRORS)
-def get_training_run(run_id: RowId, session: SessionDep) -> TrainingRunOut:
-    return to_out(
-        get_or_404(session, TrainingRun, run_id, "training_run_not_found", "training run")
-    )
+def get_training_run(run_id: RowId, session: SessionDep, client: ClientDep) -> TrainingRunOut:
+    run = get_or_404(session, TrainingRun, run_id, "training_run_not_found", "training run")
+    return to_out(run, client)

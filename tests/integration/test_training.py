@@ -130,7 +130,7 @@ def test_a_worse_candidate_is_rejected_and_the_active_model_keeps_serving(
 
 
 def test_a_failing_run_records_its_error_and_changes_nothing(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path
+    client: TestClient, admin_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     client.get("/healthz")  # the bundled model is installed at start
     monkeypatch.setattr(get_settings(), "nist_data_dir", tmp_path / "nowhere")
@@ -140,6 +140,12 @@ def test_a_failing_run_records_its_error_and_changes_nothing(
     run = run_row(run_id)
     assert run.status == RunStatus.failed
     assert "nowhere" in (run.error or "")
+    # The admin is told what to do, in a line; nobody else sees the server's paths.
+    told = client.get(f"/v1/training-runs/{run_id}", headers=admin_headers).json()["error"]
+    assert "nowhere" in told and "python -m trainer fetch" in told and "Traceback" not in told
+    public = client.get(f"/v1/training-runs/{run_id}").json()["error"]
+    assert public == "NistDataError (an admin sees the details)"
+    assert client.get("/v1/training-runs").json()[0]["error"] == public
     assert versions() == {1: "active"}
     # The failed run no longer blocks the next one.
     assert open_manual_run() is not None
