@@ -23,6 +23,7 @@ from PIL import Image
 
 from core.config import Settings, get_settings
 from core.labels import LabelSet
+from testkit.images import png
 from testkit.stack import free_port, wait_until
 from tests.integration.conftest import ADMIN_TOKEN, add_model_version, wait_for
 from tests.integration.test_stack import Stack, replace_option, running_stack
@@ -61,7 +62,7 @@ def start_api(stack: Stack, env: dict[str, str] | None = None) -> httpx.Client:
 
 def predict_versions(http: httpx.Client, count: int) -> set[int]:
     """model_version of `count` predictions, each on a new connection (any API process)."""
-    image = {"image": ("x.png", png_bytes(np.zeros((28, 28), np.uint8)))}
+    image = {"image": ("x.png", png(1, (28, 28)))}  # a stroke: a picture with ink
     seen = set()
     for _ in range(count):
         with httpx.Client(base_url=http.base_url, timeout=30) as fresh:
@@ -95,7 +96,7 @@ def test_activate_and_rollback_reach_every_api_process_without_a_failed_request(
     stop = threading.Event()
 
     def keep_predicting() -> None:
-        image = {"image": ("x.png", png_bytes(np.zeros((28, 28), np.uint8)))}
+        image = {"image": ("x.png", png(1, (28, 28)))}
         with httpx.Client(base_url=api.base_url, timeout=30) as http:
             while not stop.is_set():
                 reply = http.post("/v1/predictions", files=image)
