@@ -390,16 +390,28 @@ def rotation(glyph: np.ndarray, rng: np.random.Generator, style: Style) -> bytes
     return encode(to_uint8(paper + (ink - paper) * drawn))
 
 
+def on_page(
+    glyph: np.ndarray,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    char: float,
+    where: tuple[float, float],
+) -> np.ndarray:
+    """The glyph `char` px tall or wide on a page of `shape`, its centre drawn within
+    `where` (shares of the page's height and width): crisp coverage."""
+    height, width = shape
+    top, bottom, left, right = glyph_box(glyph)
+    scale = char / max(bottom - top, right - left)
+    ty = rng.uniform(*where) * height - (top + bottom) / 2 * scale
+    tx = rng.uniform(*where) * width - (left + right) / 2 * scale
+    matrix = np.array([[scale, 0, tx], [0, scale, ty]])
+    return crisp(coverage(glyph, matrix, height, width))
+
+
 def small_on_page(glyph: np.ndarray, rng: np.random.Generator, style: Style) -> bytes:
     """A small character (40-80 px) somewhere on a big page photo (400-900 px)."""
     height, width = style.size(rng, 400, 900), style.size(rng, 400, 900)
-    char = rng.uniform(40, 80)
-    top, bottom, left, right = glyph_box(glyph)
-    scale = char / max(bottom - top, right - left)
-    ty = rng.uniform(0.1, 0.9) * height - (top + bottom) / 2 * scale
-    tx = rng.uniform(0.1, 0.9) * width - (left + right) / 2 * scale
-    matrix = np.array([[scale, 0, tx], [0, scale, ty]])
-    drawn = crisp(coverage(glyph, matrix, height, width))
+    drawn = on_page(glyph, rng, (height, width), rng.uniform(40, 80), (0.1, 0.9))
     paper, ink = grey_levels(rng)
     picture = paper + (ink - paper) * drawn
     picture *= 1.0 - 0.15 * np.linspace(0, 1, width, dtype=np.float32)[np.newaxis, :]
@@ -506,11 +518,7 @@ def among_marks(glyph: np.ndarray, rng: np.random.Generator, style: Style) -> by
     """One character on a page among smaller marks (dots, ticks, short dashes)."""
     height, width = style.size(rng, 300, 600), style.size(rng, 300, 600)
     char = rng.uniform(60, 110)
-    top, bottom, left, right = glyph_box(glyph)
-    scale = char / max(bottom - top, right - left)
-    ty = rng.uniform(0.3, 0.7) * height - (top + bottom) / 2 * scale
-    tx = rng.uniform(0.3, 0.7) * width - (left + right) / 2 * scale
-    drawn = crisp(coverage(glyph, np.array([[scale, 0, tx], [0, scale, ty]]), height, width))
+    drawn = on_page(glyph, rng, (height, width), char, (0.3, 0.7))
     marks = np.zeros((height, width), np.uint8)
     for _ in range(int(rng.integers(4, 11))):
         y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
