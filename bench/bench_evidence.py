@@ -20,13 +20,13 @@ import numpy as np
 
 from bench.common import BenchRun, bench_parser, report
 from core.config import get_settings
+from core.neighbours import NEIGHBOURS_FILE
 from core.preprocessing import MODEL_INPUT_SHAPE, preprocess_image
 from domain.evidence import evidence_rules, weigh
 from domain.predictor import LoadedModel, load_model
 from domain.registry import BUNDLED_MODEL_DIR
 from testkit.styles import STYLES, in_style
 from testkit.tables import markdown_table
-from trainer.neighbours import NEIGHBOURS_FILE
 
 # (character, the label it is uploaded under): look-alikes NIST itself mixes, and plain lies.
 RELABELS = [("1", "7"), ("7", "1"), ("1", "I"), ("0", "O"), ("5", "S"), ("9", "g"), ("2", "Z")]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NEIGHBOURS_FILE = "neighbours.npz"  # a model directory's index, beside its model.onnx
+
 
 @dataclass(frozen=True)
 class Neighbours:

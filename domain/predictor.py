@@ -38,17 +38,10 @@ class LoadedModel:
     labels: LabelSet
     session: ort.InferenceSession
     input_name: str
+    output_name: str  # the probabilities
     index: NeighbourIndex | None = None  # NIST examples as this model sees them
-
-    @property
-    def output_name(self) -> str:
-        return self.session.get_outputs()[0].name
-
-    @property
-    def weighs_evidence(self) -> bool:
-        """Whether uploads can be compared with NIST examples: an index, and the embedding."""
-        names = {output.name for output in self.session.get_outputs()}
-        return self.index is not None and EMBEDDING in names
+    # Whether uploads can be compared with NIST examples: an index, and the embedding output.
+    weighs_evidence: bool = False
 
     def probabilities(self, batch: np.ndarray, allowed: str | None = None) -> np.ndarray:
         """(N, 28, 28, 1) float32 in [0, 1] -> (N, classes) probabilities; with `allowed` (a
@@ -89,7 +82,16 @@ def load_model(
     source = onnx if isinstance(onnx, bytes) else str(onnx)
     session = ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     neighbours = NeighbourIndex.from_bytes(index) if index else None
-    return LoadedModel(version, LabelSet(labels), session, session.get_inputs()[0].name, neighbours)
+    outputs = [output.name for output in session.get_outputs()]
+    return LoadedModel(
+        version,
+        LabelSet(labels),
+        session,
+        session.get_inputs()[0].name,
+        outputs[0],
+        neighbours,
+        weighs_evidence=neighbours is not None and EMBEDDING in outputs,
+    )
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from sqlalchemy.orm import Session
 
 from core.config import REPO_ROOT, get_settings
 from core.model_report import ModelReport
+from core.neighbours import NEIGHBOURS_FILE
 from db.models import ModelStatus, ModelVersion, TrainingRun
 from domain import runs
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_DIR = REPO_ROOT / "trainer" / "bundled"
-NEIGHBOURS_FILE = "neighbours.npz"  # trainer/neighbours.py writes it beside model.onnx
 REGISTRY_LOCK = 0x68777231  # an arbitrary advisory-lock key of this application
 
 

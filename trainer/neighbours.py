@@ -13,12 +13,11 @@ import onnx
 import onnxruntime as ort
 
 from core.model_report import ModelReport
-from core.neighbours import NeighbourIndex
+from core.neighbours import NEIGHBOURS_FILE, NeighbourIndex
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
 from trainer.data import NistData
 from trainer.export import EMBEDDING_NAME, with_embedding
 
-NEIGHBOURS_FILE = "neighbours.npz"  # beside model.onnx (domain/registry.py reads it)
 PER_CLASS = 100
 REFERENCE_PER_CLASS = 100
 NEIGHBOURS = 20

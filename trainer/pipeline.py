@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.model_report import ModelReport
+from core.neighbours import NEIGHBOURS_FILE
 from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 from trainer.data import NistData
 from trainer.evaluate import (
@@ -20,7 +21,7 @@ from trainer.evaluate import (
     write_report,
 )
 from trainer.export import export_onnx
-from trainer.neighbours import NEIGHBOURS_FILE, build_index
+from trainer.neighbours import build_index
 from trainer.train import ProgressHook, train_model
 
 

@@ -134,7 +134,6 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         )
     data = load_nist(settings.nist_data_dir, labels)
     config = retrain_config(settings, warm)
-    nist_images = min(config.max_train or len(data.y_train), len(data.y_train))
     return RunPlan(
         run_id=run_id,
         attempt=attempt,
@@ -145,13 +144,18 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         data=data,
         training_samples=chosen.training,
         evaluation_samples=chosen.evaluation,
-        copies=samples.upload_copies(
-            len(chosen.training),
-            nist_images,
-            settings.upload_share,
-            settings.max_upload_oversample,
-        ),
+        copies=copies_per_epoch(len(chosen.training), config, data, settings),
         waiting=chosen.waiting,
+    )
+
+
+def copies_per_epoch(
+    uploads: int, config: TrainingConfig, data: "NistData", settings: Settings
+) -> int:
+    """How often each training sample is repeated in an epoch of this run's NIST images."""
+    nist_images = min(config.max_train or len(data.y_train), len(data.y_train))
+    return samples.upload_copies(
+        uploads, nist_images, settings.upload_share, settings.max_upload_oversample
     )
 
 
@@ -351,7 +355,6 @@ def heal(
         session.commit()
     log.info("training run %s: %d uploads held, training again", plan.run_id, len(culprits))
     training = plan.training_samples.without(culprits)
-    nist_images = min(plan.config.max_train or len(plan.data.y_train), len(plan.data.y_train))
     first = {
         "decision": "rejected",
         "reason": judgement.verdict.reason,
@@ -362,9 +365,7 @@ def heal(
     return replace(
         plan,
         training_samples=training,
-        copies=samples.upload_copies(
-            len(training), nist_images, settings.upload_share, settings.max_upload_oversample
-        ),
+        copies=copies_per_epoch(len(training), plan.config, plan.data, settings),
         held=sorted(culprits),
         attempts=[*plan.attempts, first],
     )

@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 
 from core.config import EMNIST_BALANCED_LABELS, get_settings
-from core.neighbours import NeighbourIndex
+from core.neighbours import NEIGHBOURS_FILE, NeighbourIndex
 from core.preprocessing import nist_to_model_input
 from domain.evidence import evidence_rules, weigh
-from domain.registry import BUNDLED_MODEL_DIR, NEIGHBOURS_FILE
+from domain.registry import BUNDLED_MODEL_DIR
 from testkit.nist import balanced_holdout, training_characters
 from testkit.styles import in_style
 
