@@ -1,26 +1,24 @@
 """From any picture of one handwritten character to the model's input: a 28x28 NIST-like glyph.
 
-The one preprocessing function, shared by the API, the worker and the trainer. Compiled image
-operations (OpenCV) on numpy arrays; the API never imports TensorFlow.
+The one preprocessing, shared by the API, the worker and the trainer (which trains on what it
+makes of rendered pictures, trainer/rendered.py): compiled image operations (OpenCV) on numpy
+arrays; the API never imports TensorFlow.
 
-The output looks like an EMNIST image (measured on the data, see the constants): white ink on
-black, the strokes' bounding box scaled to 22 px on its longer side, keeping the aspect ratio,
-centred by that box, with soft antialiased edges and values in [0, 1]. It is upright (the
-EMNIST files store images transposed; trainer.data turns them upright when reading).
-
-Every step is decided by measurements of the picture, not by one fixed recipe:
- 1. grayscale, alpha composited, reduced to at most WORKING_SIDE (INTER_AREA);
- 2. on a thumbnail (at most THUMB_SIDE): the paper (its level at the border, whether it is
-    even, which way the ink goes), the ruled or squared lines printed on it, the noise floor,
-    and a first box around the ink;
- 3. the window around that box, at a resolution just fine enough for the glyph (its box at
-    most FINE_BOX px): the background removed (a smooth estimate only where the border shows
-    uneven light, never above what the border shows, so thick blurry strokes are not eaten),
-    contrast stretched between the noise floor and the strokes' level;
- 4. the ink's box, without specks (connected components) or a stray fringe;
- 5. stroke width measured and brought into NIST's range: thin pen lines thickened, marker
-    strokes thinned;
- 6. one antialiased resampling puts the box at the centre of the 28x28 output.
+It is geometry: where the ink is, and where it goes in the 28x28 box. How the ink looks (a thin
+pen or a marker, blur, low resolution, JPEG, noise) is left to the model, which is trained on
+what this code makes of such pictures (issue 27). The steps, one code path for one picture or
+a batch:
+ 1. grey, alpha composited, reduced to at most WORKING_SIDE (INTER_AREA);
+ 2. on a thumbnail (at most THUMB_SIDE): the paper (its level at the border, which way the
+    ink goes, uneven light, printed lines across the picture, the noise floor) and the box of
+    the character (the largest piece of ink and the pieces near it, not specks or marks far
+    off) - what a model looking at 28x28 cannot do for itself;
+ 3. the window around that box, at a resolution just fine enough for the glyph: ink over a
+    zero background, stretched between the noise floor and the strokes' level;
+ 4. the ink's box there, scaled to GLYPH_BOX px on its longer side (aspect ratio kept),
+    centred by the box as EMNIST's glyphs are, in one antialiased resampling.
+Ink touching the picture's edges is ink (a client's own crop fills its picture): the paper is
+measured where the border is paper, not wherever the border is.
 """
 
 from collections.abc import Iterable
@@ -41,7 +39,8 @@ MODEL_INPUT_SHAPE = (MODEL_INPUT_SIDE, MODEL_INPUT_SIDE, 1)  # per image; batche
 GLYPH_BOX = 22
 # Stroke width as twice the area over the edge pixels at half intensity, measured on 3,000
 # EMNIST test images: 2.0 / 2.5 / 3.6 px (5th / 50th / 95th percentile). Thinner strokes are
-# thickened to MIN_STROKE_WIDTH, thicker ones thinned to MAX_STROKE_WIDTH.
+# thickened to MIN_STROKE_WIDTH, thicker ones thinned to MAX_STROKE_WIDTH: the bundled model
+# has not learnt pens outside NIST's range yet (issue 27).
 MIN_STROKE_WIDTH = 2.0
 MAX_STROKE_WIDTH = 3.6
 # Blur as the share of half-tones (0.15-0.85) against the strokes' area (at half intensity):
@@ -54,8 +53,8 @@ SHARP = 0.3
 WORKING_SIDE = 512
 # Pixel repetition is looked for up to this size (a 28 px glyph enlarged 70 times).
 REPETITION_MAX_PIXELS = 4_000_000
-# The paper and a first box are measured on a thumbnail this big (cheap, and averaging
-# removes most noise); smaller pictures are measured as they are.
+# The paper and the character's box are measured on a thumbnail this big (cheap, and
+# averaging removes most noise); smaller pictures are measured as they are.
 THUMB_SIDE = 96
 # The glyph is finished at a resolution where its box is at most this big: 4x the output.
 FINE_BOX = 4 * GLYPH_BOX
@@ -67,10 +66,12 @@ _ROW_PAPER_WINDOW = 0.25  # of a row's shorter side: wider than its strokes
 _INK_THRESHOLD = 0.5  # of the normalised ink level: what counts as a stroke
 _MIN_INK_PIXELS = 4  # fewer stroke pixels than this: the image is empty
 _MIN_CONTRAST = 0.06  # ink less than this far above the background is no ink at all
+_MIN_FLOOR = 0.02  # a noiseless picture's floor: above 8-bit rounding and the paper's estimate
 _NOISE_SIGMAS = 5.0  # the noise floor: this many noise sigmas above the background
-_UNEVEN = 0.12  # border spread (share of the ink's contrast) above which light is uneven
+_UNEVEN = 0.12  # the paper's spread (share of the ink's contrast) above which light is uneven
 _TRIM_MASS = 0.005  # the box ignores up to this share of stroke pixels at each side
-_SPECK = 0.02  # components under this share of the largest one's area are specks
+_SPECK = 0.04  # pieces under this share of the largest one's area are specks or marks ...
+_NEAR = 0.25  # ... and so are pieces farther than this share of its size from the character
 
 cv2.setNumThreads(1)  # parallelism comes from processes; threads only add latency here
 
@@ -82,33 +83,27 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     layout: (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) BGR or (H, W, 4) BGRA; uint8,
     uint16 or float in [0, 1]) or any PIL image. A picture without ink gives all zeros.
     """
-    return _picture(grayscale(image))
+    gray = grayscale(image)
+    small = max(gray.shape) <= THUMB_SIDE
+    thumb = _to_unit(gray if small else _reduce(gray, THUMB_SIDE))
+    measured = _measure_paper(thumb)
+    if measured is None:
+        return _empty()
+    paper, ink = measured
+    if small:  # finished as it is
+        return _finish(ink, paper.floor)
+    box = _character_box(_strokes(ink, paper.floor))
+    if box is None:
+        return _empty()
+    window = _window_ink(gray, thumb.shape, box, paper)
+    return _finish(window, _noise_floor(window))
 
 
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
-    """Several pictures -> float32 (N, 28, 28, 1), the model's input.
-
-    `images` is consumed one picture at a time and each is reduced at once: a big one is
-    finished on its own, only small ones (at most THUMB_SIDE) are kept, so a generator of
-    decoded pictures never has more than one big picture alive. Small pictures of one size (a
-    batch of scanned characters) are measured and finished together, array operations over the
-    whole stack; a picture gives the same glyph (to float rounding) whatever it is sent with."""
-    glyphs: list[np.ndarray] = []
-    alike: dict[tuple[tuple[int, ...], np.dtype], list[tuple[int, np.ndarray]]] = {}
-    for index, image in enumerate(images):
-        gray = grayscale(image)
-        glyphs.append(_empty())
-        if max(gray.shape) <= THUMB_SIDE:
-            alike.setdefault((gray.shape, gray.dtype), []).append((index, gray))
-        else:
-            glyphs[index] = _picture(gray)
-    for members in alike.values():
-        if len(members) == 1:
-            glyphs[members[0][0]] = _picture(members[0][1])
-            continue
-        finished, general = _small_pictures(_to_unit(np.stack([gray for _, gray in members])))
-        for position, (index, gray) in enumerate(members):
-            glyphs[index] = _picture(gray) if general[position] else finished[position]
+    """Several pictures -> float32 (N, 28, 28, 1), the model's input: each exactly as
+    `preprocess_image` makes it, one at a time (a generator of decoded pictures never has more
+    than one alive)."""
+    glyphs = [preprocess_image(image) for image in images]
     stacked = np.stack(glyphs) if glyphs else np.zeros((0, MODEL_INPUT_SIDE, MODEL_INPUT_SIDE))
     return stacked.astype(np.float32)[..., np.newaxis]
 
@@ -132,7 +127,7 @@ def ink_map(gray: np.ndarray) -> np.ndarray | None:
     # A photo at full resolution is noisy pixel by pixel (a glyph's window is averaged down
     # instead): a light blur, narrower than any stroke worth reading, before the noise floor.
     ink = cv2.GaussianBlur(paper.ink(unit, background), (0, 0), _ROW_BLUR)
-    return _normalise_one(ink, _noise_floor(ink))
+    return _normalise(ink, _noise_floor(ink))
 
 
 def _row_background(thumb: np.ndarray, paper: "Paper") -> np.ndarray:
@@ -173,26 +168,7 @@ def _empty() -> np.ndarray:
     return np.zeros((MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
 
 
-def _picture(gray: np.ndarray) -> np.ndarray:
-    """One picture, looked at on its own: a big one, or a small one under uneven light or
-    on printed lines. -> (28, 28)."""
-    small = max(gray.shape) <= THUMB_SIDE
-    thumb = _to_unit(gray if small else _reduce(gray, THUMB_SIDE))
-    measured = _measure_paper(thumb)
-    if measured is None:
-        return _empty()
-    paper, ink = measured
-    if small:  # finished as it is
-        return _finish(ink[np.newaxis], np.array([paper.floor]))[0]
-    box = _coarse_box(ink, paper.floor)
-    if box is None:
-        return _empty()
-    # Finished on the window around the glyph, at a finer resolution than the thumbnail.
-    window = _window_ink(gray, thumb.shape, box, paper)
-    return _finish(window[np.newaxis], np.array([_noise_floor(window)]))[0]
-
-
-# --- 1. Grayscale ---------------------------------------------------------------------------
+# --- 1. Grey --------------------------------------------------------------------------------
 
 
 def pixels_from_pil(image: Image.Image) -> np.ndarray:
@@ -310,7 +286,7 @@ def _reduce(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-# --- 2. The paper ---------------------------------------------------------------------------
+# --- 2. The paper and the character's box ---------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -352,32 +328,41 @@ def _border(image: np.ndarray) -> np.ndarray:
 
 
 def _measure_paper(thumb: np.ndarray) -> tuple[Paper, np.ndarray] | None:
-    """Polarity, background and lines of the picture, from its thumbnail, and the thumbnail's
-    ink; None: no ink at all."""
-    border = _border(thumb)
-    low, level, high = _quantiles(border, (0.1, 0.5, 0.9))
+    """Polarity, light and lines of the picture, from its thumbnail, and the thumbnail's ink;
+    None: no ink at all. The paper's level is measured everywhere with the strokes closed
+    over, not at the border: a character may fill its picture."""
     darkest, brightest = _quantiles(thumb, (0.002, 0.998))
-    uneven = high - low > _UNEVEN * (brightest - darkest)  # a gradient, a shadow's edge
-    # Even light: the ink is the extreme farther from the paper (pen on paper, chalk on a
-    # board alike).
-    dark_ink = _dark_strokes(thumb) if uneven else level - darkest > brightest - level
-    if ((level - darkest) if dark_ink else (brightest - level)) <= 0:
+    if brightest - darkest < _MIN_CONTRAST:
         return None
+    (border_level,) = _quantiles(_border(thumb), (0.5,))
+    dark_ink = border_level - darkest > brightest - border_level
+    paper = _paper_levels(thumb, dark_ink)
+    low, level, high = _quantiles(paper, (0.02, 0.5, 0.98))
     background = None
-    if uneven:
-        ink = (level - thumb) if dark_ink else (thumb - level)
-        ink_border = (level - border) if dark_ink else (border - level)
-        background = _smooth_background(ink, _quantiles(ink_border, (0.95,))[0])
+    if high - low > _UNEVEN * (brightest - darkest):  # a gradient, a shadow's edge
+        if _dark_strokes(thumb) != dark_ink:
+            dark_ink = not dark_ink
+            paper = _paper_levels(thumb, dark_ink)
+        level = float(paper.max() if dark_ink else paper.min())
+        background = (level - paper) if dark_ink else (paper - level)
     ink = Paper(dark_ink, level, background, False, 0.0).ink(thumb)
     lines = _has_lines(ink)
     if lines:
         ink = _remove_lines(ink)
-    if uneven or lines:
-        floor = _noise_floor(ink)
-    else:  # the ink's border is the paper's, scaled: its median is 0 and its spread known
-        (deviation,) = _quantiles(cv2.absdiff(border, level), (0.5,))
-        floor = _NOISE_SIGMAS * 1.4826 * deviation / (max(level, 0.05) if dark_ink else 1.0)
-    return Paper(dark_ink, level, background, lines, floor), ink
+    return Paper(dark_ink, level, background, lines, _noise_floor(ink)), ink
+
+
+def _paper_levels(thumb: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The paper's grey level at every point: the strokes closed over (dark ink; opened, for
+    light ink) by a square a third of the picture's longer side, wider than any stroke, then
+    smoothed."""
+    side = max(3, round(max(thumb.shape) / 3)) | 1
+    operation = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
+    kernel = np.ones((side, side), np.uint8)
+    # Mirrored at the edges: a stroke along an edge stays a stroke, as wide as it is; light
+    # goes on varying beyond the edge as it does inside.
+    level = cv2.morphologyEx(thumb, operation, kernel, borderType=cv2.BORDER_REFLECT)
+    return cv2.blur(level, (side, side), borderType=cv2.BORDER_REFLECT)
 
 
 def _dark_strokes(thumb: np.ndarray) -> bool:
@@ -387,28 +372,10 @@ def _dark_strokes(thumb: np.ndarray) -> bool:
     half the picture: in a smaller one a thick stroke is the majority, and the paper beside it
     then stands out as much as the stroke does."""
     size = max(3, min(thumb.shape) // 2) | 1
-    local = cv2.medianBlur(_to_uint8(thumb), size).astype(np.float32) * np.float32(1 / 255)
+    local = cv2.medianBlur((thumb * 255 + 0.5).astype(np.uint8), size) * np.float32(1 / 255)
     # Nearly the extremes: a small character on a big page is a few thumbnail pixels.
     darker, lighter = _quantiles(thumb - local, (0.0005, 0.9995))
     return -darker > lighter
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return (image * 255 + 0.5).astype(np.uint8)
-
-
-def _smooth_background(ink: np.ndarray, ceiling: float) -> np.ndarray:
-    """The light's unevenness in ink space: a grey opening wider than any stroke (so strokes
-    drop out), smoothed. Never above `ceiling`, the most the border shows: where a stroke is
-    too thick for the opening (a low-resolution, blurry glyph), it would otherwise be taken
-    for background and eaten."""
-    width = _stroke_width(ink > 0.5 * float(ink.max()))
-    side = max(ink.shape)
-    size = int(min(side // 2, max(3 * width + 1, side / 6))) | 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    background = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_REPLICATE)
-    background = cv2.blur(background, (size, size), borderType=cv2.BORDER_REPLICATE)
-    return np.minimum(background, np.float32(ceiling))
 
 
 def _has_lines(ink: np.ndarray) -> bool:
@@ -434,96 +401,61 @@ def _remove_lines(ink: np.ndarray) -> np.ndarray:
 
 
 def _noise_floor(ink: np.ndarray) -> float:
-    """The level below which ink is indistinguishable from the paper's noise."""
-    border = _border(ink)
-    (median,) = _quantiles(border, (0.5,))
-    (deviation,) = _quantiles(np.abs(border - np.float32(median)), (0.5,))
-    sigma = 1.4826 * deviation  # robust noise sigma
-    return median + _NOISE_SIGMAS * sigma
+    """The level below which ink is indistinguishable from the paper's noise: 5 sigmas, the
+    sigma measured on the ink's negative side (paper darker than its level, for dark ink),
+    which is noise only, however much of the picture the strokes fill."""
+    below = ink[ink < 0]
+    if below.size < _MIN_INK_PIXELS:
+        return _MIN_FLOOR
+    (deviation,) = _quantiles(below, (0.5,))
+    return max(_MIN_FLOOR, _NOISE_SIGMAS * 1.4826 * -deviation)
 
 
-def _small_pictures(pictures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Small pictures of one size (N, H, W) float -> their glyphs (N, 28, 28), measured and
-    finished together where the paper is even and has no printed lines (the usual scan);
-    the others are flagged (N,) for `_picture`, which looks at them one by one."""
-    count = len(pictures)
-    border = _border_stack(pictures)
-    low, level, high = _row_quantiles(border, (0.1, 0.5, 0.9))
-    darkest, brightest = _row_quantiles(pictures.reshape(count, -1), (0.002, 0.998))
-    dark_ink = level - darkest > brightest - level
-    contrast = np.where(dark_ink, level - darkest, brightest - level)
-    uneven = high - low > _UNEVEN * (brightest - darkest)
-    scale = np.where(dark_ink, -1.0 / np.maximum(level, 0.05), 1.0)
-    ink = (pictures - level[:, None, None].astype(np.float32)) * scale[:, None, None].astype(
-        np.float32
+def _strokes(ink: np.ndarray, floor: float) -> np.ndarray | None:
+    """uint8 mask of the thumbnail's strokes: a third of the way from the noise floor to the
+    strongest ink (a small character on a big page is a few pixels of it); None: no ink."""
+    peak = float(ink.max())
+    if peak - floor < _MIN_CONTRAST:
+        return None
+    return np.greater(ink, floor + 0.3 * (peak - floor)).view(np.uint8)
+
+
+def _character_box(strokes: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), exclusive ends, of the character: the largest piece of ink
+    and the pieces that are neither specks nor far from it (marks elsewhere on a page).
+    Pieces are found on the strokes grown by a sixteenth of the picture, so that a thin
+    stroke broken by the reduction stays one piece."""
+    if strokes is None:
+        return None
+    grow = max(3, round(max(strokes.shape) / 16)) | 1
+    joined = cv2.dilate(strokes, np.ones((grow, grow), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    if count < 2 or cv2.countNonZero(strokes) < _MIN_INK_PIXELS:
+        return None
+    pieces = stats[1:].astype(np.int64)
+    pieces[:, :2] += grow // 2  # the grown pieces' boxes, shrunk back to the strokes
+    pieces[:, 2:4] = np.maximum(pieces[:, 2:4] - 2 * (grow // 2), 1)
+    largest = pieces[pieces[:, cv2.CC_STAT_AREA].argmax()]
+    left, top, width, height = (int(v) for v in largest[:4])
+    reach = _NEAR * max(width, height)
+    near = (
+        (pieces[:, cv2.CC_STAT_LEFT] <= left + width + reach)
+        & (pieces[:, cv2.CC_STAT_LEFT] + pieces[:, cv2.CC_STAT_WIDTH] >= left - reach)
+        & (pieces[:, cv2.CC_STAT_TOP] <= top + height + reach)
+        & (pieces[:, cv2.CC_STAT_TOP] + pieces[:, cv2.CC_STAT_HEIGHT] >= top - reach)
     )
-    ceiling = 0.1 * ink.max(axis=(1, 2))
-    crossed = (ink.min(axis=2).max(axis=1) > ceiling) | (ink.min(axis=1).max(axis=1) > ceiling)
-    (deviation,) = _row_quantiles(np.abs(border - level[:, None].astype(np.float32)), (0.5,))
-    floor = _NOISE_SIGMAS * 1.4826 * deviation * np.abs(scale)
-    glyphs = _finish(ink, floor)
-    glyphs[contrast <= 0] = 0.0
-    return glyphs, (uneven | crossed) & (contrast > 0)
-
-
-def _border_stack(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, border pixels), the same frame as `_border`."""
-    frame = max(1, round(0.03 * min(images.shape[1:])))
-    count = len(images)
-    return np.concatenate(
-        [
-            images[:, :frame].reshape(count, -1),
-            images[:, -frame:].reshape(count, -1),
-            images[:, frame:-frame, :frame].reshape(count, -1),
-            images[:, frame:-frame, -frame:].reshape(count, -1),
-        ],
-        axis=1,
+    kept = pieces[near & (pieces[:, cv2.CC_STAT_AREA] >= _SPECK * largest[cv2.CC_STAT_AREA])]
+    right = (kept[:, cv2.CC_STAT_LEFT] + kept[:, cv2.CC_STAT_WIDTH]).max()
+    bottom = (kept[:, cv2.CC_STAT_TOP] + kept[:, cv2.CC_STAT_HEIGHT]).max()
+    return (
+        int(kept[:, cv2.CC_STAT_TOP].min()),
+        int(bottom),
+        int(kept[:, cv2.CC_STAT_LEFT].min()),
+        int(right),
     )
-
-
-def _row_quantiles(values: np.ndarray, fractions: tuple[float, ...]) -> list[np.ndarray]:
-    """`_quantiles` of each row of (N, M) values: float64 (N,) per fraction."""
-    last = values.shape[1] - 1
-    positions = [q * last for q in fractions]
-    lower = [int(p) for p in positions]
-    parted = np.partition(values, sorted({*lower, *(min(i + 1, last) for i in lower)}), axis=1)
-    result = []
-    for position, i in zip(positions, lower, strict=True):
-        below = parted[:, i].astype(np.float64)
-        above = parted[:, min(i + 1, last)].astype(np.float64)
-        result.append(below + (above - below) * (position - i))
-    return result
 
 
 # --- 3. The window around the glyph ---------------------------------------------------------
-
-
-def _coarse_box(ink: np.ndarray, floor: float) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right) of the ink on the thumbnail, exclusive ends; None: none."""
-    strong = ink[ink > floor]
-    if strong.size < _MIN_INK_PIXELS:
-        return None
-    (level,) = _quantiles(strong, (0.9,))
-    mask = (ink > floor + 0.3 * (level - floor)).astype(np.uint8)
-    return _components_box(mask)
-
-
-def _components_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """The box around the connected components of `mask` that are not specks."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    if count < 2:
-        return None
-    if count == 2:  # one component, the usual glyph
-        left, top, width, height, area = (int(v) for v in stats[1])
-        return None if area < _MIN_INK_PIXELS else (top, top + height, left, left + width)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    kept = stats[1:][areas >= max(2, _SPECK * areas.max())]
-    if int(kept[:, cv2.CC_STAT_AREA].sum()) < _MIN_INK_PIXELS:
-        return None
-    left, top = kept[:, cv2.CC_STAT_LEFT].min(), kept[:, cv2.CC_STAT_TOP].min()
-    right = (kept[:, cv2.CC_STAT_LEFT] + kept[:, cv2.CC_STAT_WIDTH]).max()
-    bottom = (kept[:, cv2.CC_STAT_TOP] + kept[:, cv2.CC_STAT_HEIGHT]).max()
-    return int(top), int(bottom), int(left), int(right)
 
 
 def _window_ink(
@@ -570,50 +502,19 @@ def _span(start: float, end: float, scale: float, grid: int, limit: int) -> tupl
     return first, min(limit, int(np.ceil(end * scale)))
 
 
-# --- 4-6. The glyph -------------------------------------------------------------------------
+# --- 4. The glyph ---------------------------------------------------------------------------
 
 
-def _finish(ink: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """Ink (N, H, W), bright over a background ~0, of windows around one glyph each, and
-    each one's noise floor -> the (N, 28, 28) model inputs; array operations over the whole
-    stack, one small OpenCV call per glyph for its connected components."""
-    if len(ink) == 1:  # one glyph: OpenCV calls on it beat array operations over a stack
-        return _finish_one(ink[0], float(floor[0]))[np.newaxis]
-    stretched, empty = _normalise(ink, floor)
-    strokes = stretched > _INK_THRESHOLD
-    stretched = _sharpen(stretched, strokes)
-    boxes = np.zeros((len(ink), 4), dtype=np.int64)
-    for index in np.flatnonzero(~empty):
-        box = _components_box(strokes[index].view(np.uint8))
-        if box is None:
-            empty[index] = True
-        else:
-            boxes[index] = box
-    top, bottom, left, right = _trimmed_boxes(strokes, boxes)
-    scale = GLYPH_BOX / np.maximum(np.maximum(bottom - top, right - left), 1)
-    _normalise_strokes(stretched, strokes, scale, empty)
-    glyphs = _resample(stretched, (top + bottom) / 2, (left + right) / 2, scale)
-    peak = glyphs.max(axis=(1, 2))
-    empty |= peak <= 0
-    glyphs *= (1.0 / np.where(empty, 1.0, peak)).astype(np.float32)[:, None, None]
-    glyphs[empty] = 0.0  # EMNIST glyphs peak at 1; no ink, no glyph
-    return np.minimum(glyphs, np.float32(1.0), out=glyphs)
-
-
-def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
-    """`_finish` of one glyph (H, W) -> (28, 28): the same steps, as OpenCV calls."""
-    stretched = _normalise_one(ink, floor)
+def _finish(ink: np.ndarray, floor: float) -> np.ndarray:
+    """Ink (H, W), bright over a background ~0, of a window around one glyph -> (28, 28)."""
+    stretched = _normalise(ink, floor)
     if stretched is None:
         return _empty()
     strokes = np.greater(stretched, _INK_THRESHOLD).view(np.uint8)
-    area = cv2.countNonZero(strokes)
-    half_tones = cv2.countNonZero(cv2.inRange(stretched, 0.15, 0.85)) / max(area, 1)
-    if half_tones > BLURRED and area > 0:  # as _sharpen
-        gain = np.float32(half_tones / SHARP)
-        stretched = np.clip((stretched - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
-    box = _components_box(strokes)
+    box = _character_box(strokes)
     if box is None:
         return _empty()
+    stretched = _sharpened(stretched, strokes)
     top, bottom, left, right = box
     inside = strokes[top:bottom, left:right]
     first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
@@ -621,9 +522,8 @@ def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
     top, bottom = top + first_row, top + last_row + 1
     left, right = left + first_col, left + last_col + 1
     scale = GLYPH_BOX / max(bottom - top, right - left)
-    width = _stroke_width(strokes) * scale
-    stretched = _stroke_to_range(stretched, width, scale)
-    glyph = _resample_one(stretched, (top + bottom) / 2, (left + right) / 2, scale)
+    stretched = _stroke_to_range(stretched, _stroke_width(strokes) * scale, scale)
+    glyph = _resample(stretched, (top + bottom) / 2, (left + right) / 2, scale)
     peak = cv2.minMaxLoc(glyph)[1]
     if peak <= 0:
         return _empty()
@@ -631,26 +531,26 @@ def _finish_one(ink: np.ndarray, floor: float) -> np.ndarray:
     return np.minimum(glyph, np.float32(1.0), out=glyph)
 
 
-def _normalise_one(ink: np.ndarray, floor: float) -> np.ndarray | None:
-    """`_normalise` of one glyph; None: no ink."""
-    strong = ink[ink > floor]
-    if strong.size < _MIN_INK_PIXELS:
-        return None
-    (level,) = _quantiles(strong, (0.9,))  # the level of the strokes' cores
-    if level - floor < _MIN_CONTRAST:
-        return None
-    stretched = (ink - np.float32(floor)) * np.float32(1 / (level - floor))
-    return np.clip(stretched, 0.0, 1.0, out=stretched)
+def _sharpened(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """Blurred strokes (out of focus, upscaled from a low resolution) given NIST's edges: the
+    share of half-tones against the strokes' area measures blur relative to stroke width at
+    any resolution; beyond NIST's, a steeper ramp about the half level brings it to SHARP."""
+    area = cv2.countNonZero(strokes)
+    half_tones = cv2.countNonZero(cv2.inRange(ink, 0.15, 0.85)) / max(area, 1)
+    if half_tones <= BLURRED or area == 0:
+        return ink
+    gain = np.float32(half_tones / SHARP)
+    return np.clip((ink - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
 
 
-def _trimmed_extent(profile: np.ndarray) -> tuple[int, int]:
-    """`_trimmed_extents` of one profile."""
-    cumulative = profile.ravel().cumsum()
-    total = int(cumulative[-1])
-    first, last = cumulative.searchsorted(
-        (int(_TRIM_MASS * total) + 1, (1 - _TRIM_MASS) * total)
-    ).tolist()
-    return first, max(first, min(last, len(cumulative) - 1))
+def _stroke_width(strokes: np.ndarray) -> float:
+    """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
+    pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
+    area = int(cv2.countNonZero(strokes))
+    if area == 0:
+        return 0.0
+    interior = cv2.erode(strokes, None, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return 2.0 * area / max(area - int(cv2.countNonZero(interior)), 1)
 
 
 def _stroke_to_range(ink: np.ndarray, width: float, scale: float) -> np.ndarray:
@@ -667,138 +567,53 @@ def _stroke_to_range(ink: np.ndarray, width: float, scale: float) -> np.ndarray:
     return operation(ink, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def _normalise(ink: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ink stretched between the noise floor (0) and the strokes' level (1), and which of
-    the stack has no ink at all."""
-    count = len(ink)
-    flat = ink.reshape(count, -1)
-    strong = (flat > floor[:, None].astype(np.float32)).sum(axis=1)
-    if count == 1:  # one partition beats a sort
-        values = flat[0][flat[0] > np.float32(floor[0])]
-        level = np.array(_quantiles(values, (0.9,)) if values.size else [0.0])
-    else:  # the level of the strokes' cores: the 90th percentile of the strong values
-        ordered = np.sort(flat, axis=1)
-        position = flat.shape[1] - strong + 0.9 * np.maximum(strong - 1, 0)
-        lower = np.minimum(position.astype(np.int64), flat.shape[1] - 1)
-        upper = np.minimum(lower + 1, flat.shape[1] - 1)
-        below = np.take_along_axis(ordered, lower[:, None], 1)[:, 0].astype(np.float64)
-        above = np.take_along_axis(ordered, upper[:, None], 1)[:, 0].astype(np.float64)
-        level = below + (above - below) * (position - lower)
-    empty = (strong < _MIN_INK_PIXELS) | (level - floor < _MIN_CONTRAST)
-    gain = 1.0 / np.where(empty, 1.0, level - floor)
-    stretched = (ink - floor[:, None, None].astype(np.float32)) * gain[:, None, None].astype(
-        np.float32
-    )
-    return np.clip(stretched, 0.0, 1.0, out=stretched), empty
+def _normalise(ink: np.ndarray, floor: float) -> np.ndarray | None:
+    """Ink stretched between the noise floor (0) and the strokes' level (1); None: no ink."""
+    strong = ink[ink > floor]
+    if strong.size < _MIN_INK_PIXELS:
+        return None
+    (level,) = _quantiles(strong, (0.9,))  # the level of the strokes' cores
+    if level - floor < _MIN_CONTRAST:
+        return None
+    stretched = (ink - np.float32(floor)) * np.float32(1 / (level - floor))
+    return np.clip(stretched, 0.0, 1.0, out=stretched)
 
 
-def _sharpen(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
-    """Blurred strokes (out of focus, upscaled from a low resolution) given NIST's edges: the
-    share of half-tones, against the strokes' area, measures blur relative to stroke width
-    at any resolution; where it is beyond NIST's, a steeper ramp about the half level brings
-    it down to SHARP, without moving the strokes' edges."""
-    area = strokes.sum(axis=(1, 2))
-    half_tones = ((ink >= 0.15) & (ink <= 0.85)).sum(axis=(1, 2)) / np.maximum(area, 1)
-    blurred = (half_tones > BLURRED) & (area > 0)
-    if not blurred.any():
-        return ink
-    gain = np.where(blurred, half_tones / SHARP, 1.0).astype(np.float32)[:, None, None]
-    return np.clip((ink - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
+def _trimmed_extent(profile: np.ndarray) -> tuple[int, int]:
+    """First and last index of a profile, ignoring _TRIM_MASS of its mass at either end."""
+    cumulative = profile.ravel().cumsum()
+    total = int(cumulative[-1])
+    first, last = cumulative.searchsorted(
+        (int(_TRIM_MASS * total) + 1, (1 - _TRIM_MASS) * total)
+    ).tolist()
+    return first, max(first, min(last, len(cumulative) - 1))
 
 
-def _trimmed_boxes(strokes: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Each glyph's components' box (N, 4), ignoring a tiny share of its stroke pixels at
-    either end: (top, bottom, left, right) arrays, exclusive ends."""
-    top, bottom, left, right = boxes.T
-    rows = np.arange(strokes.shape[1])
-    cols = np.arange(strokes.shape[2])
-    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < right[:, None])
-    inside = strokes & in_rows[:, :, None] & in_cols[:, None, :]
-    first_row, last_row = _trimmed_extents(inside.sum(axis=2))
-    first_col, last_col = _trimmed_extents(inside.sum(axis=1))
-    return first_row, last_row + 1, first_col, last_col + 1
-
-
-def _trimmed_extents(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last index of each profile (N, L), ignoring _TRIM_MASS of its mass at
-    either end: the first index whose running count exceeds the low trim, the first that
-    reaches the high one."""
-    cumulative = profiles.cumsum(axis=1)
-    total = cumulative[:, -1:]
-    first = (cumulative > np.floor(_TRIM_MASS * total)).argmax(axis=1)
-    last = (cumulative >= (1 - _TRIM_MASS) * total).argmax(axis=1)
-    return first, np.maximum(first, np.minimum(last, profiles.shape[1] - 1))
-
-
-def _stroke_width(strokes: np.ndarray) -> float:
-    """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
-    pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
-    strokes = strokes.view(np.uint8) if strokes.dtype == np.bool_ else strokes
-    area = int(cv2.countNonZero(strokes))
-    if area == 0:
-        return 0.0
-    interior = cv2.erode(strokes, None, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return 2.0 * area / max(area - int(cv2.countNonZero(interior)), 1)
-
-
-def _stroke_widths(strokes: np.ndarray) -> np.ndarray:
-    """`_stroke_width` of each of (N, H, W) bool: edge pixels are those a 3x3 erosion
-    removes (beyond the border counts as background)."""
-    across = strokes[:, :, :-2] & strokes[:, :, 1:-1] & strokes[:, :, 2:]
-    interior = across[:, :-2] & across[:, 1:-1] & across[:, 2:]  # never on the border
-    area = strokes.sum(axis=(1, 2))
-    edge = area - interior.sum(axis=(1, 2))
-    return 2.0 * area / np.maximum(edge, 1)
-
-
-def _normalise_strokes(
-    ink: np.ndarray, strokes: np.ndarray, scale: np.ndarray, empty: np.ndarray
-) -> None:
-    """Strokes thinner than NIST's at the output scale grown, thicker ones shrunk, in place."""
-    width = _stroke_widths(strokes) * scale  # in output px
-    outside = (width < MIN_STROKE_WIDTH) | (width > MAX_STROKE_WIDTH)
-    for index in np.flatnonzero(~empty & outside):
-        ink[index] = _stroke_to_range(ink[index], float(width[index]), float(scale[index]))
-
-
-def _resample(
-    ink: np.ndarray, centre_y: np.ndarray, centre_x: np.ndarray, scale: np.ndarray
-) -> np.ndarray:
-    """The (N, 28, 28) outputs with each glyph's centre at the centre, magnified by its scale:
-    antialiased bilinear resampling (a triangle filter, widened by 1 / scale when reducing, as
-    Pillow's), as two batched matrix products; beyond the window there is no ink. Exact at
-    any sub-pixel position, so where a window starts does not matter."""
-    rows = _resampling_weights(centre_y, scale, ink.shape[1])
-    cols = _resampling_weights(centre_x, scale, ink.shape[2])
-    return np.matmul(np.matmul(rows, ink), cols.transpose(0, 2, 1))
-
-
-def _resample_one(ink: np.ndarray, centre_y: float, centre_x: float, scale: float) -> np.ndarray:
-    """`_resample` of one glyph. Enlarged (scale >= 1), the triangle filter's support is one
-    input pixel, which is bilinear interpolation: one OpenCV warp (the same to float
-    rounding)."""
+def _resample(ink: np.ndarray, centre_y: float, centre_x: float, scale: float) -> np.ndarray:
+    """The 28x28 output with (centre_y, centre_x) (edge coordinates) at its centre, magnified
+    by `scale`. Reducing, an antialiased triangle filter widened by 1 / scale (as Pillow's),
+    as two matrix products: exact at any sub-pixel position, so where a window starts does not
+    matter. Enlarging, the filter's support is one input pixel: one bilinear OpenCV warp."""
     if scale < 1.0:
-        scales = np.array([scale])
-        rows = _resampling_weights(np.array([centre_y]), scales, ink.shape[0])[0]
-        cols = _resampling_weights(np.array([centre_x]), scales, ink.shape[1])[0]
+        rows = _resampling_weights(centre_y, scale, ink.shape[0])
+        cols = _resampling_weights(centre_x, scale, ink.shape[1])
         return rows @ ink @ cols.T
     half = MODEL_INPUT_SIDE / 2
+    offset = 0.5 * (scale - 1)
     matrix = np.array(
         [
-            [scale, 0.0, half - centre_x * scale + 0.5 * (scale - 1)],
-            [0.0, scale, half - centre_y * scale + 0.5 * (scale - 1)],
+            [scale, 0.0, half - centre_x * scale + offset],
+            [0.0, scale, half - centre_y * scale + offset],
         ]
     )
     side = (MODEL_INPUT_SIDE, MODEL_INPUT_SIDE)
     return cv2.warpAffine(ink, matrix, side, flags=cv2.INTER_LINEAR, borderValue=0)
 
 
-def _resampling_weights(centre: np.ndarray, scale: np.ndarray, length: int) -> np.ndarray:
-    """(N, 28, length) weights: output pixel i from input pixels, along one axis."""
-    support = np.maximum(1.0, 1.0 / scale)[:, None, None]  # in input px
-    offsets = (np.arange(MODEL_INPUT_SIDE) + 0.5 - MODEL_INPUT_SIDE / 2)[None, :]
-    outputs = (centre[:, None] + offsets / scale[:, None])[:, :, None]
-    inputs = (np.arange(length) + 0.5)[None, None, :]  # pixel centres, edge coordinates
-    weights = np.maximum(1.0 - np.abs(inputs - outputs) / support, 0.0) / support
-    return weights.astype(np.float32)
+def _resampling_weights(centre: float, scale: float, length: int) -> np.ndarray:
+    """(28, length) weights: output pixel i from input pixels, along one axis."""
+    support = 1.0 / scale  # in input px
+    outputs = centre + (np.arange(MODEL_INPUT_SIDE) + 0.5 - MODEL_INPUT_SIDE / 2) / scale
+    inputs = np.arange(length) + 0.5  # pixel centres, edge coordinates
+    distance = np.abs(inputs[np.newaxis, :] - outputs[:, np.newaxis])
+    return (np.maximum(1.0 - distance / support, 0.0) / support).astype(np.float32)
