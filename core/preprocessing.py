@@ -37,22 +37,9 @@ MODEL_INPUT_SHAPE = (MODEL_INPUT_SIDE, MODEL_INPUT_SIDE, 1)  # per image; batche
 # (box centre 13.5 +- 0.2 px, centre of mass 13.5 +- 1.3 px). MNIST's 20 px box and
 # centre-of-mass centring would not match the data the model learns from.
 GLYPH_BOX = 22
-# Stroke width as twice the area over the edge pixels at half intensity, measured on 3,000
-# EMNIST test images: 2.0 / 2.5 / 3.6 px (5th / 50th / 95th percentile). Thinner strokes are
-# thickened to MIN_STROKE_WIDTH, thicker ones thinned to MAX_STROKE_WIDTH: the bundled model
-# has not learnt pens outside NIST's range yet (issue 27).
-MIN_STROKE_WIDTH = 2.0
-MAX_STROKE_WIDTH = 3.6
-# Blur as the share of half-tones (0.15-0.85) against the strokes' area (at half intensity):
-# 0.46 / 0.67 / 0.92 on the same EMNIST images. Above BLURRED, edges are sharpened to SHARP.
-BLURRED = 0.92
-SHARP = 0.3
-
 # Big images are reduced to this longer side first: a glyph needs far fewer pixels than a
 # 12-megapixel photo has (core.images decodes a big JPEG at about this size already).
 WORKING_SIDE = 512
-# Pixel repetition is looked for up to this size (a 28 px glyph enlarged 70 times).
-REPETITION_MAX_PIXELS = 4_000_000
 # The paper and the character's box are measured on a thumbnail this big (cheap, and
 # averaging removes most noise); smaller pictures are measured as they are.
 THUMB_SIDE = 96
@@ -68,6 +55,8 @@ _MIN_INK_PIXELS = 4  # fewer stroke pixels than this: the image is empty
 _MIN_CONTRAST = 0.06  # ink less than this far above the background is no ink at all
 _MIN_FLOOR = 0.02  # a noiseless picture's floor: above 8-bit rounding and the paper's estimate
 _NOISE_SIGMAS = 5.0  # the noise floor: this many noise sigmas above the background
+_FRAME = 0.1  # of the picture's shorter side: its border, where the paper's level is read
+_AMBIGUOUS = 0.25  # the border's level this far from both extremes says nothing of polarity
 _UNEVEN = 0.12  # the paper's spread (share of the ink's contrast) above which light is uneven
 _TRIM_MASS = 0.005  # the box ignores up to this share of stroke pixels at each side
 _SPECK = 0.04  # pieces under this share of the largest one's area are specks or marks ...
@@ -214,37 +203,7 @@ def grayscale(image: np.ndarray | Image.Image, side: int = WORKING_SIDE) -> np.n
     if pixels.ndim == 3:
         code = {2: None, 3: cv2.COLOR_BGR2GRAY, 4: cv2.COLOR_BGRA2GRAY}[pixels.shape[2]]
         pixels = pixels[:, :, 0] if code is None else cv2.cvtColor(pixels, code)
-    return _reduce(_undo_pixel_repetition(pixels), side)
-
-
-def _undo_pixel_repetition(gray: np.ndarray) -> np.ndarray:
-    """A small picture enlarged by repeating its pixels (nearest neighbour), enlarged again
-    from its own resolution by interpolation: its blocks' sharp edges are not the strokes'
-    edges. Both axes repeat, by about the same factor (a stroke along one axis repeats
-    lines along that axis only). Not above REPETITION_MAX_PIXELS: its full-size comparisons
-    would cost more memory than the picture's decode, and reducing it averages the blocks."""
-    if min(gray.shape) < 32 or gray.size > REPETITION_MAX_PIXELS:
-        return gray
-    factor_y, factor_x = _repetition(gray), _repetition(gray.T)
-    if min(factor_y, factor_x) < 1.5 or max(factor_y, factor_x) > 1.25 * min(factor_y, factor_x):
-        return gray
-    size = (round(gray.shape[1] / factor_x), round(gray.shape[0] / factor_y))
-    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
-def _repetition(gray: np.ndarray) -> float:
-    """How many times each row was repeated (1: not at all): varied rows per distinct varied
-    row. A sample of rows first (cheap), all of them only where most varied rows repeat."""
-    sample = np.linspace(0, len(gray) - 2, 24).astype(int)
-    rows = gray[sample]
-    varied = rows.max(axis=1) != rows.min(axis=1)
-    repeated = (rows == gray[sample + 1]).all(axis=1) & varied
-    if np.count_nonzero(varied) < 4 or np.count_nonzero(repeated) < 0.5 * np.count_nonzero(varied):
-        return 1.0
-    varied = gray.max(axis=1) != gray.min(axis=1)
-    new = np.concatenate([[True], (gray[1:] != gray[:-1]).any(axis=1)]) & varied
-    return np.count_nonzero(varied) / max(1, np.count_nonzero(new))
+    return _reduce(pixels, side)
 
 
 def _to_unit(pixels: np.ndarray) -> np.ndarray:
@@ -316,7 +275,9 @@ class Paper:
 
 
 def _border(image: np.ndarray) -> np.ndarray:
-    frame = max(1, round(0.03 * min(image.shape)))
+    """The picture's outer tenth on each side: wider than a form's printed frame, mostly paper
+    even where a tight crop's strokes reach the edges."""
+    frame = max(1, round(_FRAME * min(image.shape)))
     return np.concatenate(
         [
             image[:frame].ravel(),
@@ -340,7 +301,10 @@ def _measure_paper(thumb: np.ndarray) -> tuple[Paper, np.ndarray] | None:
     low, level, high = _quantiles(paper, (0.02, 0.5, 0.98))
     background = None
     if high - low > _UNEVEN * (brightest - darkest):  # a gradient, a shadow's edge
-        if _dark_strokes(thumb) != dark_ink:
+        # The border says which way the ink goes unless its level lies well between the
+        # extremes (a shadow across it): then the strokes against their surroundings say.
+        between = min(border_level - darkest, brightest - border_level)
+        if between > _AMBIGUOUS * (brightest - darkest) and _dark_strokes(thumb) != dark_ink:
             dark_ink = not dark_ink
             paper = _paper_levels(thumb, dark_ink)
         level = float(paper.max() if dark_ink else paper.min())
@@ -514,7 +478,6 @@ def _finish(ink: np.ndarray, floor: float) -> np.ndarray:
     box = _character_box(strokes)
     if box is None:
         return _empty()
-    stretched = _sharpened(stretched, strokes)
     top, bottom, left, right = box
     inside = strokes[top:bottom, left:right]
     first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
@@ -522,49 +485,12 @@ def _finish(ink: np.ndarray, floor: float) -> np.ndarray:
     top, bottom = top + first_row, top + last_row + 1
     left, right = left + first_col, left + last_col + 1
     scale = GLYPH_BOX / max(bottom - top, right - left)
-    stretched = _stroke_to_range(stretched, _stroke_width(strokes) * scale, scale)
     glyph = _resample(stretched, (top + bottom) / 2, (left + right) / 2, scale)
     peak = cv2.minMaxLoc(glyph)[1]
     if peak <= 0:
         return _empty()
     glyph *= np.float32(1 / peak)  # EMNIST glyphs peak at 1
     return np.minimum(glyph, np.float32(1.0), out=glyph)
-
-
-def _sharpened(ink: np.ndarray, strokes: np.ndarray) -> np.ndarray:
-    """Blurred strokes (out of focus, upscaled from a low resolution) given NIST's edges: the
-    share of half-tones against the strokes' area measures blur relative to stroke width at
-    any resolution; beyond NIST's, a steeper ramp about the half level brings it to SHARP."""
-    area = cv2.countNonZero(strokes)
-    half_tones = cv2.countNonZero(cv2.inRange(ink, 0.15, 0.85)) / max(area, 1)
-    if half_tones <= BLURRED or area == 0:
-        return ink
-    gain = np.float32(half_tones / SHARP)
-    return np.clip((ink - np.float32(0.5)) * gain + np.float32(0.5), 0.0, 1.0)
-
-
-def _stroke_width(strokes: np.ndarray) -> float:
-    """Mean stroke width in pixels: a stroke of width w and length L has area wL and 2L edge
-    pixels (those a 3x3 erosion removes; beyond the border counts as background)."""
-    area = int(cv2.countNonZero(strokes))
-    if area == 0:
-        return 0.0
-    interior = cv2.erode(strokes, None, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return 2.0 * area / max(area - int(cv2.countNonZero(interior)), 1)
-
-
-def _stroke_to_range(ink: np.ndarray, width: float, scale: float) -> np.ndarray:
-    """Strokes of `width` output px grown or shrunk into NIST's range (MIN..MAX)."""
-    if width < MIN_STROKE_WIDTH:
-        radius, operation = round((MIN_STROKE_WIDTH - width) / scale / 2), cv2.dilate
-    elif width > MAX_STROKE_WIDTH:
-        radius, operation = round((width - MAX_STROKE_WIDTH) / scale / 2), cv2.erode
-    else:
-        return ink
-    if radius < 1:
-        return ink
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    return operation(ink, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _normalise(ink: np.ndarray, floor: float) -> np.ndarray | None:

@@ -641,14 +641,24 @@ def bundled_session(model: Path = BUNDLED_MODEL) -> "ort.InferenceSession":
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-def accuracy_by_kind(
+def correct_by_kind(
     corpus: Corpus, session: "ort.InferenceSession | None" = None, reader: Reader = read_pictures
-) -> dict[str, float]:
-    """Share of each kind's pictures the bundled model reads as their label."""
+) -> dict[str, np.ndarray]:
+    """Whether the bundled model reads each of a kind's pictures as its label: (N,) bool."""
     session = session or bundled_session()
     name = session.get_inputs()[0].name
     result = {}
     for kind, pictures in corpus.pictures.items():
         predicted = session.run(None, {name: reader(pictures)})[0].argmax(axis=1)
-        result[kind] = float((predicted == corpus.labels).mean())
+        result[kind] = predicted == corpus.labels
     return result
+
+
+def accuracy_by_kind(
+    corpus: Corpus, session: "ort.InferenceSession | None" = None, reader: Reader = read_pictures
+) -> dict[str, float]:
+    """Share of each kind's pictures the bundled model reads as their label."""
+    return {
+        kind: float(right.mean())
+        for kind, right in correct_by_kind(corpus, session, reader).items()
+    }

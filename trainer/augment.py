@@ -105,3 +105,35 @@ def bilinear_sample(images: tf.Tensor, q_y: tf.Tensor, q_x: tf.Tensor) -> tf.Ten
     top = read(y0, x0) * (1 - w_x) + read(y0, x0 + 1) * w_x
     bottom = read(y0 + 1, x0) * (1 - w_x) + read(y0 + 1, x0 + 1) * w_x
     return (top * (1 - w_y) + bottom * w_y)[..., None]
+
+
+# How the ink varies between pictures that the preprocessing leaves to the model (issue 27),
+# cheaply on the 28x28 glyphs: each a function of the batch, all computed, one chosen per image.
+INK_VARIATIONS = ("thicker pen", "thinner pen", "blur", "low resolution", "noise", "edge cut off")
+
+
+def vary_ink(images: tf.Tensor, seed: tf.Tensor, share: float) -> tf.Tensor:
+    """(B, 28, 28, 1) in [0, 1] -> each image, with probability `share`, given one of
+    INK_VARIATIONS, its peak brought back to 1 as the preprocessing's output has it."""
+    batch = tf.shape(images)[0]
+    seeds = iter(tf.unstack(tf.random.experimental.stateless_split(seed, num=4)))
+    thicker = tf.maximum(images, 0.85 * tf.nn.max_pool2d(images, 3, 1, "SAME"))
+    thinner = tf.clip_by_value((images - 0.45) / 0.55, 0.0, 1.0)
+    blurred = tf.nn.avg_pool2d(images, 3, 1, "SAME")
+    small = tf.image.resize(images, [12, 12], method="area")
+    low_res = tf.image.resize(small, [SIDE, SIDE], method="bilinear")
+    noise = tf.random.stateless_normal(tf.shape(images), next(seeds), stddev=0.1)
+    noisy = tf.clip_by_value(images + noise, 0.0, 1.0)
+    # The outermost 3 rows (or columns) of one side gone, as when a crop cuts the character.
+    side = tf.random.stateless_uniform([batch], next(seeds), 0, 4, dtype=tf.int32)
+    index = tf.range(SIDE)
+    near = tf.stack([index < 6, index >= SIDE - 6], axis=0)  # 6 px: the glyph's 3 px margin + 3
+    rows = tf.gather(near, side % 2)[:, :, None] & (side < 2)[:, None, None]
+    cols = tf.gather(near, side % 2)[:, None, :] & (side >= 2)[:, None, None]
+    cut = tf.where((rows | cols)[..., None], 0.0, images)
+    variants = tf.stack([images, thicker, thinner, blurred, low_res, noisy, cut], axis=1)
+    chosen = tf.random.stateless_uniform([batch], next(seeds), 1, len(INK_VARIATIONS) + 1, tf.int32)
+    varied = tf.random.stateless_uniform([batch], next(seeds)) < share
+    result = tf.gather(variants, tf.where(varied, chosen, 0), batch_dims=1)
+    peak = tf.reduce_max(result, axis=[1, 2, 3], keepdims=True)
+    return tf.where(peak > 0, result / tf.maximum(peak, 1e-6), result)

@@ -88,6 +88,20 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="0 .. 0.2 typical")
     parser.add_argument("--ema", action="store_true", help="keep a moving average of weights")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rendered-per-kind",
+        type=int,
+        default=0,
+        help="pictures per corpus kind rendered from the training split and preprocessed as the "
+        "API does, mixed into every epoch (trainer/rendered.py; needs testkit/)",
+    )
+    parser.add_argument(
+        "--ink-variation",
+        type=float,
+        default=0.0,
+        help="share of images given a thicker or thinner pen, blur, low resolution, noise or a "
+        "cut edge on the fly (trainer/augment.py: vary_ink)",
+    )
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument(
         "--augment-strength", type=float, default=1.0, help="distortions times this (1: default)"
@@ -159,6 +173,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         batch_size=args.batch_size,
         class_balance=args.class_balance,
         max_train=args.max_train,
+        rendered_per_kind=args.rendered_per_kind,
+        ink_variation=args.ink_variation,
         label_smoothing=args.label_smoothing,
         ema=args.ema,
         seed=args.seed,

@@ -27,6 +27,12 @@ class TrainingConfig:
     extra_in_class_balance: bool = False
     max_per_class: int | None = None  # each epoch sees at most this many images of a class
     max_train: int | None = None  # a random subset of the NIST training split (None: all)
+    # Pictures per kind of testkit/corpus.py drawn from the training split, preprocessed as the
+    # API does and mixed into every epoch (trainer/rendered.py); 0: NIST's scans only.
+    rendered_per_kind: int = 0
+    # The share of images whose ink varies on the fly (trainer.augment.vary_ink: pen thicker or
+    # thinner, blur, low resolution, noise, an edge cut off); 0: none.
+    ink_variation: float = 0.0
     # Targets (1 - s) on the label and s spread over all classes: softer, less overconfident
     # outputs (the temperature fitted afterwards undoes what is left of it).
     label_smoothing: float = 0.0

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.labels import LabelSet
-from trainer.augment import Distortion, random_distortion
+from trainer.augment import Distortion, random_distortion, vary_ink
 from trainer.calibrate import learned_prior
 from trainer.config import ExtraSamples, TrainingConfig
 from trainer.data import NistData
@@ -102,9 +102,11 @@ def make_dataset(
     order: np.ndarray | None = None,
     augment: Distortion | None = None,
     seed: int = 0,
+    ink_variation: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of (float images, labels) in `order` (default: as stored), augmented or not;
     batch number n is distorted from the seed (seed, n), so a run can be repeated exactly.
+    `ink_variation`: the share of images whose ink varies (trainer.augment.vary_ink).
     `y` is class indices (N,), or target distributions (N, classes)."""
     images = tf.constant(x)
     labels = tf.constant(y.astype(np.float32 if y.ndim == 2 else np.int32))
@@ -116,6 +118,9 @@ def make_dataset(
         if augment is not None:
             batch_seed = tf.stack([tf.constant(seed, tf.int64), number])
             batch_images = random_distortion(batch_images, batch_seed, augment)
+        if ink_variation:
+            ink_seed = tf.stack([tf.constant(seed + 1, tf.int64), number])
+            batch_images = vary_ink(batch_images, ink_seed, ink_variation)
         return batch_images, tf.gather(labels, batch)
 
     return dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -133,13 +138,23 @@ def class_weights(y: np.ndarray, num_classes: int, power: float) -> dict[int, fl
 def training_arrays(
     data: NistData, config: TrainingConfig, extra: ExtraSamples | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The NIST training images (all, or a fixed random `max_train` of them) plus the extra
-    samples' copies."""
+    """The NIST training images (all, or a fixed random `max_train` of them), the pictures
+    rendered from them (`rendered_per_kind`), plus the extra samples' copies."""
     x_train, y_train = data.x_train, data.y_train
     if config.max_train is not None and config.max_train < len(y_train):
         rng = np.random.default_rng(config.seed)
         chosen = np.sort(rng.choice(len(y_train), config.max_train, replace=False))
         x_train, y_train = x_train[chosen], y_train[chosen]
+    if config.rendered_per_kind:
+        from trainer.rendered import rendered_set
+
+        x_rendered, y_rendered = rendered_set(
+            x_train, y_train, config.rendered_per_kind, config.seed
+        )
+        x_train, y_train = (
+            np.concatenate([x_train, x_rendered]),
+            np.concatenate([y_train, y_rendered]),
+        )
     if extra is not None and len(extra):
         x_train = np.concatenate([x_train, *[np.asarray(extra.x, np.uint8)] * extra.copies])
         y_train = np.concatenate([y_train, *[np.asarray(extra.y, np.int32)] * extra.copies])
@@ -302,4 +317,5 @@ def training_stream(
         order=np.concatenate(orders),
         augment=Distortion().scaled(config.augment_strength) if config.augment else None,
         seed=config.seed,
+        ink_variation=config.ink_variation,
     ).repeat()

@@ -18,7 +18,7 @@ from core.config import EMNIST_BALANCED_LABELS, REPO_ROOT, Settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
-from trainer.augment import Distortion, random_distortion
+from trainer.augment import Distortion, random_distortion, vary_ink
 from trainer.cli import apply_run_name
 from trainer.cli import main as cli_main
 from trainer.config import ExtraSamples, TrainingConfig
@@ -280,6 +280,21 @@ def test_augmentation_distorts_a_little(digits: NistData) -> None:
     assert (change > 0.01).all()  # every image moved
     ink = distorted.sum(axis=(1, 2, 3)) / images.numpy().sum(axis=(1, 2, 3))
     assert 0.7 < np.median(ink) < 1.3  # but stays the same character, roughly
+
+
+def test_ink_variation_varies_some_images_and_keeps_them_glyphs(digits: NistData) -> None:
+    images = tf.constant(nist_to_model_input(digits.x_train[:512]))
+    seed = tf.constant([5, 0], tf.int64)
+    np.testing.assert_array_equal(vary_ink(images, seed, 0.0).numpy(), images.numpy())
+    varied = vary_ink(images, seed, 0.5).numpy()
+    np.testing.assert_array_equal(vary_ink(images, seed, 0.5).numpy(), varied)  # seeded
+    changed = np.abs(varied - images.numpy()).max(axis=(1, 2, 3)) > 0.05
+    assert 0.35 < changed.mean() < 0.55  # about half of them, each one way
+    assert varied.shape == images.shape and varied.min() >= 0
+    np.testing.assert_allclose(varied.max(axis=(1, 2, 3)), 1.0, atol=1e-5)  # peak 1, as served
+    every = vary_ink(images, seed, 1.0).numpy()
+    ink = (every > 0.5).sum(axis=(1, 2, 3)) / (images.numpy() > 0.5).sum(axis=(1, 2, 3))
+    assert ink.min() < 0.8 and ink.max() > 1.3  # thinner and thicker pens among them
 
 
 def test_a_compare_run_name_sets_what_it_says() -> None:
