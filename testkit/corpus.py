@@ -582,15 +582,21 @@ def make_corpus(split: str, count: int, kinds: list[str] | None = None) -> Corpu
 Reader = Callable[[list[bytes]], np.ndarray]
 
 
-def read_pictures(pictures: list[bytes]) -> np.ndarray:
-    """What the API does to each upload before the model: decode, then preprocess.
-    (N, 28, 28, 1) float32."""
+def decoded(picture: bytes) -> np.ndarray:
+    """An upload decoded as the API decodes it, with its limits."""
     from core.images import decode_image
-    from core.preprocessing import MODEL_INPUT_SHAPE, preprocess_image
 
     settings = get_settings()
     limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
-    glyphs = [preprocess_image(decode_image(data, **limits).image) for data in pictures]
+    return decode_image(picture, **limits).image
+
+
+def read_pictures(pictures: list[bytes]) -> np.ndarray:
+    """What the API does to each upload before the model: decode, then preprocess.
+    (N, 28, 28, 1) float32."""
+    from core.preprocessing import MODEL_INPUT_SHAPE, preprocess_image
+
+    glyphs = [preprocess_image(decoded(data)) for data in pictures]
     return np.stack(glyphs).reshape(-1, *MODEL_INPUT_SHAPE)
 
 
@@ -624,11 +630,7 @@ def crop_and_scale(gray: np.ndarray) -> np.ndarray:
 
 def read_pictures_naively(pictures: list[bytes]) -> np.ndarray:
     """The floor's reading: the API's decoder, then crop_and_scale. (N, 28, 28, 1) float32."""
-    from core.images import decode_image
-
-    settings = get_settings()
-    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
-    glyphs = [crop_and_scale(decode_image(data, **limits).image) for data in pictures]
+    glyphs = [crop_and_scale(decoded(data)) for data in pictures]
     return np.stack(glyphs)[..., np.newaxis]
 
 

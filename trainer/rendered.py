@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import REPO_ROOT, get_settings
+from core.config import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,10 @@ def kinds() -> list[str]:
 def glyph_as_served(picture: bytes) -> np.ndarray:
     """What the API makes of an uploaded file before the model: decode with its limits, then
     preprocess. uint8 (28, 28), as training stores glyphs."""
-    from core.images import decode_image
     from core.preprocessing import preprocess_image
+    from testkit.corpus import decoded
 
-    settings = get_settings()
-    decoded = decode_image(
-        picture, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
-    )
-    return np.rint(preprocess_image(decoded.image) * 255).astype(np.uint8)
+    return np.rint(preprocess_image(decoded(picture)) * 255).astype(np.uint8)
 
 
 def render_pictures(glyphs: np.ndarray, kind: str, seed: int) -> list[bytes]:
