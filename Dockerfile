@@ -77,6 +77,8 @@ COPY db/ db/
 COPY domain/ domain/
 COPY worker/ worker/
 COPY trainer/ trainer/
+# The makers of the pictures a retrain renders (trainer/rendered.py).
+COPY testkit/ testkit/
 COPY scripts/ scripts/
 RUN pip install --no-cache-dir --no-deps --editable ".[api,worker,monitoring]" \
  && rm -rf build \
@@ -100,6 +102,8 @@ COPY db/ db/
 COPY domain/ domain/
 COPY worker/ worker/
 COPY trainer/ trainer/
+# The makers of the pictures a retrain renders (trainer/rendered.py).
+COPY testkit/ testkit/
 COPY scripts/ scripts/
 RUN pip install --no-cache-dir --no-deps --editable ".[api,worker-gpu,monitoring]" \
  && rm -rf build \

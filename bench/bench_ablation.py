@@ -9,16 +9,50 @@ NIST training images (`trainer.train.train_model`, seed 0), then reads the testk
 preprocessing, and NIST's test split. Variants: NIST's scans only (geometric distortions, as
 before issue 27); + ink variation (`trainer/augment.py: vary_ink`, half the images); + rendered
 pictures (`trainer/rendered.py`, `--rendered-per-kind` per corpus kind); + both.
+
+    .venv/bin/python -m bench.bench_ablation --warm
+
+A worker's warm retrain instead: each variant starts from the bundled model's weights with the
+worker's settings (`worker.training.retrain_config`: RETRAIN_EPOCHS, RETRAIN_NIST_SAMPLES,
+RETRAIN_LEARNING_RATE), NIST's scans only against + RETRAIN_RENDERED_PER_KIND rendered
+pictures: whether a retrain keeps what the starter model learnt about pictures.
 """
 
+import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bench.common import BenchRun, bench_parser, report
 from testkit.tables import markdown_table
+
+if TYPE_CHECKING:
+    from trainer.config import TrainingConfig
+
+
+def trained_variants(args: argparse.Namespace) -> tuple[dict[str, "TrainingConfig"], Path | None]:
+    """The configurations compared, and the weights they start from (None: from scratch)."""
+    from core.config import get_settings
+    from domain.registry import BUNDLED_MODEL_DIR
+    from trainer.config import TrainingConfig
+    from worker.training import retrain_config
+
+    if args.warm:
+        settings = get_settings()
+        base = replace(retrain_config(settings, warm=True), rendered_per_kind=0)
+        rendered = replace(base, rendered_per_kind=settings.retrain_rendered_per_kind)
+        variants = {"NIST scans only": base, "+ rendered pictures": rendered}
+        return variants, BUNDLED_MODEL_DIR / "model.weights.h5"
+    base = TrainingConfig(epochs=args.epochs, max_train=args.max_train)
+    return {
+        "NIST scans only": base,
+        "+ ink variation": replace(base, ink_variation=0.5),
+        "+ rendered pictures": replace(base, rendered_per_kind=args.rendered_per_kind),
+        "+ both": replace(base, rendered_per_kind=args.rendered_per_kind, ink_variation=0.5),
+    }, None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,10 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--count", type=int, default=200, help="corpus characters per kind")
     parser.add_argument("--rendered-per-kind", type=int, default=500)
+    parser.add_argument("--warm", action="store_true", help="a worker's warm retrain's variants")
     args = parser.parse_args(argv)
 
     from testkit.corpus import accuracy_by_kind, bundled_session, make_corpus
-    from trainer.config import TrainingConfig
     from trainer.data import load_nist
     from trainer.evaluate import predict_sets
     from trainer.export import export_onnx
@@ -39,16 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     run = BenchRun(args.wait_quiet)
     data = load_nist()
     corpus = make_corpus("dev", args.count)
-    base = TrainingConfig(epochs=args.epochs, max_train=args.max_train)
-    variants = {
-        "NIST scans only": base,
-        "+ ink variation": replace(base, ink_variation=0.5),
-        "+ rendered pictures": replace(base, rendered_per_kind=args.rendered_per_kind),
-        "+ both": replace(base, rendered_per_kind=args.rendered_per_kind, ink_variation=0.5),
-    }
+    variants, initial = trained_variants(args)
     results: dict[str, dict[str, float]] = {}
     for name, config in variants.items():
-        trained = train_model(data, config, verbose=0)
+        trained = train_model(data, config, initial_weights=initial, verbose=0)
         with tempfile.TemporaryDirectory() as folder:
             onnx = export_onnx(trained.model, Path(folder) / "model.onnx")
             accuracy = accuracy_by_kind(corpus, bundled_session(onnx))
@@ -62,7 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     mean = [np.mean([results[name][kind] for kind in pictures]) for name in variants]
     rows.append(["mean over the corpus's kinds", *(f"{m:.1%}" for m in mean)])
     table = markdown_table(["kind", *variants], rows)
-    notes = [f"{args.max_train} NIST images, {args.epochs} epochs, {args.count} characters a kind"]
+    notes = [
+        f"{config.max_train} NIST images, {config.epochs} epochs, {args.count} characters a kind"
+        + (", warm start from the bundled model" if initial else "")
+    ]
     report(run, "ablation", [table], {"args": vars(args), "accuracy": results}, notes)
 
 

@@ -48,9 +48,19 @@ class Settings(BaseSettings):
         default=30_000, ge=1, description="NIST training images drawn for a warm-start retrain."
     )
     retrain_learning_rate: float = Field(default=1e-3, gt=0)
+    retrain_rendered_per_kind: int = Field(
+        default=300,
+        ge=0,
+        description="Pictures of each kind people send (testkit/corpus.py) rendered from a warm "
+        "retrain's NIST sample and preprocessed as the API does (trainer/rendered.py), so that a "
+        "retrain keeps what the starter model learnt about how pictures look; 0: none.",
+    )
     full_retrain_epochs: int = Field(default=4, ge=1)
     full_retrain_nist_samples: int | None = Field(
         default=None, ge=1, description="NIST images for a full retrain (None: all of them)."
+    )
+    full_retrain_rendered_per_kind: int = Field(
+        default=2000, ge=0, description="The same for a retrain from scratch (the starter's)."
     )
     upload_share: float = Field(
         default=0.1, gt=0, lt=1, description="Share of each epoch made of (oversampled) uploads."
@@ -90,11 +100,13 @@ class Settings(BaseSettings):
         "NIST examples carry it...",
     )
     evidence_depth: float = Field(
-        default=0.5,
+        default=0.4,
         ge=0,
         le=1,
         description="...and it sits at least as deep among them as this share of NIST's own "
-        "examples of their class (0.5: as the median one). Such an upload is held as suspect.",
+        "examples of their class (0.5: as the median one). Such an upload is held as suspect. "
+        "0.4 holds 68% of NIST 1s labelled 7 and at most 1.3% of honest uploads of every kind "
+        "(bench/bench_evidence.py, docs/BENCHMARKS.md).",
     )
     registry_lock_timeout_seconds: float = Field(
         default=10.0,

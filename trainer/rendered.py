@@ -8,7 +8,8 @@ only, drawn in the corpus's dev style (the check draw's sizes stay unseen), with
 seed. Rendering costs a few ms per picture, so a set is cached under `cache_dir` by what made
 it: the code of the decoder, the preprocessing and the makers, the count and the seed.
 
-Needs the repository's testkit/ (the makers), as the CLI has it; a worker's image does not.
+Needs the repository's testkit/ (the makers): the CLI has it, and the worker's image carries
+it, since every retrain renders too (RETRAIN_RENDERED_PER_KIND).
 """
 
 import hashlib
@@ -19,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import REPO_ROOT
+from core.config import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("core/images.py", "core/preprocessing.py", "testkit/corpus.py")
-DEFAULT_CACHE = REPO_ROOT / "var" / "rendered"
 
 
 def kinds() -> list[str]:
@@ -62,10 +62,13 @@ def rendered_set(
     per_kind: int,
     seed: int = 0,
     workers: int = 2,
-    cache_dir: Path = DEFAULT_CACHE,
+    cache_dir: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`per_kind` training glyphs of `x` (drawn at random, labels `y`) rendered as each kind and
-    preprocessed: (uint8 (K * per_kind, 28, 28), int32 labels). Cached."""
+    preprocessed: (uint8 (K * per_kind, 28, 28), int32 labels). Cached under `cache_dir`
+    (default: the CACHE_DIR setting's rendered/)."""
+    if cache_dir is None:
+        cache_dir = get_settings().cache_dir / "rendered"
     key = hashlib.sha256()
     for source in SOURCES:
         key.update((REPO_ROOT / source).read_bytes())
@@ -77,15 +80,17 @@ def rendered_set(
             return cached["x"], cached["y"]
     rng = np.random.default_rng(seed)
     names = kinds()
-    chosen = [rng.choice(len(y), per_kind, replace=False) for _ in names]
+    chosen = [rng.choice(len(y), min(per_kind, len(y)), replace=False) for _ in names]
     jobs = [(x[index], kind, seed) for index, kind in zip(chosen, names, strict=True)]
     log.info(
         "rendering %d pictures of %d kinds (cached in %s)", per_kind * len(names), len(names), path
     )
-    # Spawned, not forked: the trainer has TensorFlow's threads running by now.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        glyphs = np.concatenate(list(pool.map(_render_kind, jobs)))
+    if multiprocessing.current_process().daemon:  # a Celery worker's child has no children
+        glyphs = np.concatenate([_render_kind(job) for job in jobs])
+    else:  # spawned, not forked: the trainer has TensorFlow's threads running by now
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            glyphs = np.concatenate(list(pool.map(_render_kind, jobs)))
     labels = np.concatenate([y[index] for index in chosen]).astype(np.int32)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, x=glyphs, y=labels)

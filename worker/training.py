@@ -92,12 +92,14 @@ def retrain_config(settings: Settings, warm: bool) -> TrainingConfig:
             epochs=settings.retrain_epochs,
             max_train=settings.retrain_nist_samples,
             learning_rate=settings.retrain_learning_rate,
+            rendered_per_kind=settings.retrain_rendered_per_kind,
         )
     return TrainingConfig(
         architecture=settings.retrain_architecture,
         epochs=settings.full_retrain_epochs,
         max_train=settings.full_retrain_nist_samples,
         learning_rate=3e-3,
+        rendered_per_kind=settings.full_retrain_rendered_per_kind,
     )
 
 

@@ -52,6 +52,8 @@ TEST_ENV = {
     "RETRAIN_NIST_SAMPLES": "3000",
     "FULL_RETRAIN_EPOCHS": "1",
     "FULL_RETRAIN_NIST_SAMPLES": "1000",
+    "RETRAIN_RENDERED_PER_KIND": "50",
+    "FULL_RETRAIN_RENDERED_PER_KIND": "20",
     "RUN_STALE_SECONDS": "6",
     # Every test client is one address: limits so high that only the tests of the limits
     # themselves (which lower them) meet them.

@@ -207,7 +207,7 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
         run = wait_until(finished_run, 300, "the training run finishing", interval=1)
     except TimeoutError as exc:
         pytest.fail(f"{exc}; runs: {seen}\n{stack.logs()}")
-    assert run["trigger"] == "threshold" and run["status"] == "succeeded", run
+    assert run["trigger"] == "threshold" and run["status"] == "succeeded", (run, stack.logs())
     assert run["decision"] == "promoted", run["decision_reason"]
     (promoted,) = [m for m in http.get("/v1/models").json() if m["status"] == "active"]
     assert promoted["version"] != 1 and promoted["training_run_id"] == run["id"]
