@@ -22,7 +22,7 @@ from db.models import RunStatus
 from db.session import get_sessionmaker
 from domain import registry
 from testkit.images import encode
-from testkit.nist import balanced_holdout, training_characters
+from testkit.nist import balanced_holdout, holdout_digit, training_characters
 from tests.integration.conftest import ADMIN_TOKEN, wait_for
 from tests.integration.test_training import open_manual_run, run_row, upload_nist
 from worker.training import execute_run
@@ -83,19 +83,19 @@ def test_five_retrains_in_a_row_stay_within_the_baseline_allowance(
 
 def ones_read_right(client: TestClient, images: np.ndarray) -> tuple[float, int]:
     """Share of clean `1`s (writers no model saw) the served model reads as `1`; its version."""
-    files = [("images", (f"{i}.png", encode(Image.fromarray(p)))) for i, p in enumerate(images)]
-    reply = client.post("/v1/predictions/batch", files=files)
-    assert reply.status_code == 200, reply.text
-    results = reply.json()["results"]
-    return float(np.mean([r["label"] == "1" for r in results])), reply.json()["model_version"]
+    read, version = [], 0
+    for start in range(0, len(images), 256):  # a batch's most
+        files = [
+            ("images", (f"{i}.png", encode(Image.fromarray(p))))
+            for i, p in enumerate(images[start : start + 256])
+        ]
+        reply = client.post("/v1/predictions/batch", files=files)
+        assert reply.status_code == 200, reply.text
+        read += [r["label"] == "1" for r in reply.json()["results"]]
+        version = reply.json()["model_version"]
+    return float(np.mean(read)), version
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 27's re-bundled model holds 11 of the 30 (14 before); the promoted retrain "
-    "reads clean holdout 1s 85.0% -> 82.9%, 0.1 point past the 2-point allowance: a regression "
-    "of the safety rule, open on issue 29's ground",
-)
 def test_thirty_ones_labelled_seven_do_no_lasting_damage(
     client: TestClient,
     admin_headers: dict[str, str],
@@ -106,8 +106,9 @@ def test_thirty_ones_labelled_seven_do_no_lasting_damage(
     # The same evaluation split each run: the verdict must not hang on the draw (which uploads
     # land on the evaluation side moved the clean 1s by 2-4 points between runs).
     monkeypatch.setattr(get_settings(), "evaluation_key", "thirty-ones")
-    holdout, characters = balanced_holdout(9120)
-    clean_ones = holdout[[c == "1" for c in characters]]
+    # Every `1` of the digits holdout (1,190): on the balanced holdout's 187 a retrain with no
+    # poison at all moved them 2 points either way, the allowance itself.
+    clean_ones = holdout_digit("1")
     before, version_before = ones_read_right(client, clean_ones)
 
     good_images, good_labels = training_characters(100, offset=5000)
@@ -142,10 +143,10 @@ def test_thirty_ones_labelled_seven_do_no_lasting_damage(
         f"{before:.1%} (v{version_before}) -> {after:.1%} (v{version_after}); NIST test '1': "
         f"{one_check['reference']:.4f} -> {one_check['candidate']:.4f}"
     )
-    # Held by the evidence: a good share of the poison (14 with the model bundled before issue
-    # 27's retraining, 11 with today's; the gate and the healing see to the rest), and at most
-    # 2% of the good uploads.
-    assert flagged_poison >= 9
+    # Held by the evidence: half the poison (16 at EVIDENCE_DEPTH 0.4; 11 at the 0.5 it had
+    # before, which this fails; the cap, the gate and the healing see to the rest), and at
+    # most 2% of the good uploads.
+    assert flagged_poison >= 13
     assert flagged_good <= 2
     metrics = run["metrics"]
     waiting, healed = metrics["waiting_samples"], metrics["held_by_healing"]
