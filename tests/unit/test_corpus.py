@@ -71,13 +71,6 @@ def dev_corpus() -> Corpus:
     return make_corpus("dev", COUNT)
 
 
-# Kinds where the simplest pipeline (testkit/corpus.py: crop_and_scale) still reads more than
-# the service with the same model (issue 27): the bundled model has not been trained on what
-# the preprocessing makes of them. Strict: the day the service reads them as well, this fails
-# and the kind leaves the list.
-BELOW_THE_FLOOR = {"tight crop, low-res"}
-
-
 @pytest.fixture(scope="module")
 def correct(dev_corpus: Corpus) -> dict[str, np.ndarray]:
     return correct_by_kind(dev_corpus)
@@ -117,15 +110,7 @@ def test_kind_keeps_its_share_of_the_clean_accuracy(accuracy: dict[str, float], 
     assert share >= FLOORS[kind], f"{kind}: {share:.1%} of clean, floor {FLOORS[kind]:.0%}"
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(kind, marks=pytest.mark.xfail(strict=True, reason="issue 27: not learnt"))
-        if kind in BELOW_THE_FLOOR
-        else kind
-        for kind in KINDS
-    ],
-)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_the_service_reads_every_kind_at_least_as_well_as_a_plain_crop_and_scale(
     correct: dict[str, np.ndarray], floor_correct: dict[str, np.ndarray], kind: str
 ) -> None:
