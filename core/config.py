@@ -8,6 +8,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# NIST's official EMNIST archive (gzip IDX files inside a zip), about 560 MB.
+NIST_EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 
 # The 47 EMNIST-balanced classes: digits, uppercase letters, and the lowercase letters
 # that do not look like their uppercase form.
@@ -31,6 +33,12 @@ class Settings(BaseSettings):
     nist_data_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data",
         description="Directory with the EMNIST files (emnist/ and emnist-holdout/).",
+    )
+    nist_source: str = Field(
+        default=NIST_EMNIST_URL,
+        description="Where a retrain fetches the NIST data from when NIST_DATA_DIR has none: "
+        "NIST's EMNIST archive (a URL, a file:// URL or a path to gzip.zip) or a directory laid "
+        "out as NIST_DATA_DIR (trainer/fetch.py).",
     )
     cache_dir: Path = Field(
         default=REPO_ROOT / "var" / "cache",

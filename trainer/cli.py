@@ -15,11 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 import numpy as np
 
-from core.config import get_settings
+from core.config import NIST_EMNIST_URL, get_settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
 from trainer.config import ARCHITECTURES, TrainingConfig, WarmStart
-from trainer.data import NIST_EMNIST_URL, POOL_SPLITS, NistData, fetch_emnist, load_nist
+from trainer.data import NistData, load_nist
+from trainer.fetch import POOL_SPLITS, fetch_emnist
 
 DEFAULT_OUT = Path("artifacts") / "model"
 

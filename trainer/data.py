@@ -16,14 +16,8 @@ import hashlib
 import json
 import logging
 import re
-import shutil
-import tempfile
-import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from types import EllipsisType
 from typing import Any
@@ -34,8 +28,6 @@ from core.config import get_settings
 from core.labels import LOOKALIKE_LOWERCASE, LabelSet
 
 log = logging.getLogger(__name__)
-
-NIST_EMNIST_URL = "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip"
 
 IMAGES_MAGIC = 2051  # IDX: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # IDX: unsigned bytes, 1 dimension
@@ -352,7 +344,7 @@ def load_nist(
     if not pool_dir.is_dir():
         raise NistDataError(
             f"{pool_dir} does not exist: set NIST_DATA_DIR to the EMNIST data, or fetch it with "
-            "`python -m trainer fetch`"
+            "`python -m trainer fetch` (a retrain fetches it from NIST_SOURCE itself)"
         )
 
     holdout_splits = [read_split(p) for p in find_split_files(holdout_dir)]
@@ -384,159 +376,3 @@ def load_nist(
         class_counts={c: int(n) for c, n in zip(labels.characters, counts, strict=True)},
         stats=stats,
     )
-
-
-# --- Fetching the official archive ----------------------------------------------------------
-
-# emnist/: the official test splits (the pool for train/validation/test).
-POOL_SPLITS = ("byclass-test", "bymerge-test", "mnist-test")
-# emnist-holdout/: slices of official train splits, by first and last position (inclusive).
-HOLDOUT_SLICES = {
-    "balanced-train": (103_680, 112_799),
-    "digits-train": (228_096, 239_999),
-    "letters-train": (85_264, 88_799),
-    "mnist-train": (42_632, 59_999),
-}
-
-
-def fetch_emnist(
-    data_dir: Path,
-    source: str = NIST_EMNIST_URL,
-    splits: Iterable[str] = POOL_SPLITS,
-    holdout: dict[str, tuple[int, int]] | None = None,
-) -> list[Path]:
-    """Fill data_dir/emnist and data_dir/emnist-holdout as NIST_DATA_DIR is laid out.
-
-    `source` is NIST's archive (gzip.zip) as a URL, a file:// URL or a path; or a directory
-    laid out like NIST_DATA_DIR (emnist/, emnist-holdout/), whose EMNIST files are copied;
-    or a directory holding gzip.zip. From the archive, emnist/ gets the files whose name
-    holds one of `splits`, and emnist-holdout/ the `holdout` slices (default HOLDOUT_SLICES)
-    cut from the train splits. Returns the files written.
-    """
-    data_dir = Path(data_dir)
-    local = _local_path(source)
-    if local is not None and (local / "emnist").is_dir():
-        written = _copy_layout(local, data_dir)
-    elif local is not None:
-        archive = local / "gzip.zip" if local.is_dir() else local
-        written = _unpack_archive(archive, data_dir, list(splits), _holdout_or_default(holdout))
-    else:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
-            archive = Path(tmp) / "gzip.zip"
-            log.info("downloading %s", source)
-            with urllib.request.urlopen(source) as response, archive.open("wb") as out:
-                shutil.copyfileobj(response, out)
-            written = _unpack_archive(archive, data_dir, list(splits), _holdout_or_default(holdout))
-    if not any(p.parent.name == "emnist" and _SPLIT_FILE.match(p.name) for p in written):
-        raise NistDataError(f"{source}: no EMNIST image files for emnist/")
-    return sorted(written)
-
-
-def _holdout_or_default(holdout: dict[str, tuple[int, int]] | None) -> dict[str, tuple[int, int]]:
-    return HOLDOUT_SLICES if holdout is None else holdout
-
-
-def _local_path(source: str) -> Path | None:
-    if source.startswith("file://"):
-        return Path(urllib.request.url2pathname(urllib.parse.urlparse(source).path))
-    return None if "://" in source else Path(source)
-
-
-def _write_atomically(destination: Path, chunks: Iterable[bytes]) -> Path:
-    """A reader (or the pool cache key) never sees half a file, even after a crash."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
-    with partial.open("wb") as out:
-        for chunk in chunks:
-            out.write(chunk)
-    partial.replace(destination)
-    return destination
-
-
-def _copy_layout(source_dir: Path, data_dir: Path) -> list[Path]:
-    written = []
-    for part in ("emnist", "emnist-holdout"):
-        for path in sorted((source_dir / part).glob("emnist-*")):
-            if path.is_file():
-                with path.open("rb") as src:
-                    chunks = iter(partial(src.read, 1 << 20), b"")
-                    written.append(_write_atomically(data_dir / part / path.name, chunks))
-    return written
-
-
-def _unpack_archive(
-    archive: Path, data_dir: Path, splits: list[str], holdout: dict[str, tuple[int, int]]
-) -> list[Path]:
-    if not archive.is_file():
-        raise NistDataError(f"{archive} is neither the EMNIST archive nor a data directory")
-    written = []
-    with zipfile.ZipFile(archive) as zf:
-        # Only the flat file name is used: no path in the archive reaches the disk.
-        members = {
-            Path(m.filename).name: m
-            for m in zf.infolist()
-            if not m.is_dir() and Path(m.filename).name.startswith("emnist-")
-        }
-        kinds = set()
-        for name, member in members.items():
-            if not name.endswith("-mapping.txt") and any(s in name for s in splits):
-                kinds.add(name.split("-")[1])
-                with zf.open(member) as src:
-                    chunks = iter(partial(src.read, 1 << 20), b"")
-                    written.append(_write_atomically(data_dir / "emnist" / name, chunks))
-        for kind in sorted(kinds):
-            written.append(_copy_mapping(zf, members, kind, data_dir / "emnist"))
-        for split, (first, last) in holdout.items():
-            written += _cut_holdout(zf, members, split, first, last, data_dir / "emnist-holdout")
-    return written
-
-
-def _copy_mapping(
-    zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], kind: str, target: Path
-) -> Path:
-    name = f"emnist-{kind}-mapping.txt"
-    if name not in members:
-        raise NistDataError(f"the archive has no {name}")
-    return _write_atomically(target / name, [zf.read(members[name])])
-
-
-def _cut_holdout(
-    zf: zipfile.ZipFile,
-    members: dict[str, zipfile.ZipInfo],
-    split: str,
-    first: int,
-    last: int,
-    target: Path,
-) -> list[Path]:
-    """emnist-{split}-{first}-{last}-*: images and labels first..last of an official split."""
-    written = []
-    for part in ("images-idx3", "labels-idx1"):
-        source = f"emnist-{split}-{part}-ubyte.gz"
-        if source not in members:
-            raise NistDataError(f"the archive has no {source} to cut the holdout slice from")
-        with zf.open(members[source]) as stream:
-            content = _idx_slice(stream, first, last, source)
-        name = f"emnist-{split}-{first}-{last}-{part}-ubyte.gz"
-        written.append(_write_atomically(target / name, [content]))
-    written.append(_copy_mapping(zf, members, split.split("-")[0], target))
-    return written
-
-
-def _idx_slice(stream: Any, first: int, last: int, name: str) -> bytes:
-    """Items first..last (inclusive) of a gzipped IDX file, as a gzipped IDX file."""
-    with gzip.GzipFile(fileobj=stream) as idx:
-        magic = int.from_bytes(idx.read(4), "big")
-        if magic not in (IMAGES_MAGIC, LABELS_MAGIC):
-            raise NistDataError(f"{name}: magic number {magic}, not an EMNIST IDX file")
-        dims = np.frombuffer(idx.read(4 * (magic & 0xFF)), dtype=">u4").tolist()
-        if not 0 <= first <= last < dims[0]:
-            raise NistDataError(f"{name}: no items {first}..{last} in {dims[0]}")
-        item_size = int(np.prod(dims[1:], dtype=np.int64))
-        idx.seek(4 * (1 + len(dims)) + first * item_size)  # forward: reads and drops
-        count = last - first + 1
-        body = idx.read(count * item_size)
-    if len(body) != count * item_size:
-        raise NistDataError(f"{name}: ends before item {last}")
-    header = np.array([magic, count, *dims[1:]], dtype=">u4").tobytes()
-    return gzip.compress(header + body, compresslevel=6)

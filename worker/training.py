@@ -25,6 +25,7 @@ from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 
 if TYPE_CHECKING:
     from trainer.data import NistData
+    from trainer.fetch import DownloadProgress
     from trainer.pipeline import TrainedArtifacts
     from trainer.train import TrainingProgress
 
@@ -106,6 +107,7 @@ def retrain_config(settings: Settings, warm: bool) -> TrainingConfig:
 def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
     """Load: the run, the serving model, the NIST data and the samples up to the watermark."""
     from trainer.data import load_nist
+    from trainer.fetch import ensure_nist
 
     labels = LabelSet(settings.labels)
     with get_sessionmaker()() as session:
@@ -134,6 +136,7 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             progress=0.0,
             gated_against=serving.version if serving else None,
         )
+    ensure_nist(settings.nist_data_dir, settings.nist_source, fetch_heartbeat(run_id, attempt))
     data = load_nist(settings.nist_data_dir, labels)
     config = retrain_config(settings, warm)
     return RunPlan(
@@ -159,6 +162,21 @@ def copies_per_epoch(
     return samples.upload_copies(
         uploads, nist_images, settings.upload_share, settings.max_upload_oversample
     )
+
+
+def fetch_heartbeat(run_id: int, attempt: int, every: float = 2.0) -> "DownloadProgress":
+    """While the NIST data downloads on a first run, the run's heartbeat goes on (a run
+    silent for RUN_STALE_SECONDS is taken for dead)."""
+    last_beat = 0.0
+
+    def beat(done: int, total: int | None) -> None:
+        nonlocal last_beat
+        if time.monotonic() - last_beat >= every:
+            last_beat = time.monotonic()
+            with get_sessionmaker()() as session:
+                runs.record_progress(session, run_id, attempt)
+
+    return beat
 
 
 class ProgressWriter:

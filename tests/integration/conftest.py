@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from testkit.stack import (
+    NIST_DATA_DIR,
     POSTGRES_SERVER_URL,
     REDIS_URL,
     celery_worker_command,
@@ -53,6 +54,8 @@ TEST_ENV = {
     "FULL_RETRAIN_EPOCHS": "1",
     "FULL_RETRAIN_NIST_SAMPLES": "1000",
     "RETRAIN_RENDERED_PER_KIND": "50",
+    # Where a run would fetch missing NIST data: the local copy (no test reaches NIST).
+    "NIST_SOURCE": str(NIST_DATA_DIR),
     "FULL_RETRAIN_RENDERED_PER_KIND": "20",
     "RUN_STALE_SECONDS": "6",
     # Every test client is one address: limits so high that only the tests of the limits

@@ -19,6 +19,7 @@ from db.session import get_sessionmaker
 from domain import runs
 from testkit.images import encode, png
 from testkit.nist import training_characters
+from testkit.stack import NIST_DATA_DIR
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     celery_worker_command,
@@ -134,6 +135,7 @@ def test_a_failing_run_records_its_error_and_changes_nothing(
 ) -> None:
     client.get("/healthz")  # the bundled model is installed at start
     monkeypatch.setattr(get_settings(), "nist_data_dir", tmp_path / "nowhere")
+    monkeypatch.setattr(get_settings(), "nist_source", str(tmp_path / "no-archive.zip"))
     run_id = open_manual_run()
     assert run_id is not None
     assert execute_run(run_id) == RunStatus.failed
@@ -142,13 +144,32 @@ def test_a_failing_run_records_its_error_and_changes_nothing(
     assert "nowhere" in (run.error or "")
     # The admin is told what to do, in a line; nobody else sees the server's paths.
     told = client.get(f"/v1/training-runs/{run_id}", headers=admin_headers).json()["error"]
-    assert "nowhere" in told and "python -m trainer fetch" in told and "Traceback" not in told
+    assert "nowhere" in told and "no-archive.zip" in told and "Traceback" not in told
+    assert "set NIST_DATA_DIR" in told and "NIST_SOURCE" in told
     public = client.get(f"/v1/training-runs/{run_id}").json()["error"]
     assert public == "NistDataError (an admin sees the details)"
     assert client.get("/v1/training-runs").json()[0]["error"] == public
     assert versions() == {1: "active"}
     # The failed run no longer blocks the next one.
     assert open_manual_run() is not None
+
+
+def test_a_first_run_fetches_the_nist_data_it_lacks_from_nist_source(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """A fresh machine: no NIST data where NIST_DATA_DIR points; the first run fetches it from
+    NIST_SOURCE (here a local copy laid out as NIST_DATA_DIR, as no test reaches NIST) and
+    trains; the next run finds it there."""
+    client.get("/healthz")
+    fresh = tmp_path / "nist"
+    monkeypatch.setattr(get_settings(), "nist_data_dir", fresh)
+    monkeypatch.setattr(get_settings(), "nist_source", str(NIST_DATA_DIR))
+    run_id = open_manual_run()
+    assert run_id is not None
+    assert execute_run(run_id) == RunStatus.succeeded, run_row(run_id).error
+    fetched = {p.relative_to(fresh) for p in fresh.rglob("emnist-*")}
+    wanted = {p.relative_to(NIST_DATA_DIR) for p in NIST_DATA_DIR.rglob("emnist-*")}
+    assert fetched == wanted
 
 
 def test_a_run_whose_worker_is_killed_is_retried_to_success_by_the_reconciler(

@@ -10,20 +10,18 @@ import pytest
 from core.config import EMNIST_BALANCED_LABELS, Settings, get_settings
 from core.labels import LabelSet
 from trainer.data import (
-    HOLDOUT_SLICES,
     IMAGES_MAGIC,
     LABELS_MAGIC,
-    POOL_SPLITS,
     NistData,
     NistDataError,
     class_lookup,
-    fetch_emnist,
     load_nist,
     pixel_hashes,
     read_idx_images,
     read_idx_labels,
     read_mapping,
 )
+from trainer.fetch import HOLDOUT_SLICES, POOL_SPLITS, fetch_emnist
 
 DIGITS = "0123456789"
 FIFTEEN = "0123456789ABCDE"
