@@ -26,6 +26,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger falls back to Integer there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A deleted row's id never comes back (SQLite otherwise reuses the last one; Postgres never).
+SQLITE_IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 class Base(DeclarativeBase):
@@ -83,6 +85,7 @@ class Sample(Base):
         Index("ix_samples_label_id", "label", "id"),
         Index("uq_samples_pixels_sha256", "pixels_sha256", unique=True),
         Index("ix_samples_confirmed_at", "confirmed_at"),
+        SQLITE_IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -143,6 +146,7 @@ class TrainingRun(Base):
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
         ),
+        SQLITE_IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -181,6 +185,7 @@ class ModelVersion(Base):
             postgresql_where=text("status = 'active'"),
             sqlite_where=text("status = 'active'"),
         ),
+        SQLITE_IDS_NEVER_REUSED,
     )
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -209,6 +214,7 @@ class Reading(Base):
     pictures are kept, so that a user's correction stores exactly what was read as samples."""
 
     __tablename__ = "readings"
+    __table_args__ = (SQLITE_IDS_NEVER_REUSED,)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     image: Mapped[bytes] = mapped_column(LargeBinary)
@@ -234,7 +240,10 @@ class ApiKey(Base):
     """A client's key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
 
     __tablename__ = "api_keys"
-    __table_args__ = (CheckConstraint(_check_in("role", Role), name="ck_api_keys_role"),)
+    __table_args__ = (
+        CheckConstraint(_check_in("role", Role), name="ck_api_keys_role"),
+        SQLITE_IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))
