@@ -923,18 +923,28 @@ async function loadVersions() {
 }
 
 async function requestActivation(version) {
-  // Switching the serving model changes every answer at once: ask first.
-  if (!window.confirm(`Make version ${version} serve every prediction now?`)) return;
-  await withAdminToken(`Activate version ${version}`, () => activate(version));
+  // Switching the serving model changes every answer at once: asked first.
+  const question = `Make version ${version} serve every prediction now?`;
+  await withAdminToken(`Activate version ${version}`, question, () => activate(version));
 }
 
-// Runs `run` with the admin token, asking for it first (once per page) in the admin form.
-async function withAdminToken(label, run) {
-  if (adminToken) return run();
+// Runs `run` with the admin token, asking once: while the page has no token, the admin form
+// (its button says what will happen) is the confirmation; with one, `question` (if any) is.
+async function withAdminToken(label, question, run) {
+  if (adminToken) {
+    if (question && !window.confirm(question)) return;
+    return run();
+  }
   pendingAdminAction = run;
   $("admin-ok").textContent = label;
   $("admin-form").hidden = false;
   $("admin-token").focus();
+}
+
+function closeAdminForm() {
+  $("admin-form").hidden = true;
+  $("admin-token").value = "";
+  pendingAdminAction = null;
 }
 
 async function adminRequest(path, options) {
@@ -954,15 +964,19 @@ async function activate(version) {
   $("versions-reply").textContent = `Version ${version} now serves.`;
 }
 
+// A refused token keeps the form open with the API's reason, to try again or cancel.
 async function submitAdminToken(event) {
   event.preventDefault();
   adminToken = $("admin-token").value.trim() || null;
   if (!adminToken) throw new Error("Enter the admin token first.");
-  $("admin-token").value = "";
-  $("admin-form").hidden = true;
-  const run = pendingAdminAction;
-  pendingAdminAction = null;
-  if (run) await run();
+  try {
+    if (pendingAdminAction) await pendingAdminAction();
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) $("admin-token").select();
+    else closeAdminForm();
+    throw err;
+  }
+  closeAdminForm();
 }
 
 // ---- the newest samples ----------------------------------------------------------------------
@@ -1002,8 +1016,8 @@ async function loadSamples() {
 }
 
 async function requestDeletion(id) {
-  if (!window.confirm(`Delete sample #${id}? No model will train on it.`)) return;
-  await withAdminToken(`Delete sample #${id}`, async () => {
+  const question = `Delete sample #${id}? No model will train on it.`;
+  await withAdminToken(`Delete sample #${id}`, question, async () => {
     await adminRequest(`/v1/samples/${id}`, { method: "DELETE" });
     $("samples-reply").textContent = `Sample #${id} deleted.`;
     await loadStats();
@@ -1150,8 +1164,8 @@ function start() {
   $("store-file").addEventListener("click", action(storeFile, "upload-error"));
   $("admin-form").addEventListener("submit", action(submitAdminToken, "admin-error"));
   $("admin-cancel").addEventListener("click", () => {
-    $("admin-form").hidden = true;
-    pendingAdminAction = null;
+    closeAdminForm();
+    clearError("admin-error");
   });
   $("confusion").addEventListener("mousemove", describeConfusionCell);
   for (const tab of document.querySelectorAll('[role="tab"]')) {

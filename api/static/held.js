@@ -93,10 +93,10 @@ export function mountHeldQueue({ $, api, adminRequest, withAdminToken, el, actio
 
   // One request per sample, in turn: each answers for itself (a sample deleted meanwhile is a
   // 404 for that one only), and the reply counts what was done.
-  async function onSelected(verb, request) {
+  async function onSelected(verb, request, question = null) {
     const ids = [...selected].sort((a, b) => a - b);
     if (!ids.length) return;
-    await withAdminToken(`${verb} ${ids.length}`, async () => {
+    await withAdminToken(`${verb} ${ids.length}`, question, async () => {
       let done = 0;
       const failed = [];
       for (const id of ids) {
@@ -105,6 +105,7 @@ export function mountHeldQueue({ $, api, adminRequest, withAdminToken, el, actio
           done += 1;
           selected.delete(id);
         } catch (err) {
+          if (err.status === 401 || err.status === 403) throw err; // the token: asked again
           failed.push(`#${id}: ${err.message}`);
         }
       }
@@ -144,8 +145,9 @@ export function mountHeldQueue({ $, api, adminRequest, withAdminToken, el, actio
   $("held-delete").addEventListener(
     "click",
     action(() => {
-      if (!window.confirm(`Delete ${selected.size} held samples? No model will train on them.`)) return;
-      return onSelected("Deleted", (id) => adminRequest(`/v1/samples/${id}`, { method: "DELETE" }));
+      const question = `Delete ${selected.size} held samples? No model will train on them.`;
+      const remove = (id) => adminRequest(`/v1/samples/${id}`, { method: "DELETE" });
+      return onSelected("Deleted", remove, question);
     }, "held-error")
   );
   return { load };

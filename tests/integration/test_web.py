@@ -403,8 +403,7 @@ def test_the_newest_samples_are_listed_and_deleted_with_the_admin_token(
     expect(thumbnail).to_have_attribute("src", f"/v1/samples/{sample['id']}/image")
     page.wait_for_function("() => document.querySelector('#samples img').naturalWidth > 0")
 
-    page.once("dialog", lambda dialog: dialog.accept())  # "Delete sample #1?"
-    page.click(f"#delete-{sample['id']}")
+    page.click(f"#delete-{sample['id']}")  # no token yet: the form is the one confirmation
     expect(page.locator("#admin-ok")).to_have_text(f"Delete sample #{sample['id']}")
     page.fill("#admin-token", ADMIN_TOKEN)
     page.press("#admin-token", "Enter")
@@ -798,10 +797,8 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     assert page.evaluate(DRAWN_PIXELS, "curves") > 500
     expect(page.locator("#activate-1")).to_have_count(0)  # no button for the active one
 
-    # Switching the serving model is confirmed first; a "no" changes nothing.
-    page.once("dialog", lambda dialog: dialog.dismiss())
-    page.click(f"#activate-{version}")
-    expect(page.locator("#admin-form")).to_be_hidden()
+    # Switching the serving model is confirmed once. Without a token yet, the token form is
+    # the confirmation (its button says what happens; no browser dialog): Cancel changes nothing.
     questions: list[str] = []
 
     def accept(dialog: Any) -> None:
@@ -809,28 +806,30 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
         dialog.accept()
 
     page.on("dialog", accept)
-    # A wrong token: the API's refusal is shown and nothing changes.
     page.click(f"#activate-{version}")
-    expect(page.locator("#admin-form")).to_be_visible()
+    expect(page.locator("#admin-ok")).to_have_text(f"Activate version {version}")
+    page.click("#admin-cancel")
+    expect(page.locator("#admin-form")).to_be_hidden()
+    # A wrong token: the API's refusal is shown beside the versions, where the admin acted (not
+    # in a banner at the top), and the form stays open to try again; nothing changes.
+    page.click(f"#activate-{version}")
     page.fill("#admin-token", "not-the-token")
     page.click("#admin-ok")
     refusal = api.post(f"/v1/models/{version}/activate", headers={"Authorization": "Bearer x"})
     assert refusal.status_code == 401  # not a key this service issued
-    # Said beside the versions, where the admin acted; not in a banner at the top of the page.
     expect(page.locator("#admin-error")).to_have_text(refusal.json()["detail"])
     expect(page.locator("#error")).to_be_hidden()
-    expect(page.locator("#admin-form")).to_be_hidden()
+    expect(page.locator("#admin-form")).to_be_visible()
     assert api.get("/v1/models/active").json()["version"] == 1
 
-    # The right one: asked again (a refused token is forgotten), then the version serves.
-    page.click(f"#activate-{version}")
-    expect(page.locator("#admin-form")).to_be_visible()
+    # The right one in the same form: the version serves, the error and the form go.
     page.fill("#admin-token", ADMIN_TOKEN)
     page.press("#admin-token", "Enter")
     expect(page.locator("#active-version")).to_have_text(str(version))
     expect(page.locator("#versions-reply")).to_have_text(f"Version {version} now serves.")
-    assert questions[-1] == f"Make version {version} serve every prediction now?"
     expect(page.locator("#admin-error")).to_be_hidden()
+    expect(page.locator("#admin-form")).to_be_hidden()
+    assert questions == []  # the form was the one confirmation
     expect(page.locator("#acc-test")).to_have_text(NO_FIGURE)  # this version has no metrics
     assert api.get("/v1/models/active").json()["version"] == version
     expect(page.locator("#activate-1")).to_be_visible()  # roll back from here
@@ -839,10 +838,11 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert page.context.cookies() == []
 
-    # Rolling back now uses the remembered token without asking.
+    # Rolling back uses the remembered token: no form, one question.
     page.click("#activate-1")
     expect(page.locator("#active-version")).to_have_text("1")
     expect(page.locator("#admin-form")).to_be_hidden()
+    assert questions == ["Make version 1 serve every prediction now?"]
     assert api.get("/v1/models/active").json()["version"] == 1
     page.context.close()
 
