@@ -143,7 +143,8 @@ function drawingBoard(canvas, markerSize, { onStart = () => {}, onEnd = () => {}
   }
 
   canvas.addEventListener("pointerdown", (event) => {
-    event.preventDefault();
+    event.preventDefault(); // no text selection or scrolling; and so no focus by itself:
+    canvas.focus({ preventScroll: true }); // the board's keys work right after drawing
     canvas.setPointerCapture(event.pointerId);
     onStart();
     const point = pointAt(event);

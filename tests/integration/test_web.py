@@ -177,6 +177,7 @@ def draw(
     """One stroke through points given in board pixels, by the mouse; `board` is the canvas and
     the width and height the points are given in (the character board is 280x280)."""
     selector, width, height = board
+    page.locator(selector).scroll_into_view_if_needed()  # the mouse works in the viewport
     box = page.locator(selector).bounding_box()
     assert box is not None
 
@@ -305,14 +306,14 @@ def test_a_double_click_sends_one_request(page: "Page") -> None:
 
 
 def test_the_board_works_from_the_keyboard(page: "Page") -> None:
+    # Drawn with the mouse, no focus given by the test: drawing gives the board the focus.
     draw(page, SEVEN)
-    page.focus("#board")
+    assert page.evaluate("document.activeElement.id") == "board"
     page.keyboard.press("Enter")
     expect(page.locator("#prediction-label")).to_have_text("7")
     page.keyboard.press("Backspace")  # undo the only stroke
     assert page.evaluate(ALL_BLACK)
     draw(page, SEVEN)
-    page.focus("#board")
     page.keyboard.press("Escape")
     assert page.evaluate(ALL_BLACK)
     expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
@@ -647,8 +648,10 @@ def test_read_a_row_drawn_on_the_wide_board(page: "Page") -> None:
     page.click("#row-save")
     expect(page.locator("#row-save-error")).to_contain_text("read wrong")
 
-    # The board by the keyboard, as the character board: Backspace undoes, Escape clears.
-    page.focus("#row-board")
+    # The board by the keyboard, as the character board: drawing on it gives it the focus;
+    # Backspace undoes, Escape clears.
+    draw(page, [(60, 60), (90, 190)], ("#row-board", 1000, 250))
+    assert page.evaluate("document.activeElement.id") == "row-board"
     page.keyboard.press("Backspace")
     page.keyboard.press("Escape")
     page.click("#row-read")
