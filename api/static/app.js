@@ -1161,6 +1161,8 @@ function start() {
   $("teach-label").addEventListener("change", updateTeachButton);
   $("add-sample").addEventListener("click", action(addDrawing, "teach-error"));
   $("file").addEventListener("change", action(fileChanged, "upload-error"));
+  // A file the browser cannot show (not a picture): no broken-image icon; the API says why.
+  $("file-thumb").addEventListener("error", () => ($("file-thumb").style.visibility = "hidden"));
   $("predict-file").addEventListener("click", action(predictFile, "upload-error"));
   $("store-file").addEventListener("click", action(storeFile, "upload-error"));
   $("admin-form").addEventListener("submit", action(submitAdminToken, "admin-error"));

@@ -514,6 +514,7 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     expect(page.locator("#upload-error")).to_have_text(
         api_detail("/v1/predictions", text.read_bytes())
     )
+    expect(page.locator("#file-thumb")).not_to_be_visible()  # no broken-image icon
 
     # Over MAX_UPLOAD_BYTES (256 KiB in tests), within the request limit: the API's own check.
     big = tmp_path / "big.png"
@@ -537,6 +538,8 @@ def test_api_errors_are_shown(page: "Page", api: httpx.Client, tmp_path: Path) -
     detail = api_detail("/v1/samples", good.read_bytes(), label="%")
     expect(page.locator("#upload-error")).to_have_text(detail)
     assert "not in the label set" in detail
+    # That long reply (the 47 labels) wraps inside its panel.
+    assert page.locator("#upload-error").evaluate("e => e.scrollWidth <= e.clientWidth")
     assert api.get("/v1/samples/stats").json()["total"] == 0
 
     # The next successful action clears the error.
