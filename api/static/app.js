@@ -330,7 +330,8 @@ function updateTeachButton() {
   $("teach").disabled = !chosen || chosen === drawnLabel;
 }
 
-async function storeSample(image, filename, label, source) {
+// The reply goes beside the button that stored it (`reply`: the teaching's or the upload's).
+async function storeSample(image, filename, label, source, reply = "sample-reply") {
   const form = new FormData();
   form.append("image", image, filename);
   form.append("label", label);
@@ -349,7 +350,7 @@ async function storeSample(image, filename, label, source) {
       ` “${body.model_label}”, ${percent(body.model_probability)}), so it is kept out of` +
       " training until an admin confirms the label.";
   }
-  $("sample-reply").textContent = message;
+  $(reply).textContent = message;
   await loadStats();
 }
 
@@ -397,7 +398,7 @@ function chosenFile() {
 
 async function predictFile() {
   const file = chosenFile();
-  $("sample-reply").textContent = "";
+  $("upload-reply").textContent = "";
   forgetDrawing(); // teaching sends drawings; a file is stored with its own label
   const prediction = await predict(file, file.name);
   if (!$("file-label").value) $("file-label").value = prediction.label;
@@ -407,7 +408,7 @@ async function predictFile() {
 // file shown, and the label prefilled with what the model reads in it (to check, not trust).
 async function fileChanged() {
   $("file-label").value = "";
-  $("sample-reply").textContent = "";
+  $("upload-reply").textContent = "";
   clearPrediction();
   if (thumbnailUrl) URL.revokeObjectURL(thumbnailUrl);
   const file = $("file").files[0];
@@ -424,7 +425,7 @@ async function storeFile() {
   const file = chosenFile();
   const label = $("file-label").value.trim();
   if (!label) throw new Error("Type the character the image shows in the Label field.");
-  await storeSample(file, file.name, label, "upload");
+  await storeSample(file, file.name, label, "upload", "upload-reply");
 }
 
 // ---- the page's modes: one character, or a row ----------------------------------------------

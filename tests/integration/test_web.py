@@ -475,7 +475,9 @@ def test_upload_predict_and_store(page: "Page", api: httpx.Client, tmp_path: Pat
     expect(page.locator("#teaching")).to_be_hidden()  # teaching is for drawings
 
     page.click("#store-file")
-    expect(page.locator("#sample-reply")).to_contain_text("Stored as sample")
+    # Said beside the button that stored it, not in the Prediction panel.
+    expect(page.locator("#upload-reply")).to_contain_text("Stored as sample")
+    expect(page.locator("#sample-reply")).to_have_text("")
     expect(page.locator("#sample-count")).to_have_text("1")
     [sample] = api.get("/v1/samples").json()["items"]
     assert (sample["label"], sample["source"]) == ("7", "upload")
@@ -485,14 +487,14 @@ def test_upload_predict_and_store(page: "Page", api: httpx.Client, tmp_path: Pat
     thumbnail = page.get_attribute("#file-thumb", "src")
     c = character_png(tmp_path / "c.png", [[(150, 50), (60, 60), (50, 140), (150, 150)]])
     page.set_input_files("#file", c)
-    expect(page.locator("#sample-reply")).to_have_text("")
+    expect(page.locator("#upload-reply")).to_have_text("")
     expect(page.locator("#prediction-label")).to_have_text("C")  # the new file's prediction
     expect(page.locator("#file-label")).to_have_value("C")
     assert page.get_attribute("#file-thumb", "src") != thumbnail
     # A lowercase look-alike is stored as its capital, and the page says so.
     page.fill("#file-label", "c")
     page.click("#store-file")
-    expect(page.locator("#sample-reply")).to_contain_text("“c” is merged into “C”")
+    expect(page.locator("#upload-reply")).to_contain_text("“c” is merged into “C”")
     assert api.get("/v1/samples/stats").json()["by_label"] == {"7": 1, "C": 1}
 
 
