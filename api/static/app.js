@@ -244,8 +244,18 @@ function scheduleLivePrediction() {
 async function predict(image, filename, signal = undefined) {
   const form = new FormData();
   form.append("image", image, filename);
+  const only = $("only-labels").value.replace(/\s+/g, "");
+  if (only) form.append("labels", only);
   const include = $("show-heatmap").checked ? "include=input&include=heatmap" : "include=input";
-  const { body } = await api(`/v1/predictions?${include}`, { method: "POST", body: form, signal });
+  clearError("only-labels-error");
+  let body;
+  try {
+    ({ body } = await api(`/v1/predictions?${include}`, { method: "POST", body: form, signal }));
+  } catch (err) {
+    if (!isOptionError(err)) throw err;
+    showError(err.message, "only-labels-error"); // beside the option, as on the row tab
+    throw Object.assign(new Error(err.message), { name: "AbortError" }); // said once
+  }
   lastPredicted = { image, filename };
   showPrediction(body);
   return body;
@@ -1162,6 +1172,13 @@ function start() {
   $("teach-label").addEventListener("change", updateTeachButton);
   $("add-sample").addEventListener("click", action(addDrawing, "teach-error"));
   $("file").addEventListener("change", action(fileChanged, "upload-error"));
+  const restrictTo = (characters) => () => {
+    $("only-labels").value = characters();
+    if (board.dirty) action(() => predictDrawing(), "draw-error")();
+  };
+  $("only-any").addEventListener("click", restrictTo(() => ""));
+  $("only-digits").addEventListener("click", restrictTo(() => "0123456789"));
+  $("only-letters").addEventListener("click", restrictTo(() => labels.replace(/[^A-Za-z]/g, "")));
   // A file the browser cannot show (not a picture): no broken-image icon; the API says why.
   $("file-thumb").addEventListener("error", () => ($("file-thumb").style.visibility = "hidden"));
   $("predict-file").addEventListener("click", action(predictFile, "upload-error"));

@@ -319,6 +319,24 @@ def test_the_board_works_from_the_keyboard(page: "Page") -> None:
     expect(page.locator("#prediction-label")).to_have_text(NO_FIGURE)
 
 
+def test_the_single_board_reads_only_the_characters_asked_for(page: "Page") -> None:
+    # A ring: an O or a 0. Restricted, the answer is one of the characters asked for.
+    ring = [(140 + 70 * np.sin(t), 140 - 95 * np.cos(t)) for t in np.linspace(0, 6.4, 40)]
+    draw(page, ring)
+    page.click("#only-letters")
+    expect(page.locator("#prediction-label")).to_have_text(re.compile(r"^[A-Za-z]$"))
+    page.click("#only-digits")
+    expect(page.locator("#prediction-label")).to_have_text(re.compile(r"^[0-9]$"))
+    # A character the model does not know: the API's words beside the option, once.
+    page.fill("#only-labels", "%")
+    page.click("#predict")
+    expect(page.locator("#only-labels-error")).to_contain_text("%")
+    expect(page.locator("#draw-error")).to_be_hidden()
+    page.click("#only-any")
+    expect(page.locator("#only-labels-error")).to_be_hidden()
+    expect(page.locator("#only-labels")).to_have_value("")
+
+
 def test_where_the_model_looked_is_shown_on_request(page: "Page") -> None:
     predict_seven(page)
     expect(page.locator("#seen")).to_be_visible()
