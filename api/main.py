@@ -16,7 +16,16 @@ from api.cpu import CpuPool
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimitMiddleware, MetricsMiddleware
 from api.ratelimit import RateLimits
-from api.routers import health, keys, models, predictions, readings, samples, training_runs
+from api.routers import (
+    API_PREFIX,
+    health,
+    keys,
+    models,
+    predictions,
+    readings,
+    samples,
+    training_runs,
+)
 from core.config import get_settings
 from db.session import get_sessionmaker
 from domain.predictor import ModelServer
@@ -51,7 +60,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 
 def body_limit(path: str) -> int:
-    if path == "/v1/predictions/batch":
+    if path == f"{API_PREFIX}/predictions/batch":
         return settings.max_batch_bytes + MULTIPART_OVERHEAD
     return settings.max_upload_bytes + MULTIPART_OVERHEAD
 
@@ -96,12 +105,8 @@ app = FastAPIOffline(
 )
 install_error_handlers(app)
 app.include_router(health.router)
-app.include_router(samples.router)
-app.include_router(predictions.router)
-app.include_router(readings.router)
-app.include_router(models.router)
-app.include_router(training_runs.router)
-app.include_router(keys.router)
+for api_router in (samples, predictions, readings, models, training_runs, keys):
+    app.include_router(api_router.router)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 

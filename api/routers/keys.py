@@ -5,11 +5,12 @@ from fastapi import APIRouter, Response, status
 from api.auth import AdminDep
 from api.deps import RowId, SessionDep, get_or_404
 from api.errors import ERRORS
+from api.routers import API_PREFIX
 from api.schemas import KeyIn, KeyOut, NewKeyOut
 from db.models import ApiKey, Role
 from domain import keys
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[AdminDep])
+router = APIRouter(prefix=f"{API_PREFIX}/keys", tags=["keys"], dependencies=[AdminDep])
 
 
 def to_out(key: ApiKey) -> KeyOut:

@@ -9,11 +9,12 @@ from sqlalchemy import select
 from api.auth import AdminDep
 from api.deps import SessionDep, SettingsDep, VersionNumber, get_or_404
 from api.errors import ERRORS, ApiError
+from api.routers import API_PREFIX
 from api.schemas import ModelDetail, ModelOut
 from db.models import ModelVersion
 from domain import registry
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["models"])
 
 
 def to_out(model: ModelVersion, baseline: int | None) -> ModelOut:

@@ -11,6 +11,7 @@ from PIL import Image
 from api.deps import PredictorDep, SettingsDep, allowed_labels, sent_once
 from api.errors import NO_MODEL, ApiError, image_error
 from api.ratelimit import MeterDep
+from api.routers import API_PREFIX
 from api.schemas import (
     BatchItemOut,
     BatchPredictionOut,
@@ -21,7 +22,7 @@ from api.schemas import (
 from core.images import ImageError
 from domain.predictor import Prediction, Predictor, Timings, doubt
 
-router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
+router = APIRouter(prefix=f"{API_PREFIX}/predictions", tags=["predictions"])
 
 
 def glyph_png(glyph: np.ndarray) -> str:

@@ -21,6 +21,7 @@ from api.deps import (
 )
 from api.errors import NO_MODEL, ApiError, image_error
 from api.ratelimit import MeterDep
+from api.routers import API_PREFIX
 from api.routers.samples import to_out as sample_out
 from api.schemas import (
     CandidateOut,
@@ -40,7 +41,7 @@ from domain.keys import Client
 from domain.predictor import LoadedModel
 from domain.reader import ReadingError, RowReading, read_row
 
-router = APIRouter(prefix="/v1/readings", tags=["readings"])
+router = APIRouter(prefix=f"{API_PREFIX}/readings", tags=["readings"])
 
 
 def to_out(reading: Reading) -> ReadingOut:

@@ -22,6 +22,7 @@ from api.deps import (
 )
 from api.errors import ERRORS, ApiError, image_error
 from api.ratelimit import MeterDep
+from api.routers import API_PREFIX
 from api.schemas import RelabelIn, SampleOut, SamplePage, SampleStats
 from core.config import Settings
 from core.images import ImageError, accepted_types
@@ -32,7 +33,7 @@ from domain.evidence import evidence_rules
 from domain.keys import Client
 from domain.predictor import LoadedModel
 
-router = APIRouter(prefix="/v1/samples", tags=["samples"])
+router = APIRouter(prefix=f"{API_PREFIX}/samples", tags=["samples"])
 
 
 def to_out(sample: Sample, client: Client) -> SampleOut:

@@ -8,12 +8,13 @@ from sqlalchemy import select
 from api.auth import AdminDep, ClientDep
 from api.deps import RowId, SessionDep, get_or_404
 from api.errors import ERRORS, ApiError
+from api.routers import API_PREFIX
 from api.schemas import TrainingRunOut, TrainingRunRequest
 from db.models import TrainingRun
 from domain import runs
 from domain.keys import Client
 
-router = APIRouter(prefix="/v1/training-runs", tags=["training runs"])
+router = APIRouter(prefix=f"{API_PREFIX}/training-runs", tags=["training runs"])
 
 
 def to_out(run: TrainingRun, client: Client | None = None) -> TrainingRunOut:
