@@ -64,6 +64,11 @@ class RunStatus(enum.StrEnum):
     failed = "failed"
 
 
+# A run in one of these is open; the database holds at most one open run (the index below).
+OPEN_RUN_STATUSES = (RunStatus.queued, RunStatus.running)
+_RUN_IS_OPEN = text(f"status IN ({', '.join(repr(s.value) for s in OPEN_RUN_STATUSES)})")
+
+
 class ModelStatus(enum.StrEnum):
     active = "active"
     candidate = "candidate"
@@ -143,8 +148,8 @@ class TrainingRun(Base):
             "uq_training_runs_one_open",
             text("(1)"),
             unique=True,
-            postgresql_where=text("status IN ('queued', 'running')"),
-            sqlite_where=text("status IN ('queued', 'running')"),
+            postgresql_where=_RUN_IS_OPEN,
+            sqlite_where=_RUN_IS_OPEN,
         ),
         SQLITE_IDS_NEVER_REUSED,
     )

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import (
+    OPEN_RUN_STATUSES,
     ModelStatus,
     ModelVersion,
     RunStatus,
@@ -32,8 +33,6 @@ from db.models import (
     cleared_samples,
 )
 from domain.queue import publish_training
-
-OPEN_STATUSES = (RunStatus.queued, RunStatus.running)
 
 
 class RunTakenOver(Exception):
@@ -46,7 +45,7 @@ def now() -> datetime:
 
 def open_run_id(session: Session) -> int | None:
     """The run queued or running now, if any (at most one: `uq_training_runs_one_open`)."""
-    return session.scalar(select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)))
+    return session.scalar(select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_RUN_STATUSES)))
 
 
 def _watermark() -> ScalarSelect[int]:
@@ -87,7 +86,7 @@ def new_training_samples(session: Session, at_most: int | None = None) -> int:
 
 def _due_query() -> Select[tuple[bool]]:
     threshold = bindparam("threshold", type_=Integer)
-    run_open = select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_STATUSES)).exists()
+    run_open = select(TrainingRun.id).where(TrainingRun.status.in_(OPEN_RUN_STATUSES)).exists()
     return select(and_(~run_open, _new_training_sample_count(threshold) >= threshold))
 
 
