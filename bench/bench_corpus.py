@@ -12,9 +12,11 @@ pipeline that could do the job (testkit.corpus.crop_and_scale: threshold, boundi
 centred in 28x28) feeding the same model the same pictures; a kind where the floor reads more
 is a kind the service's design gets wrong. `--compare REV` also reads every
 picture with the `core/images.py` and `core/preprocessing.py` of a git revision (the figures
-before a change), in the same run.
+before a change), in the same run; with `--compare-model`, through that revision's bundled
+model too (a change that re-bundled it).
 """
 
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ import numpy as np
 
 from bench.common import BenchRun, bench_parser, load_revision, report
 from testkit.corpus import Reader
+from testkit.stack import REPO_ROOT
 from testkit.tables import markdown_table
 
 TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
@@ -48,11 +51,27 @@ def revision_reader(revision: str, folder: Path) -> Reader:
     return read
 
 
+def revision_model(revision: str, folder: Path) -> Path:
+    """The bundled ONNX model as it was at a git revision, written into `folder`."""
+    model = subprocess.run(
+        ["git", "show", f"{revision}:trainer/bundled/model.onnx"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    path = folder / f"model-{revision}.onnx"
+    path.write_bytes(model)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--count", type=int, default=500, help="characters per kind")
     parser.add_argument("--split", nargs="+", default=["dev", "check"], choices=["dev", "check"])
     parser.add_argument("--compare", metavar="REV", help="also read with this revision's code")
+    parser.add_argument(
+        "--compare-model", action="store_true", help="... and that revision's bundled model"
+    )
     args = parser.parse_args(argv)
 
     from testkit.corpus import (
@@ -67,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="hwr-corpus-") as folder:
         before = revision_reader(args.compare, Path(folder)) if args.compare else None
+        before_session = session
+        if args.compare and args.compare_model:
+            before_session = bundled_session(revision_model(args.compare, Path(folder)))
         for split in args.split:
             start = time.perf_counter()
             corpus = make_corpus(split, args.count)
@@ -76,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "floor": accuracy_by_kind(corpus, session, read_pictures_naively),
             }
             if before is not None:
-                results[split]["before"] = accuracy_by_kind(corpus, session, before)
+                results[split]["before"] = accuracy_by_kind(corpus, before_session, before)
             print(
                 f"# {split}: {args.count} characters x {len(corpus.pictures)} kinds, made in "
                 f"{made:.0f} s, read in {time.perf_counter() - start - made:.0f} s",
