@@ -1085,9 +1085,10 @@ function showRun(run) {
     return;
   }
   const kind = run.full_retrain ? "full retrain" : "fine-tuning";
+  const doing = run.status === "running" ? `, ${runPhase(run)}` : "";
   $("run-status").textContent =
-    `Run ${run.id} (${run.trigger}, ${kind}): ${run.status}, ` +
-    `epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%`;
+    `Run ${run.id} (${run.trigger}, ${kind}): ${run.status}${doing}, ` +
+    `${Math.round(run.progress * 100)}%`;
   $("run-progress").value = run.progress;
   const checks = (run.metrics || {}).gate || [];
   if (run.decision) {
@@ -1104,21 +1105,32 @@ function showRun(run) {
   $("status-strip").textContent = statusLine(run);
 }
 
+// What a running run is doing, in words: before its first epoch it loads NIST and the samples
+// (and on a fresh machine fetches NIST), after training the candidate is judged.
+function runPhase(run) {
+  if (!run.epochs) return "loading NIST and the samples";
+  if (run.progress >= 0.9) return "evaluating the candidate against the serving model…";
+  return `training, epoch ${run.epoch}/${run.epochs}`;
+}
+
 // One line beside the board: what training is doing now, or what the last run changed.
 function statusLine(run) {
   const name = `Training run ${run.id}`;
   if (run.status === "queued") return `${name} is waiting for a worker.`;
   if (run.status === "running") {
-    return run.progress >= 0.9
-      ? `${name}: evaluating the candidate against the serving model…`
-      : `${name}: epoch ${run.epoch}/${run.epochs}, ${Math.round(run.progress * 100)}%.`;
+    const phase = runPhase(run);
+    const percent = run.progress < 0.9 ? `, ${Math.round(run.progress * 100)}%.` : "";
+    return `${name}: ${phase}${percent}`;
   }
   if (run.status === "failed") return `${name} failed; the serving model is unchanged.`;
   const metrics = run.metrics || {};
   if (run.decision === "promoted" && metrics.candidate && metrics.active) {
     const gain = (metrics.candidate.test_accuracy - metrics.active.test_accuracy) * 100;
     const sign = gain >= 0 ? "+" : "−";
-    const figures = `${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set`;
+    const figures =
+      Math.abs(gain) < 0.05 // "-0.0 points" reads like a loss
+        ? "no change on the NIST test set"
+        : `${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set`;
     if (activeModel && activeModel.training_run_id === run.id) {
       return `Version ${activeModel.version} now serves (${name} promoted it: ${figures}).`;
     }

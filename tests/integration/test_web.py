@@ -881,19 +881,24 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
             trigger="threshold",
             full_retrain=False,
             sample_watermark=0,
-            progress=0.4,
-            epoch=1,
-            epochs=3,
+            progress=0.0,
             attempts=1,
         )
         session.add(run)
         session.commit()
-        # Idle, the page polls every 10 s; a reload shows the run at once.
+        # Idle, the page polls every 10 s; a reload shows the run at once. Before its first
+        # epoch it says what it does, not "epoch 0/0".
         page.reload()
-        expect(page.locator("#run-status")).to_contain_text("running, epoch 1/3, 40%")
+        expect(page.locator("#status-strip")).to_have_text(
+            f"Training run {run.id}: loading NIST and the samples, 0%."
+        )
+        run.progress, run.epoch, run.epochs = 0.4, 1, 3
+        session.commit()
+        page.reload()
+        expect(page.locator("#run-status")).to_contain_text("running, training, epoch 1/3, 40%")
         # Beside the board too, announced to screen readers.
         expect(page.locator("#status-strip")).to_have_text(
-            f"Training run {run.id}: epoch 1/3, 40%."
+            f"Training run {run.id}: training, epoch 1/3, 40%."
         )
         assert page.get_attribute("#status-strip", "aria-live") == "polite"
         assert page.eval_on_selector("#run-progress", "bar => bar.value") == pytest.approx(0.4)
@@ -974,6 +979,18 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
     expect(page.locator("#status-strip")).to_have_text(
         f"Version {version} now serves (Training run {run_id} promoted it: "
         "+0.4 points on the NIST test set)."
+    )
+    # No change is said in words, not as "-0.0 points".
+    with get_sessionmaker()() as session:
+        promoted = session.get(TrainingRun, run_id)
+        assert promoted is not None
+        same = {"candidate": {"test_accuracy": 0.8996}, "active": {"test_accuracy": 0.9}}
+        promoted.metrics = same
+        session.commit()
+    page.reload()
+    expect(page.locator("#status-strip")).to_have_text(
+        f"Version {version} now serves (Training run {run_id} promoted it: "
+        "no change on the NIST test set)."
     )
 
 
