@@ -15,6 +15,7 @@ from core.images import ImageError, accepted_types
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from domain.readings import CorrectionError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ IMAGE_STATUS = {
     "unsupported_image": 415,
     "undecodable_image": 422,
 }
+
+
+# A correction refused: a conflict with what is stored (409), or a text that does not fit (422).
+CORRECTION_STATUS = {"already_corrected": 409, "label_conflict": 409}
+
+
+def correction_error(exc: "CorrectionError") -> ApiError:
+    return ApiError(CORRECTION_STATUS.get(exc.code, 422), exc.code, exc.message)
 
 
 def image_error(exc: ImageError, settings: "Settings") -> ApiError:

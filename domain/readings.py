@@ -26,11 +26,12 @@ from domain.reader import ReadCharacter, RowReading
 
 
 class CorrectionError(ValueError):
-    """A correction that cannot apply to its reading; `code` names the problem."""
+    """A correction that cannot apply to its reading; `code` names the problem (the API maps
+    it to an HTTP status: api/errors.py, CORRECTION_STATUS)."""
 
-    def __init__(self, code: str, message: str, status: int = 422) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message = code, message
 
 
 def crop_png(crop: np.ndarray) -> bytes:
@@ -112,13 +113,12 @@ def ensure_open(reading: Reading) -> None:
         raise CorrectionError(
             "already_corrected",
             f"reading {reading.id} was corrected already, as {reading.corrected_text!r}",
-            status=409,
         )
 
 
 def fixes(reading: Reading, text: str, label_set: LabelSet) -> list[CharacterFix]:
-    """The characters a correction changes, or CorrectionError saying why it does not fit
-    (422) or that the reading was corrected already (409). Nothing is stored."""
+    """The characters a correction changes, or CorrectionError saying why it does not fit or
+    that the reading was corrected already. Nothing is stored."""
     ensure_open(reading)
     changed = []
     for index, (character, (label, submitted)) in enumerate(
@@ -181,7 +181,7 @@ def correct(
             reading_id=reading.id,
         )
     except samples.LabelConflict as exc:
-        raise CorrectionError("label_conflict", str(exc), 409) from exc
+        raise CorrectionError("label_conflict", str(exc)) from exc
     session.refresh(reading)
     return [
         CorrectedCharacter(fix.index, fix.read, fix.label, upload)

@@ -19,7 +19,7 @@ from api.deps import (
     read_upload,
     sent_once,
 )
-from api.errors import NO_MODEL, ApiError, image_error
+from api.errors import NO_MODEL, ApiError, correction_error, image_error
 from api.ratelimit import MeterDep
 from api.routers import API_PREFIX
 from api.routers.samples import to_out as sample_out
@@ -186,7 +186,7 @@ def correct_reading(
             session, reading, correction.text, changed, client, settings.retrain_threshold
         )
     except readings.CorrectionError as exc:
-        raise ApiError(exc.status, exc.code, exc.message) from exc
+        raise correction_error(exc) from exc
     meter.stored_bytes += sum(len(fix.crop) for fix in fixes)
     return CorrectionOut(
         reading=to_out(reading),
