@@ -371,15 +371,18 @@ def _remove_lines(ink: np.ndarray) -> np.ndarray:
 
 
 def _noise_floor(ink: np.ndarray) -> float:
-    """The level below which ink is indistinguishable from the paper's noise: 5 sigmas, the
-    sigma measured on the ink's negative side (paper darker than its level, for dark ink),
-    which is noise only, however much of the picture the strokes fill."""
+    """The level below which ink is indistinguishable from the paper's noise: 5 sigmas. Sigma
+    is measured on the ink's negative side (paper lighter than its level, for dark ink), which
+    holds no strokes however much of the picture they fill, and from neighbouring pixels'
+    differences, whichever is smaller: a blurry picture's grey fringe or a paper slightly off
+    its level widens the negative side without being noise (a low-resolution tight crop's
+    floor reached the strokes' own level)."""
     below = ink[ink < 0]
     if below.size < _MIN_INK_PIXELS:
         return _MIN_FLOOR
     (deviation,) = _quantiles(below, (0.5,))
     sigma = 1.4826 * -deviation
-    if min(ink.shape) > 1:  # from neighbours' differences: blur and a paper off its level aside
+    if min(ink.shape) > 1:
         steps = np.abs(np.diff(ink, axis=1)).ravel()
         (step,) = _quantiles(steps, (0.5,))
         sigma = min(sigma, 1.4826 * step / np.sqrt(2))
