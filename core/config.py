@@ -200,6 +200,12 @@ class Settings(BaseSettings):
     # Observability.
     log_level: str = "INFO"
 
+    @field_validator("nist_source")
+    @classmethod
+    def _empty_source_is_nists_archive(cls, value: str) -> str:
+        # Compose passes .env's NIST_SOURCE (empty: the nist-data service's default folder).
+        return value.strip() or NIST_EMNIST_URL
+
     @field_validator("labels")
     @classmethod
     def _labels_are_distinct_characters(cls, value: str) -> str:

@@ -263,6 +263,7 @@ async function predict(image, filename, signal = undefined) {
 
 // Stale results go: after Clear, on a new file, when the board is emptied.
 function clearPrediction() {
+  $("board-answer").hidden = true;
   $("prediction-label").textContent = "–";
   $("prediction-confidence").textContent = "";
   $("prediction-model").textContent = "";
@@ -325,6 +326,9 @@ async function predictDrawing(signal = undefined) {
   $("sample-reply").textContent = "";
   const blob = await board.blob();
   const prediction = await predict(blob, "drawing.png", signal);
+  // Over the board too: on a phone the Prediction panel is below the fold.
+  $("board-answer").textContent = `${prediction.label} · ${percent(prediction.confidence)}`;
+  $("board-answer").hidden = false;
   drawnBlob = blob;
   drawnLabel = prediction.label;
   // The right label starts empty: a correction is only sent once someone picks a label
@@ -841,6 +845,7 @@ function describeConfusionCell(event) {
   const total = matrix[row].reduce((a, b) => a + b, 0);
   const count = matrix[row][col];
   canvas.title = `true ${labelSet[row]} → predicted ${labelSet[col]}: ${count} of ${total}`;
+  $("confusion-cell").textContent = `“${labelSet[row]}” read as “${labelSet[col]}”: ${count} of ${total}`;
 }
 
 // Training curves: loss (left) and accuracy (right); training solid blue, validation dashed orange.
@@ -1200,7 +1205,9 @@ function start() {
     closeAdminForm();
     clearError("admin-error");
   });
-  $("confusion").addEventListener("mousemove", describeConfusionCell);
+  // A mouse points at a cell; a finger taps it (no hover on a touch screen).
+  $("confusion").addEventListener("pointermove", describeConfusionCell);
+  $("confusion").addEventListener("pointerdown", describeConfusionCell);
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => selectMode(tab));
     tab.addEventListener("keydown", tabKeys);

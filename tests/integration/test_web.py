@@ -1002,7 +1002,22 @@ def test_phone_sized_viewport(browser: "Browser", server: str, api: httpx.Client
     assert box["width"] >= 250  # still big enough to draw on
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.eval_on_selector("#board", "b => getComputedStyle(b).touchAction") == "none"
-    predict_seven(page)
+    # No keyboard hints on a touch screen.
+    expect(page.locator("#board-help .keys-hint")).to_be_hidden()
+    # Drawn, and read as drawn: the answer is seen without scrolling, over the board, not only
+    # in the Prediction panel below the fold.
+    draw(page, SEVEN)
+    answer = page.locator("#board-answer")
+    expect(answer).to_contain_text("7")
+    expect(page.locator("#prediction-label")).to_have_text("7")
+    shown = answer.bounding_box()
+    assert shown is not None and shown["y"] + shown["height"] <= PHONE["height"]
+    assert page.evaluate("window.scrollY") == 0
+    # The confusion matrix tells a tapped cell's counts (no hover on a phone).
+    confusion = page.locator("#confusion")
+    confusion.scroll_into_view_if_needed()
+    confusion.tap(position={"x": 100, "y": 100})
+    expect(page.locator("#confusion-cell")).to_contain_text("read as")
     # No control hides in a sideways scroll: every version's Activate button is on screen.
     add_model_version()
     page.reload()
