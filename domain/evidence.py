@@ -8,12 +8,13 @@ its label among them: both are accepted, and the gate is the backstop.
 So an upload contradicts its label when, among its k nearest NIST examples (the model's
 neighbour index, core/neighbours.py):
 - its label is at most `max_label_share` of them, and
-- it sits as deep inside the class most of them have as the typical NIST example of that class
-  does (`depth`: the share of held-out NIST glyphs of that class that sit less close to their
-  own neighbours; 0.5 = closer than the median one).
-Measured (docs/BENCHMARKS.md, bench/bench_evidence.py): NIST glyphs with their own labels are
-held 0.4% of the time, honest uploads of every testkit corpus kind 1.8%, rotated 3/4/7 (a new
-style) 0-4%, NIST '1's labelled '7' about 60% (the rest is the gate's and the healing's work).
+- it sits about as deep inside the class most of them have as the typical NIST example of
+  that class does (`depth`: the share of held-out NIST glyphs of that class that sit less close
+  to their own neighbours; 0.5 = closer than the median one; EVIDENCE_DEPTH is 0.4).
+Measured with the bundled model (docs/BENCHMARKS.md, bench/bench_evidence.py): NIST glyphs with
+their own labels are held 1.3% of the time, honest uploads of every testkit corpus kind
+0.3-1.3%, a rotated 3/4/7 (a new style) 5.0%, NIST '1's labelled '7' 70% (the rest is the per-
+uploader cap's, the gate's and the healing's work).
 """
 
 from dataclasses import dataclass
