@@ -90,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     mean = [np.mean([results[name][kind] for kind in pictures]) for name in variants]
     rows.append(["mean over the corpus's kinds", *(f"{m:.1%}" for m in mean)])
     table = markdown_table(["kind", *variants], rows)
+    shared = next(iter(variants.values()))  # the variants differ in their pictures only
     notes = [
-        f"{config.max_train} NIST images, {config.epochs} epochs, {args.count} characters a kind"
+        f"{shared.max_train} NIST images, {shared.epochs} epochs, {args.count} characters a kind"
         + (", warm start from the bundled model" if initial else "")
     ]
     report(run, "ablation", [table], {"args": vars(args), "accuracy": results}, notes)

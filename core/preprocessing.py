@@ -383,7 +383,7 @@ def _noise_floor(ink: np.ndarray) -> float:
     (deviation,) = _quantiles(below, (0.5,))
     sigma = 1.4826 * -deviation
     if min(ink.shape) > 1:
-        steps = np.abs(np.diff(ink, axis=1)).ravel()
+        steps = cv2.absdiff(ink[:, 1:], ink[:, :-1])  # np.abs(np.diff(...)), a third the time
         (step,) = _quantiles(steps, (0.5,))
         sigma = min(sigma, 1.4826 * step / np.sqrt(2))
     return max(_MIN_FLOOR, _NOISE_SIGMAS * sigma)

@@ -25,7 +25,6 @@ from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 
 if TYPE_CHECKING:
     from trainer.data import NistData
-    from trainer.fetch import DownloadProgress
     from trainer.pipeline import TrainedArtifacts
     from trainer.train import TrainingProgress
 
@@ -136,7 +135,8 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             progress=0.0,
             gated_against=serving.version if serving else None,
         )
-    ensure_nist(settings.nist_data_dir, settings.nist_source, fetch_heartbeat(run_id, attempt))
+    heartbeat = ProgressWriter(run_id, attempt).downloading
+    ensure_nist(settings.nist_data_dir, settings.nist_source, heartbeat)
     data = load_nist(settings.nist_data_dir, labels)
     config = retrain_config(settings, warm)
     return RunPlan(
@@ -164,21 +164,6 @@ def copies_per_epoch(
     )
 
 
-def fetch_heartbeat(run_id: int, attempt: int, every: float = 2.0) -> "DownloadProgress":
-    """While the NIST data downloads on a first run, the run's heartbeat goes on (a run
-    silent for RUN_STALE_SECONDS is taken for dead)."""
-    last_beat = 0.0
-
-    def beat(done: int, total: int | None) -> None:
-        nonlocal last_beat
-        if time.monotonic() - last_beat >= every:
-            last_beat = time.monotonic()
-            with get_sessionmaker()() as session:
-                runs.record_progress(session, run_id, attempt)
-
-    return beat
-
-
 class ProgressWriter:
     """Writes a run's progress and heartbeat, at most every `every` seconds (and at the end)."""
 
@@ -187,18 +172,24 @@ class ProgressWriter:
         self.last_write = 0.0
 
     def __call__(self, progress: "TrainingProgress") -> bool:
-        if time.monotonic() - self.last_write >= self.every or progress.fraction >= 1.0:
+        self.write(
+            progress.fraction >= 1.0,
+            progress=round(progress.fraction * TRAINING_SHARE, 4),
+            epoch=progress.epoch,
+            epochs=progress.epochs,
+        )
+        return True
+
+    def downloading(self, done: int, total: int | None) -> None:
+        """While a first run downloads the NIST data: the heartbeat alone (a run silent for
+        RUN_STALE_SECONDS is taken for dead)."""
+        self.write(False)
+
+    def write(self, force: bool, **values: Any) -> None:
+        if force or time.monotonic() - self.last_write >= self.every:
             self.last_write = time.monotonic()
             with get_sessionmaker()() as session:
-                runs.record_progress(
-                    session,
-                    self.run_id,
-                    self.attempt,
-                    progress=round(progress.fraction * TRAINING_SHARE, 4),
-                    epoch=progress.epoch,
-                    epochs=progress.epochs,
-                )
-        return True
+                runs.record_progress(session, self.run_id, self.attempt, **values)
 
 
 def evaluation_sets(plan: RunPlan) -> dict[str, tuple[Any, Any]]:
