@@ -52,7 +52,8 @@ def not_a_health_check(record: logging.LogRecord) -> bool:
 
 logging.getLogger("uvicorn.access").addFilter(not_a_health_check)
 
-# The web page: plain HTML, CSS and one script, no build step.
+# The web page: plain HTML, CSS and ES modules (main.js loads the rest), no build step; StaticFiles
+# serves .js as text/javascript, which module scripts require.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 # Multipart framing around the image: boundaries, part headers and the small form fields.

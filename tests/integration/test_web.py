@@ -214,7 +214,7 @@ def test_page_is_served_without_being_in_the_api_schema(server: str, api: httpx.
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="board"' in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/main.js", "/static/style.css"):
         assert api.get(asset).status_code == 200
     assert "/" not in api.get("/openapi.json").json()["paths"]
 
