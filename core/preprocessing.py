@@ -81,13 +81,13 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     if measured is None:
         return _empty()
     paper, ink = measured
-    if small:  # finished as it is
-        return _finish(ink, paper.floor)
-    box = _character_box(_strokes(ink, paper.floor))
-    if box is None:
-        return _empty()
-    window = _window_ink(gray, thumb.shape, box, paper)
-    return _finish(window, _noise_floor(window))
+    if not small:
+        box = _character_box(_strokes(ink, paper.floor))
+        if box is None:
+            return _empty()
+        ink = _window_ink(gray, thumb.shape, box, paper)
+    ink = _on_local_paper(ink)
+    return _finish(ink, _noise_floor(ink))
 
 
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
@@ -368,6 +368,16 @@ def _remove_lines(ink: np.ndarray) -> np.ndarray:
     rows = np.maximum(ink.min(axis=1), 0)
     cols = np.maximum(ink.min(axis=0), 0)
     return ink - np.maximum(rows[:, np.newaxis], cols[np.newaxis, :])
+
+
+def _on_local_paper(ink: np.ndarray) -> np.ndarray:
+    """The glyph's ink from the paper's level around it, not the page's: light a little uneven
+    across a big page put the paper around a small character above the noise floor, and noise
+    clipped at white put it above the paper's level as measured (its closing reaches the
+    noise's top): a grey box taken for ink. The level is the border's lower quartile (a tight
+    crop's strokes fill some of it); the ink is only ever lowered."""
+    (local_paper,) = _quantiles(_border(ink), (0.25,))
+    return ink - np.float32(local_paper) if local_paper > 0 else ink
 
 
 def _noise_floor(ink: np.ndarray) -> float:
