@@ -53,12 +53,25 @@ IMAGE_STATUS = {
 }
 
 
-# A correction refused: a conflict with what is stored (409), or a text that does not fit (422).
-CORRECTION_STATUS = {"already_corrected": 409, "label_conflict": 409}
+# A correction refused: a conflict with what is stored (409), or a text or boxes that do not
+# fit the reading (422; the reply names the box: `index`).
+CORRECTION_STATUS = {
+    "already_corrected": 409,
+    "label_conflict": 409,
+    "length_mismatch": 422,
+    "invalid_label": 422,
+    "too_many_characters": 422,
+    "empty_box": 422,
+    "box_outside_picture": 422,
+    "boxes_out_of_order": 422,
+    "boxes_overlap": 422,
+    "box_holds_several_characters": 422,
+    "no_ink": 422,
+}
 
 
 def correction_error(exc: "CorrectionError") -> ApiError:
-    return ApiError(CORRECTION_STATUS.get(exc.code, 422), exc.code, exc.message)
+    return ApiError(CORRECTION_STATUS.get(exc.code, 422), exc.code, exc.message, **exc.context)
 
 
 def image_error(exc: ImageError, settings: "Settings") -> ApiError:

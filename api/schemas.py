@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, model_validator
 
 from db.models import Role, SampleStatus
 
@@ -161,20 +161,58 @@ class ReadingOut(BaseModel):
     expected_length: int | None
     model_version: int
     corrected_text: str | None = Field(description="The text a user gave as right, if any")
+    max_character_width: int = Field(
+        description="The widest box a correction may label as one character, in the picture's "
+        "pixels: 1.28 times the median height of the characters read (1.6 typical character "
+        "widths, a typical width being at most 0.8 of the height). A wider box likely holds "
+        "several characters: split it"
+    )
     created_at: datetime
 
 
+class CorrectedBoxIn(BaseModel):
+    box: list[StrictInt] = Field(
+        min_length=4,
+        max_length=4,
+        description="[x, y, width, height] in the picture's own pixels, as a reading's boxes",
+    )
+    label: str = Field(min_length=1, max_length=8, description="The character the box holds")
+
+
 class CorrectionIn(BaseModel):
-    text: str = Field(
+    """Either `text` or `characters`, exactly one."""
+
+    text: str | None = Field(
+        default=None,
         min_length=1,
         max_length=256,
         description="The right text, one character per character read (spaces are ignored)",
     )
+    characters: list[CorrectedBoxIn] | None = Field(
+        default=None,
+        max_length=256,
+        description="The row's characters as boxes, left to right, each with its label: the "
+        "reading's boxes, or boxes made by splitting or merging them. A box of the reading not "
+        "listed is not a character (skipped). Refused (422, nothing stored): a box empty "
+        "(`empty_box`) or outside the picture (`box_outside_picture`), boxes not left to right "
+        "(`boxes_out_of_order`) or sharing more than half of the smaller one "
+        "(`boxes_overlap`), a box without ink (`no_ink`), and a box wider than the reading's "
+        "`max_character_width` (`box_holds_several_characters`: its shape says it holds "
+        "several characters, which one label would misname)",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "CorrectionIn":
+        if (self.text is None) == (self.characters is None):
+            raise ValueError("give either text or characters, exactly one of them")
+        return self
 
 
 class CorrectedCharacterOut(BaseModel):
-    index: int
-    read: str = Field(description="What the model read")
+    index: int = Field(description="In the correction: its text's character, or its box")
+    read: str | None = Field(
+        description="What the model read in this box; null for a box the correction made"
+    )
     label: str = Field(description="The stored label")
     sample: SampleOut = Field(description="The character's picture, stored as a sample")
 

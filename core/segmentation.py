@@ -60,6 +60,8 @@ _NARROWEST = 0.5  # a typical width is at least this share of the height ("1"s a
 _WIDEST = 0.8  # ... and at most this share (NIST characters: 0.7-0.8 of their height)
 _SPACE_GAP = 2.5  # a gap this many times the median gap, and ...
 _SPACE_HEIGHT = 0.5  # ... at least this share of a character's height, is a space
+_MOSTLY = 0.5  # a box given (cut_boxes) holds a piece of ink this share of which lies in it,
+_LARGELY = 0.15  # ... or that makes this share of the ink in it
 
 
 @dataclass(frozen=True)
@@ -118,14 +120,10 @@ def segment_row(
     More than `max_marks` connected pieces of ink: TooManyMarks.
     """
     gray = grayscale(image, ROW_SIDE)
-    ink = ink_map(gray)
-    if ink is None:
+    measured = _strokes(gray)
+    if measured is None:
         return []
-    strokes = ink > _STROKE
-    # The lines' antialiased fringe goes with them, or it would be left as specks.
-    lines = cv2.dilate(form_lines(strokes).view(np.uint8), np.ones((3, 3), np.uint8))
-    strokes &= ~lines.astype(bool)
-    labels, pieces = _components(strokes)
+    ink, labels, pieces = measured
     if max_marks is not None and len(pieces) > max_marks:
         raise TooManyMarks(len(pieces))
     pieces = _join_stacked(labels, _drop_fragments(labels, pieces))
@@ -135,6 +133,62 @@ def segment_row(
         pieces = _to_length(labels, pieces, expected_length)
     scale = image.shape[1] / gray.shape[1]
     return _segments(ink, labels, pieces, scale)
+
+
+def cut_boxes(
+    image: np.ndarray, boxes: list[tuple[int, int, int, int]], scale: float = 1.0
+) -> list[np.ndarray | None]:
+    """Each box's character picture (as Segment.crop), cut from a row as `segment_row` cuts its
+    segments: the same ink, the ink of the pieces within the box's columns, the same margin;
+    None for a box without ink. `boxes` are (x, y, width, height) in the picture's own pixels,
+    `scale` its width over the decoded array's (as `read_row`'s): a user's corrected boxes (a
+    box split, two merged) become pictures like the ones the reader made."""
+    gray = grayscale(image, ROW_SIDE)
+    measured = _strokes(gray)
+    crops: list[np.ndarray | None] = [None] * len(boxes)
+    if measured is None:
+        return crops
+    ink, labels, _ = measured
+    everywhere = np.bincount(labels.ravel())  # each component's ink
+    factor = gray.shape[1] / (image.shape[1] * scale)  # picture pixels -> the ink's
+    for index, (x, y, width, height) in enumerate(boxes):
+        left, top = max(0, int(x * factor)), max(0, int(y * factor))
+        right = min(ink.shape[1], int(np.ceil((x + width) * factor)))
+        bottom = min(ink.shape[0], int(np.ceil((y + height) * factor)))
+        inside = np.bincount(labels[top:bottom, left:right].ravel(), minlength=everywhere.size)
+        inside[0] = 0
+        # Its components: those mostly in the box (a whole character, its dot, its bar), and
+        # those the box is largely made of (a character cut from its touching neighbour); not
+        # a neighbour's stroke reaching into it.
+        own = (inside >= _MOSTLY * everywhere) | (inside >= _LARGELY * inside.sum())
+        components = frozenset(int(c) for c in np.flatnonzero(own & (inside > 0)))
+        piece = _piece(labels, components, left, right)
+        if piece.area > 0:
+            crops[index] = _crop(ink, labels, piece)
+    return crops
+
+
+def _strokes(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[_Piece]] | None:
+    """A row's ink (`ink_map`), its strokes' connected components (form lines taken away) as
+    a labels image, and one piece each; None where there is no ink."""
+    ink = ink_map(gray)
+    if ink is None:
+        return None
+    strokes = ink > _STROKE
+    # The lines' antialiased fringe goes with them, or it would be left as specks.
+    lines = cv2.dilate(form_lines(strokes).view(np.uint8), np.ones((3, 3), np.uint8))
+    strokes &= ~lines.astype(bool)
+    labels, pieces = _components(strokes)
+    return ink, labels, pieces
+
+
+def max_character_width(heights: list[int]) -> int:
+    """The widest box one character of a row may have, from its characters' heights (in any
+    unit, the answer in the same): _SURELY_WIDE typical widths, a typical width taken at its
+    widest (_WIDEST of the median height), so that no single wide character ("M", "W") is
+    taken for several. A wider box more likely holds several characters: the reader splits
+    such a piece where it can, and a correction may not label it as one."""
+    return int(_SURELY_WIDE * _WIDEST * float(np.median(heights))) if heights else 0
 
 
 def form_lines(strokes: np.ndarray) -> np.ndarray:

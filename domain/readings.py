@@ -1,9 +1,11 @@
 """Stored readings of rows, and their corrections: where a row's characters become samples.
 
 A reading keeps the picture, what the serving model read and each character's picture (its
-crop, as a PNG). A user's correction of the text stores each character read wrong as a sample
+crop, as a PNG). A user's correction stores each character read wrong as a sample
 (`source=reading`, with the reading's id), through the same path as a single upload: label
-hygiene, the evaluation split and the retrain threshold all apply.
+hygiene, the evaluation split and the retrain threshold all apply. A correction gives either
+the text (one character per character read), here, or the boxes themselves (a box split, two
+merged, one left out): domain/row_boxes.py.
 """
 
 import base64
@@ -29,9 +31,9 @@ class CorrectionError(ValueError):
     """A correction that cannot apply to its reading; `code` names the problem (the API maps
     it to an HTTP status: api/errors.py, CORRECTION_STATUS)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **context: Any) -> None:
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.context = code, message, context
 
 
 def crop_png(crop: np.ndarray) -> bytes:
@@ -91,19 +93,21 @@ def store(
 
 @dataclass(frozen=True)
 class CharacterFix:
-    """One character of a reading the user says was read wrong: what it becomes."""
+    """One character of a reading the user says was read wrong, or a box the correction made
+    (`read` None): what it becomes."""
 
-    index: int
-    read: str  # what the model read
+    index: int  # in the correction: its text's characters, or its boxes
+    read: str | None  # what the model read in this box; None for a box the correction made
     label: str  # the stored class
     submitted: str  # as the user sent it
-    crop: bytes  # its picture (PNG)
+    crop: bytes | None  # its picture (PNG); None until cut from the row (`cut_crops`)
+    box: tuple[int, int, int, int]  # x, y, width, height in the picture's own pixels
 
 
 @dataclass(frozen=True)
 class CorrectedCharacter:
     index: int
-    read: str  # what the model read
+    read: str | None  # what the model read (None: a box the correction made)
     label: str  # what the user says it is (the stored class)
     upload: samples.Upload
 
@@ -126,7 +130,9 @@ def fixes(reading: Reading, text: str, label_set: LabelSet) -> list[CharacterFix
     ):
         if character["label"] != label:
             crop = base64.b64decode(reading.crops[index])
-            changed.append(CharacterFix(index, character["label"], label, submitted, crop))
+            x, y, w, h = character["box"]
+            read = character["label"]
+            changed.append(CharacterFix(index, read, label, submitted, crop, (x, y, w, h)))
     return changed
 
 

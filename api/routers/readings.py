@@ -35,7 +35,7 @@ from core.config import Settings
 from core.images import DecodedImage, ImageError
 from core.segmentation import ROW_SIDE
 from db.models import Reading
-from domain import readings, samples
+from domain import readings, row_boxes, samples
 from domain.evidence import evidence_rules
 from domain.keys import Client
 from domain.predictor import LoadedModel
@@ -69,6 +69,7 @@ def to_out(reading: Reading) -> ReadingOut:
         expected_length=reading.expected_length,
         model_version=reading.model_version,
         corrected_text=reading.corrected_text,
+        max_character_width=row_boxes.several_characters_width(reading),
         created_at=reading.created_at,
     )
 
@@ -146,19 +147,28 @@ def get_reading(reading_id: RowId, session: SessionDep) -> ReadingOut:
 
 def examined_fixes(
     fixes: list[readings.CharacterFix],
+    row: bytes | None,
     model: LoadedModel | None,
     client: Client,
     settings: Settings,
 ) -> list[tuple[readings.CharacterFix, samples.Picture]]:
-    """The corrected characters' CPU work, done in the pool, as for any upload."""
+    """The corrected characters' CPU work, done in the pool, as for any upload: the pictures of
+    the boxes the correction made cut from the row (`row`: the reading's picture) first."""
+    if row is not None and any(fix.crop is None for fix in fixes):
+        decoded = decode_upload(row, settings, side=ROW_SIDE)  # as the reader decoded it
+        scale = decoded.width / decoded.image.shape[1]
+        fixes = row_boxes.cut_crops(fixes, decoded.image, scale)
     rules = None if client.trusted else evidence_rules(settings)
     changed = []
     for fix in fixes:
+        assert fix.crop is not None
         decoded = decode_upload(fix.crop, settings)
         try:
             picture = samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rules)
         except ImageError as exc:  # a box without ink: nothing to learn from
-            raise image_error(exc, settings) from exc
+            error = image_error(exc, settings)
+            error.context["index"] = fix.index
+            raise error from exc
         changed.append((fix, picture))
     return changed
 
@@ -174,20 +184,38 @@ def correct_reading(
     client: UploaderDep,
     meter: MeterDep,
 ) -> CorrectionOut:
-    """Give the right text of a reading, one character per character read (spaces ignored).
-    Each character read wrong is stored as a sample (`source: reading`), its picture cut from
-    the row, and counts toward the next retrain like any upload. Once per reading, all or
-    nothing: of concurrent corrections one applies, the others get 409 `already_corrected`."""
+    """Correct a reading, in one of two ways:
+
+    - `text`: the right text, one character per character read (spaces ignored);
+    - `characters`: the row's characters as boxes, left to right, each with its label, where
+      the boxes read were wrong: a box over two touching characters split in two, two boxes of
+      one character merged, a box that is no character left out. A new box's picture is cut
+      from the stored row as the reader cut the others. A box wider than the reading's
+      `max_character_width` (1.28 times the median height of its characters) likely holds
+      several characters and is refused (422 `box_holds_several_characters`): split it.
+
+    Each character read wrong, and each new box, is stored as a sample (`source: reading`) and
+    counts toward the next retrain like any upload. Once per reading, all or nothing: a box or
+    label that does not fit is refused with a 422 naming it (`index`) and nothing is stored;
+    of concurrent corrections one applies, the others get 409 `already_corrected`."""
     reading = get_or_404(session, Reading, reading_id, "reading_not_found", "reading")
     try:
-        fixes = readings.fixes(reading, correction.text, label_set)
-        changed = meter.call(examined_fixes, fixes, model, client, settings)
+        if correction.characters is not None:
+            boxes = [(c.box, c.label) for c in correction.characters]
+            text, fixes = row_boxes.box_fixes(
+                reading, boxes, label_set, settings.max_reading_characters
+            )
+            row = reading.image
+        else:
+            text, row = correction.text or "", None
+            fixes = readings.fixes(reading, text, label_set)
+        changed = meter.call(examined_fixes, fixes, row, model, client, settings)
         corrected = readings.correct(
-            session, reading, correction.text, changed, client, settings.retrain_threshold
+            session, reading, text, changed, client, settings.retrain_threshold
         )
     except readings.CorrectionError as exc:
         raise correction_error(exc) from exc
-    meter.stored_bytes += sum(len(fix.crop) for fix in fixes)
+    meter.stored_bytes += sum(len(fix.crop or b"") for fix, _ in changed)
     return CorrectionOut(
         reading=to_out(reading),
         corrected=[

@@ -1,5 +1,9 @@
 // The drawing boards' mechanics, the same for the board of one character and the row's: the pen,
-// the strokes (for undo), the board's keys and the marker size's readout.
+// the strokes (for undo), reading as you draw, the board's keys and the marker size's readout.
+
+import { action } from "./api.js";
+
+const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for every stroke
 
 // A board: white ink on black, kept stroke by stroke so that undo redraws all but the last.
 // Both boards (one character, a row) draw with this pen; `onStart` runs as a stroke begins,
@@ -85,6 +89,43 @@ export function drawingBoard(canvas, markerSize, { onStart = () => {}, onEnd = (
       return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
     },
   };
+}
+
+// A board that reads as you draw: `schedule()` (as the pen lifts) runs `request(signal)`
+// LIVE_DELAY_MS later, its errors shown in `where`; `cancel()` (as the pen goes down, on Clear)
+// drops the one waiting and aborts the one in flight, so that only the newest drawing is read.
+// What is waiting is kept in `state[key]` ({ timer, controller }); the board is aria-busy from
+// the pen lifting until the reply.
+export function readsAsYouDraw({ state, key, canvas, request, where }) {
+  function settle(controller) {
+    if (state[key]?.controller !== controller) return; // a newer one took its place
+    state[key] = null;
+    canvas.removeAttribute("aria-busy");
+  }
+
+  function cancel() {
+    const live = state[key];
+    if (!live) return;
+    clearTimeout(live.timer);
+    live.controller.abort();
+    settle(live.controller);
+  }
+
+  function schedule() {
+    cancel();
+    const controller = new AbortController();
+    const run = action(async () => {
+      try {
+        await request(controller.signal);
+      } finally {
+        settle(controller);
+      }
+    }, where);
+    state[key] = { timer: setTimeout(run, LIVE_DELAY_MS), controller };
+    canvas.setAttribute("aria-busy", "true");
+  }
+
+  return { schedule, cancel };
 }
 
 // The keys on a board (a keydown handler): Enter or Space sends the drawing (`submit`), Escape

@@ -1,10 +1,14 @@
-// A row of characters: the wide board or a picture of a row, the API's reading with a box around
-// each character, and the corrections of the characters read wrong.
+// A row of characters: the wide board (it reads as you draw) or a picture of a row, the API's
+// reading with a box around each character, and its correction: a character's label, or its box
+// split in two, merged with the next or skipped. What is shown is drawn by row-view.js; the
+// boxes' rules are row-boxes.js's.
 
 import { action, api, clearError, isOptionError, showError } from "./api.js";
-import { boardKeys, drawingBoard, showMarkerSize } from "./board.js";
-import { $, el } from "./dom.js";
+import { boardKeys, drawingBoard, readsAsYouDraw, showMarkerSize } from "./board.js";
+import { $ } from "./dom.js";
 import { percent, plural } from "./format.js";
+import { boxesRead, correctionBody, merge, readAs, saveProblem, split } from "./row-boxes.js";
+import { renderEditor, renderReading, renderSave } from "./row-view.js";
 
 const PICTURE_HEIGHT = 280; // CSS px the picture read is shown at, at most
 
@@ -32,7 +36,9 @@ function describeStored(corrected) {
   if (!corrected.length) {
     return "Saved. Nothing new to learn from: as stored, every label is the one read.";
   }
-  const each = corrected.map((c) => `#${c.sample.id} “${c.label}” (read as “${c.read}”)`);
+  const each = corrected.map(
+    (c) => `#${c.sample.id} “${c.label}” (${c.read === null ? "a new box" : `read as “${c.read}”`})`
+  );
   let message =
     `${plural(corrected.length, "character")} stored as ` +
     `${corrected.length === 1 ? "a sample" : "samples"} to learn from: ${each.join(", ")}.`;
@@ -47,16 +53,27 @@ function describeStored(corrected) {
 
 // `loadStats()` refreshes the samples' counts once corrections are stored.
 export function mountRow({ state, loadStats }) {
-  const rowBoard = drawingBoard($("row-board"), $("row-marker-size"));
+  const rowBoard = drawingBoard($("row-board"), $("row-marker-size"), {
+    onStart: () => live.cancel(),
+    onEnd: () => live.schedule(),
+  });
+  // The row board reads as you draw, as the board of one character does.
+  const live = readsAsYouDraw({
+    state,
+    key: "liveReading",
+    canvas: rowBoard.canvas,
+    request: (signal) => readDrawnRow(signal),
+    where: "row-draw-error",
+  });
 
-  async function readRow(image, filename, description) {
+  async function readRow(image, filename, description, signal = undefined) {
     clearError("row-options-error");
     const form = new FormData();
     form.append("image", image, filename);
     let reading;
     try {
       rowOptions(form);
-      reading = (await api("/v1/readings", { method: "POST", body: form })).body;
+      reading = (await api("/v1/readings", { method: "POST", body: form, signal })).body;
     } catch (err) {
       if (!isOptionError(err)) throw err;
       showError(err.message, "row-options-error");
@@ -65,14 +82,15 @@ export function mountRow({ state, loadStats }) {
     showReading(reading, URL.createObjectURL(image), description);
   }
 
-  async function readDrawnRow() {
+  async function readDrawnRow(signal = undefined) {
     if (!rowBoard.dirty) throw new Error("Write a row of characters on the board first.");
-    await readRow(await rowBoard.blob(), "row.png", "The drawing read");
+    await readRow(await rowBoard.blob(), "row.png", "The drawing read", signal);
   }
 
   async function readRowFile() {
     const file = $("row-file").files[0];
     if (!file) throw new Error("Choose a picture of a row first.");
+    live.cancel();
     await readRow(file, file.name, `The picture read (${file.name})`);
   }
 
@@ -81,12 +99,12 @@ export function mountRow({ state, loadStats }) {
     state.rowReading = {
       reading,
       picture,
-      corrections: reading.characters.map(() => null),
+      boxes: boxesRead(reading),
       selected: null,
+      cutting: null, // the box being split: the next click on the picture cuts it
       saved: false,
     };
     const count = reading.characters.length;
-    // The boxes are placed in shares of the picture, so they follow it at any displayed size.
     const frame = $("row-frame");
     frame.style.aspectRatio = `${reading.width} / ${reading.height}`;
     frame.style.width = `min(100%, ${(PICTURE_HEIGHT * reading.width) / reading.height}px)`;
@@ -96,121 +114,98 @@ export function mountRow({ state, loadStats }) {
     $("row-confidence").textContent =
       `How sure it is of the whole text: ${confidenceInWords(reading.confidence)} ` +
       `(${percent(reading.confidence)}). Model version ${reading.model_version}.`;
-    const doubtful = reading.characters.filter((c) => c.low_confidence).length;
-    $("row-doubt").textContent =
-      `${doubtful} of ${plural(count, "character")} ${doubtful === 1 ? "is" : "are"} doubtful ` +
-      `(orange, dashed): check ${doubtful === 1 ? "it" : "them"}.`;
-    $("row-doubt").hidden = !doubtful;
     $("row-reply").textContent = "";
     for (const where of ["row-draw-error", "row-file-error", "row-save-error"]) clearError(where);
     $("row-result").hidden = false;
     selectCharacter(null);
   }
 
-  function rowLabel(index) {
-    return state.rowReading.corrections[index] ?? state.rowReading.reading.characters[index].label;
+  function render() {
+    renderReading(state.rowReading);
+    renderEditor(state.rowReading);
   }
 
-  function describeCharacter(index) {
-    const { reading, corrections } = state.rowReading;
-    const character = reading.characters[index];
-    let text =
-      `Character ${index + 1} of ${reading.characters.length}: “${character.label}”, ` +
-      `${percent(character.confidence)} sure`;
-    if (character.low_confidence) text += ", doubtful";
-    if (corrections[index] !== null) text += `; corrected to “${corrections[index]}”`;
-    return text;
-  }
-
-  // The boxes over the picture and the text below it, each character marked as read, doubtful,
-  // corrected, or being corrected.
-  function renderReading() {
-    const { reading, corrections, selected, saved } = state.rowReading;
-    const focused = document.activeElement?.closest?.("#row-text [data-index]")?.dataset.index;
-    const boxes = [];
-    const letters = [];
-    reading.characters.forEach((character, index) => {
-      const changed = corrections[index] !== null;
-      const marks = [
-        character.low_confidence ? "low" : "",
-        changed ? "changed" : "",
-        index === selected ? "selected" : "",
-      ]
-        .filter(Boolean)
-        .join(" ");
-      const [x, y, w, h] = character.box;
-      const tag = changed ? `${character.label}→${corrections[index]}` : character.label;
-      const box = el("span", { className: `box ${marks}` }, el("span", { className: "tag" }, tag));
-      Object.assign(box.style, {
-        left: `${(100 * x) / reading.width}%`,
-        top: `${(100 * y) / reading.height}%`,
-        width: `${(100 * w) / reading.width}%`,
-        height: `${(100 * h) / reading.height}%`,
-      });
-      box.dataset.index = index;
-      boxes.push(box);
-      if (character.space_before && index > 0) letters.push(el("span", { className: "space" }));
-      const letter = el("button", { type: "button", className: marks }, rowLabel(index));
-      letter.disabled = saved; // a reading is corrected once
-      letter.dataset.index = index;
-      letter.setAttribute("aria-label", describeCharacter(index));
-      if (index === selected) letter.setAttribute("aria-current", "true");
-      letters.push(letter);
-    });
-    $("row-boxes").replaceChildren(...boxes);
-    $("row-text").replaceChildren(...letters);
-    if (focused !== undefined && !saved) {
-      $("row-text").querySelector(`[data-index="${focused}"]`).focus(); // kept on its character
-    }
-    const changed = corrections.filter((c) => c !== null).length;
-    const note = changed && !saved ? `${plural(changed, "character")} changed.` : "";
-    $("row-changes").textContent = note;
-  }
-
-  // The character to correct: the field beside the text takes its right label, or one of the
-  // labels the model found most likely.
+  // The box to correct: the field beside the text takes its right label, or one of the labels
+  // the model found most likely; the buttons beside it split, merge or skip it.
   function selectCharacter(index) {
     const shown = state.rowReading;
     shown.selected = shown.saved ? null : index;
-    renderReading();
-    const field = $("row-fix");
-    if (shown.selected === null) {
-      $("row-fix-label").textContent = shown.saved
-        ? "Saved: read another row to correct more"
-        : "Click a character to correct it";
-      field.value = "";
-      field.placeholder = "";
-      field.disabled = true;
-      field.hidden = shown.saved; // nothing more to type in
-      $("row-picks").replaceChildren();
-      return;
+    shown.cutting = null;
+    render();
+    if (shown.selected !== null && !shown.boxes[index].skipped) {
+      $("row-fix").focus();
+      $("row-fix").select();
     }
-    const character = shown.reading.characters[index];
-    $("row-fix-label").textContent =
-      `Character ${index + 1}, read as “${character.label}” (${percent(character.confidence)}), is`;
-    field.disabled = false;
-    field.value = shown.corrections[index] ?? "";
-    field.placeholder = character.label;
-    $("row-picks").replaceChildren(
-      ...character.top.map(({ label, probability }) => {
-        const pick = el("button", { type: "button" }, label, el("small", {}, percent(probability)));
-        pick.dataset.label = label;
-        pick.setAttribute("aria-label", `${label}, ${percent(probability)} likely`);
-        return pick;
-      })
-    );
-    field.focus();
-    field.select();
   }
 
-  function correctCharacter(value) {
-    const { reading, selected } = state.rowReading;
-    const label = value.trim();
-    const asRead = !label || label === reading.characters[selected].label;
-    state.rowReading.corrections[selected] = asRead ? null : label;
+  function edited() {
     $("row-reply").textContent = "";
     clearError("row-save-error");
-    renderReading();
+    render();
+  }
+
+  // A label typed or picked: the read one again confirms what was read.
+  function correctCharacter(value) {
+    const { reading, boxes, selected } = state.rowReading;
+    const item = boxes[selected];
+    const label = value.trim();
+    item.confirmed = item.read !== null && label === readAs(item, reading);
+    item.label = !label || item.confirmed ? null : label;
+    edited();
+  }
+
+  function startCut() {
+    const shown = state.rowReading;
+    const index = shown.selected;
+    if (shown.cutting === index) {
+      selectCharacter(index); // pressed again: no cut
+      return;
+    }
+    const [x, , w] = shown.boxes[index].box;
+    Object.assign($("row-cut"), { min: x + 1, max: x + w - 1 });
+    $("row-cut").value = String(Math.round(x + w / 2));
+    shown.cutting = index;
+    render();
+  }
+
+  function cutAt(x) {
+    const shown = state.rowReading;
+    const halves = split(shown.boxes, shown.cutting, x);
+    if (!halves) return false;
+    const first = shown.cutting;
+    shown.boxes = halves;
+    edited();
+    selectCharacter(first); // the left half first: each needs a label
+    return true;
+  }
+
+  function mergeNext() {
+    const shown = state.rowReading;
+    shown.boxes = merge(shown.boxes, shown.selected);
+    edited();
+    selectCharacter(shown.selected);
+  }
+
+  function toggleSkip() {
+    const shown = state.rowReading;
+    const item = shown.boxes[shown.selected];
+    item.skipped = !item.skipped;
+    shown.cutting = null;
+    edited();
+    $("row-skip").focus();
+  }
+
+  // A click on the picture: while a box is being split, where to cut it (a column of the
+  // picture inside the box); else the character clicked.
+  function clickedPicture(event) {
+    const shown = state.rowReading;
+    if (!shown || shown.saved) return;
+    if (shown.cutting !== null) {
+      const frame = $("row-frame").getBoundingClientRect();
+      const x = ((event.clientX - frame.left) * shown.reading.width) / frame.width;
+      if (cutAt(x)) return;
+    }
+    clickedCharacter(event);
   }
 
   function clickedCharacter(event) {
@@ -220,11 +215,11 @@ export function mountRow({ state, loadStats }) {
   }
 
   function fixKeys(event) {
-    const { selected, reading } = state.rowReading;
+    const { selected, boxes } = state.rowReading;
     if (event.key === "Enter") {
       // On to the next character; after the last, to Save.
       event.preventDefault();
-      if (selected + 1 < reading.characters.length) selectCharacter(selected + 1);
+      if (selected + 1 < boxes.length) selectCharacter(selected + 1);
       else $("row-save").focus();
     } else if (event.key === "Escape") {
       $("row-text").querySelector(`[data-index="${selected}"]`).focus();
@@ -238,23 +233,19 @@ export function mountRow({ state, loadStats }) {
     correctCharacter(pick.dataset.label);
   }
 
+  // Sent as the text where the boxes are the reading's, else as the boxes kept, with labels.
   async function saveCorrections() {
-    if (!state.rowReading) throw new Error("Read a row first.");
-    if (state.rowReading.saved) {
-      throw new Error("These corrections are saved; read another row to correct more.");
-    }
-    const { reading, corrections } = state.rowReading;
-    if (!corrections.some((c) => c !== null)) {
-      throw new Error("Click a character that was read wrong and give the right one first.");
-    }
-    // The whole text, one character per character read.
-    const text = reading.characters.map((_, index) => rowLabel(index)).join("");
-    const { body } = await api(`/v1/readings/${reading.id}/correction`, {
+    const shown = state.rowReading;
+    if (!shown) throw new Error("Read a row first.");
+    if (shown.saved) throw new Error("These corrections are saved; read another row to correct more.");
+    const problem = saveProblem(shown.boxes, shown.reading);
+    if (problem) throw new Error(problem);
+    const { body } = await api(`/v1/readings/${shown.reading.id}/correction`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text }),
+      body: JSON.stringify(correctionBody(shown.boxes, shown.reading)),
     });
-    state.rowReading.saved = true;
+    shown.saved = true;
     selectCharacter(null);
     $("row-reply").textContent = describeStored(body.corrected);
     await loadStats();
@@ -262,30 +253,46 @@ export function mountRow({ state, loadStats }) {
 
   // ---- wiring -----------------------------------------------------------------------------------
 
-  // On a phone the row board is less wide, so that a finger has the height to write in.
-  if (window.matchMedia("(max-width: 600px)").matches) rowBoard.canvas.width = 600;
+  // On a phone the row board is less wide for its height, so that a finger has the height to
+  // write in (and it spans the card's whole width: style.css).
+  if (window.matchMedia("(max-width: 600px)").matches) {
+    Object.assign(rowBoard.canvas, { width: 600, height: 280 });
+  }
   rowBoard.clear();
-  rowBoard.canvas.addEventListener(
-    "keydown",
-    boardKeys({
-      submit: () => action(readDrawnRow, "row-draw-error")(),
-      clear: () => rowBoard.clear(),
-      undo: () => rowBoard.undo(),
-    })
-  );
-  showMarkerSize($("row-marker-size"), $("row-marker-size-value"));
-  $("row-read").addEventListener("click", action(readDrawnRow, "row-draw-error"));
-  $("row-undo").addEventListener("click", () => rowBoard.undo());
-  $("row-clear").addEventListener("click", () => {
+  const readNow = action(() => {
+    live.cancel(); // this reading replaces the one waiting
+    return readDrawnRow();
+  }, "row-draw-error");
+  const undo = () => {
+    if (!rowBoard.undo()) return;
+    if (rowBoard.dirty) live.schedule();
+    else live.cancel();
+  };
+  const clear = () => {
     rowBoard.clear();
+    live.cancel();
     clearError("row-draw-error");
-  });
+  };
+  rowBoard.canvas.addEventListener("keydown", boardKeys({ submit: () => readNow(), clear, undo }));
+  showMarkerSize($("row-marker-size"), $("row-marker-size-value"));
+  $("row-read").addEventListener("click", readNow);
+  $("row-undo").addEventListener("click", undo);
+  $("row-clear").addEventListener("click", clear);
   $("row-file").addEventListener("change", action(readRowFile, "row-file-error"));
   $("row-read-file").addEventListener("click", action(readRowFile, "row-file-error"));
-  $("row-boxes").addEventListener("click", clickedCharacter);
+  $("row-frame").addEventListener("click", clickedPicture);
   $("row-text").addEventListener("click", clickedCharacter);
   $("row-fix").addEventListener("input", () => correctCharacter($("row-fix").value));
   $("row-fix").addEventListener("keydown", fixKeys);
   $("row-picks").addEventListener("click", pickLabel);
-  $("row-save").addEventListener("click", action(saveCorrections, "row-save-error"));
+  $("row-split").addEventListener("click", startCut);
+  $("row-cut").addEventListener("input", () => renderReading(state.rowReading));
+  $("row-cut-here").addEventListener("click", () => cutAt(Number($("row-cut").value)));
+  $("row-merge").addEventListener("click", mergeNext);
+  $("row-skip").addEventListener("click", toggleSkip);
+  $("row-save").addEventListener(
+    "click",
+    action(saveCorrections, "row-save-error", { after: () => renderSave(state.rowReading) })
+  );
+  renderSave(null);
 }

@@ -2,12 +2,11 @@
 // and the upload of an image file (the keyboard's alternative to drawing).
 
 import { action, api, clearError, isOptionError, showError } from "./api.js";
-import { boardKeys, drawingBoard, showMarkerSize } from "./board.js";
+import { boardKeys, drawingBoard, readsAsYouDraw, showMarkerSize } from "./board.js";
 import { $ } from "./dom.js";
 import { percent } from "./format.js";
+import { fillLabelChoices, pickedLabel } from "./label-picker.js";
 import { hidePrediction, showPrediction } from "./prediction.js";
-
-const LIVE_DELAY_MS = 300; // after the pen lifts: long enough not to ask for every stroke
 
 // `storeSample(image, filename, label, source, reply)` stores a sample and says so in `reply`.
 // Returns `fillLabelPicker(labelSet)`, for when the dashboard learns the active model's labels.
@@ -15,15 +14,23 @@ export function mountSingle({ state, storeSample }) {
   // The board of one character: it reads as you draw.
   const board = drawingBoard($("board"), $("marker-size"), {
     onStart: () => {
-      cancelLivePrediction();
+      live.cancel();
       forgetDrawing();
     },
-    onEnd: () => scheduleLivePrediction(),
+    onEnd: () => live.schedule(),
+  });
+  // While drawing, the newest drawing only is read.
+  const live = readsAsYouDraw({
+    state,
+    key: "livePrediction",
+    canvas: board.canvas,
+    request: (signal) => predictDrawing(signal),
+    where: "draw-error",
   });
 
   function clearBoard() {
     board.clear();
-    cancelLivePrediction();
+    live.cancel();
     forgetDrawing();
     clearPrediction();
   }
@@ -31,7 +38,7 @@ export function mountSingle({ state, storeSample }) {
   function undoStroke() {
     if (!board.undo()) return;
     forgetDrawing();
-    if (board.dirty) scheduleLivePrediction();
+    if (board.dirty) live.schedule();
     else clearPrediction();
   }
 
@@ -40,25 +47,6 @@ export function mountSingle({ state, storeSample }) {
     state.drawnBlob = null;
     state.drawnLabel = null;
     $("teaching").hidden = true;
-  }
-
-  // ---- live prediction: while drawing, the newest drawing only ------------------------------
-
-  function cancelLivePrediction() {
-    if (!state.livePrediction) return;
-    clearTimeout(state.livePrediction.timer);
-    state.livePrediction.controller.abort();
-    state.livePrediction = null;
-  }
-
-  function scheduleLivePrediction() {
-    cancelLivePrediction();
-    const controller = new AbortController();
-    const timer = setTimeout(
-      action(() => predictDrawing(controller.signal), "draw-error"),
-      LIVE_DELAY_MS
-    );
-    state.livePrediction = { timer, controller };
   }
 
   // ---- predictions and teaching -------------------------------------------------------------
@@ -107,33 +95,28 @@ export function mountSingle({ state, storeSample }) {
   }
 
   function updateTeachButton() {
-    const chosen = $("teach-label").value;
+    const chosen = pickedLabel($("teach-label"), state.labels);
     $("teach").disabled = !chosen || chosen === state.drawnLabel;
   }
 
-  // The right labels to choose from: the active model's label set.
+  // The labels to choose from, for teaching and the upload alike: the active model's.
   function fillLabelPicker(labelSet) {
-    const select = $("teach-label");
-    const previous = select.value;
-    select.replaceChildren(
-      new Option("choose…", "", false, !previous),
-      ...[...labelSet].map((label) => new Option(label, label, false, label === previous))
-    );
+    fillLabelChoices(labelSet);
     updateTeachButton();
   }
 
   async function teachDrawing() {
     if (!state.drawnBlob) throw new Error("Predict a drawing first.");
-    cancelLivePrediction(); // a late one would clear the reply and the chosen label
-    const label = $("teach-label").value;
-    if (!label || label === state.drawnLabel) throw new Error("Choose the right label first.");
+    live.cancel(); // a late one would clear the reply and the chosen label
+    const label = pickedLabel($("teach-label"), state.labels);
+    if (!label || label === state.drawnLabel) throw new Error("Type or choose the right label first.");
     await storeSample(state.drawnBlob, "drawing.png", label, "correction");
     readyForTheNext();
   }
 
   async function addDrawing() {
     if (!state.drawnBlob) throw new Error("Predict a drawing first.");
-    cancelLivePrediction();
+    live.cancel();
     await storeSample(state.drawnBlob, "drawing.png", state.drawnLabel, "canvas");
     readyForTheNext();
   }
@@ -182,23 +165,28 @@ export function mountSingle({ state, storeSample }) {
   async function storeFile() {
     const file = chosenFile();
     const label = $("file-label").value.trim();
-    if (!label) throw new Error("Type the character the image shows in the Label field.");
+    if (!label) throw new Error("Type or choose the character the image shows in the Label field.");
     await storeSample(file, file.name, label, "upload", "upload-reply");
   }
 
   // ---- wiring -----------------------------------------------------------------------------------
 
+  // Predict (the button, Enter): this prediction replaces the one waiting after the pen lifted.
+  const predictNow = action(() => {
+    live.cancel();
+    return predictDrawing();
+  }, "draw-error");
   clearBoard();
   showMarkerSize($("marker-size"), $("marker-size-value"));
   board.canvas.addEventListener(
     "keydown",
     boardKeys({
-      submit: () => action(() => predictDrawing(), "draw-error")(),
+      submit: () => predictNow(),
       clear: clearBoard,
       undo: undoStroke,
     })
   );
-  $("predict").addEventListener("click", action(() => predictDrawing(), "draw-error"));
+  $("predict").addEventListener("click", predictNow);
   $("undo").addEventListener("click", undoStroke);
   $("clear").addEventListener("click", () => {
     clearBoard();
@@ -212,12 +200,12 @@ export function mountSingle({ state, storeSample }) {
   );
   // Enabled again after a reply only if a label other than the one read is still chosen.
   $("teach").addEventListener("click", action(teachDrawing, "teach-error", { after: updateTeachButton }));
-  $("teach-label").addEventListener("change", updateTeachButton);
+  $("teach-label").addEventListener("input", updateTeachButton);
   $("add-sample").addEventListener("click", action(addDrawing, "teach-error"));
   $("file").addEventListener("change", action(fileChanged, "upload-error"));
   const restrictTo = (characters) => () => {
     $("only-labels").value = characters();
-    if (board.dirty) action(() => predictDrawing(), "draw-error")();
+    if (board.dirty) predictNow();
   };
   $("only-any").addEventListener("click", restrictTo(() => ""));
   $("only-digits").addEventListener("click", restrictTo(() => "0123456789"));

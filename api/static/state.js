@@ -15,10 +15,11 @@ export function createState() {
     lastPredicted: null, // { image, filename }: asked again when the heat map is switched on
 
     // ---- a row (row.js)
-    // The row shown: the API's reading, its picture (an object URL), the label the user gave
-    // each character (null: as read), the character being corrected, and whether it has been
-    // saved.
+    // The row shown: the API's reading, its picture (an object URL), its boxes as the user
+    // corrects them (row-boxes.js), the box selected, the box being split, and whether the
+    // corrections have been saved.
     rowReading: null,
+    liveReading: null, // { timer, controller }: the reading asked for while drawing
 
     // ---- the admin token (admin.js)
     adminToken: null, // kept in memory only: never in localStorage or cookies

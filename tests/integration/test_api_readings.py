@@ -1,6 +1,10 @@
 """/v1/readings: rows of real NIST holdout characters read through HTTP with the bundled model,
 stored in Postgres, corrected into samples; bad input refused with a 4xx naming the problem."""
 
+import base64
+import itertools
+from typing import Any
+
 import cv2
 import numpy as np
 import pytest
@@ -171,3 +175,170 @@ def test_bad_rows_get_a_4xx_naming_the_problem_and_nothing_is_stored(client: Tes
     missing = client.post("/v1/readings/999/correction", json={"text": "A"})
     assert missing.status_code == 404 and missing.json()["error"] == "reading_not_found"
     assert client.get("/v1/readings/0").status_code == 422
+
+
+# --- Corrections by boxes ---------------------------------------------------------------------
+
+# A "1", a "7" and an "L" with gaps between them, white ink on black as the page's wide board
+# draws them (1000x250, an 18 px pen): the bundled model reads the "7" and the "L" surely.
+BOARD_STROKES = [
+    [(150, 40), (150, 210)],
+    [(330, 40), (480, 40), (390, 210)],
+    [(620, 40), (620, 210), (760, 210)],
+]
+GAP_BEFORE_L = 550  # a column of the board between the "7" and the "L"
+
+
+def board_png(strokes: list[list[tuple[int, int]]] = BOARD_STROKES) -> bytes:
+    board = np.zeros((250, 1000), np.uint8)
+    for stroke in strokes:
+        for a, b in itertools.pairwise(stroke):
+            cv2.line(board, a, b, 255, 18, cv2.LINE_AA)
+    return row_png(board)
+
+
+def correct_boxes(client: TestClient, reading: dict, boxes: list[tuple[list[int], str]]) -> Any:
+    characters = [{"box": box, "label": label} for box, label in boxes]
+    return client.post(f"/v1/readings/{reading['id']}/correction", json={"characters": characters})
+
+
+def union(*boxes: list[int]) -> list[int]:
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return [left, top, right - left, bottom - top]
+
+
+def as_read(character: dict) -> tuple[list[int], str]:
+    return character["box"], character["label"]
+
+
+def reads_as(client: TestClient, sample_id: int) -> str:
+    image = client.get(f"/v1/samples/{sample_id}/image").content
+    return client.post("/v1/predictions", files={"image": ("c.png", image)}).json()["label"]
+
+
+def assert_nothing_stored(client: TestClient, reading: dict) -> None:
+    assert count(Sample) == 0
+    assert client.get(f"/v1/readings/{reading['id']}").json()["corrected_text"] is None
+
+
+def test_a_box_over_two_characters_is_split_and_both_are_stored(client: TestClient) -> None:
+    # Told the row has two characters, the reader gives the "7" and the "L" one box: the
+    # mistake a touching "AB1" read as one character makes.
+    reading = read(client, board_png(), expected_length=2)
+    first, both = reading["characters"]
+    x, y, w, h = both["box"]
+    assert x < GAP_BEFORE_L < x + w and w > reading["max_character_width"]
+    left, right = [x, y, GAP_BEFORE_L - x, h], [GAP_BEFORE_L, y, x + w - GAP_BEFORE_L, h]
+    reply = correct_boxes(client, reading, [as_read(first), (left, "7"), (right, "L")])
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    # The first box, as read, is no news; each half is a new box, stored with its label.
+    assert [(c["index"], c["read"], c["label"]) for c in result["corrected"]] == [
+        (1, None, "7"),
+        (2, None, "L"),
+    ]
+    assert result["reading"]["corrected_text"] == first["label"] + "7L"
+    with get_sessionmaker()() as session:
+        stored = session.scalars(select(Sample).order_by(Sample.id)).all()
+        assert [(s.label, s.source, s.reading_id) for s in stored] == [
+            ("7", "reading", reading["id"]),
+            ("L", "reading", reading["id"]),
+        ]
+    # Each sample's picture is its half of the box, cut as the reader cuts: read as its label.
+    assert [reads_as(client, c["sample"]["id"]) for c in result["corrected"]] == ["7", "L"]
+    again = correct_boxes(client, reading, [as_read(first), (left, "7"), (right, "L")])
+    assert again.status_code == 409 and again.json()["error"] == "already_corrected"
+    assert count(Sample) == 2
+
+
+def test_two_boxes_of_one_character_are_merged(client: TestClient) -> None:
+    # Told the row has four characters, the reader cuts the "7" in two.
+    reading = read(client, board_png(), expected_length=4)
+    first, a, b, last = reading["characters"]
+    merged = union(a["box"], b["box"])
+    reply = correct_boxes(client, reading, [as_read(first), (merged, "7"), as_read(last)])
+    assert reply.status_code == 200, reply.text
+    [corrected] = reply.json()["corrected"]
+    assert (corrected["index"], corrected["read"], corrected["label"]) == (1, None, "7")
+    assert reads_as(client, corrected["sample"]["id"]) == "7"
+    assert count(Sample) == 1
+
+
+def test_a_box_left_out_is_skipped(client: TestClient) -> None:
+    reading = read(client, board_png())
+    _, seven, ell = reading["characters"]
+    assert (seven["label"], ell["label"]) == ("7", "L")
+    # The first mark is no character; the "L" is relabelled: only that one is stored.
+    reply = correct_boxes(client, reading, [as_read(seven), (ell["box"], "E")])
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert result["reading"]["corrected_text"] == "7E"
+    [corrected] = result["corrected"]
+    assert (corrected["index"], corrected["read"], corrected["label"]) == (1, "L", "E")
+    with get_sessionmaker()() as session:
+        [sample] = session.scalars(select(Sample)).all()
+        # The stored picture is the crop the reading made, as a text correction stores it.
+        assert sample.image == base64.b64decode(
+            session.get(Reading, reading["id"]).crops[2]  # type: ignore[union-attr]
+        )
+
+
+def test_a_box_holding_several_characters_is_refused(client: TestClient) -> None:
+    reading = read(client, board_png(), expected_length=2)
+    first, both = reading["characters"]
+    reply = correct_boxes(client, reading, [as_read(first), (both["box"], "7")])
+    assert reply.status_code == 422, reply.text
+    error = reply.json()
+    assert error["error"] == "box_holds_several_characters" and error["index"] == 1
+    assert error["max_width"] == reading["max_character_width"]
+    assert "split it" in error["detail"] and f"{error['max_width']} px" in error["detail"]
+    # The rule is the reading's: 1.28 times the median height of the characters read.
+    heights = [c["box"][3] for c in reading["characters"]]
+    assert reading["max_character_width"] == int(1.28 * float(np.median(heights)))
+    assert_nothing_stored(client, reading)
+
+
+@pytest.mark.parametrize(
+    ("box", "error"),
+    [
+        ([900, 30, 200, 150], "box_outside_picture"),
+        ([-5, 30, 100, 150], "box_outside_picture"),
+        ([820, 30, 0, 150], "empty_box"),
+        ([820, 30, 150, 190], "no_ink"),  # right of the "L": paper only
+    ],
+)
+def test_a_box_that_is_no_character_is_refused_and_nothing_is_stored(
+    client: TestClient, box: list[int], error: str
+) -> None:
+    reading = read(client, board_png())
+    first, seven, ell = reading["characters"]
+    boxes = [as_read(first), (seven["box"], "4"), as_read(ell), (box, "1")]
+    reply = correct_boxes(client, reading, boxes)
+    assert (reply.status_code, reply.json()["error"]) == (422, error), reply.text
+    assert reply.json()["index"] == 3 and "characters[3]" in reply.json()["detail"]
+    assert_nothing_stored(client, reading)
+
+
+def test_boxes_that_overlap_or_are_out_of_order_are_refused(client: TestClient) -> None:
+    reading = read(client, board_png())
+    first, seven, _ = reading["characters"]
+    x, y, w, h = seven["box"]
+    cases = [
+        ([as_read(first), (seven["box"], "7"), ([x + 5, y, w, h], "7")], "boxes_overlap"),
+        ([as_read(seven), as_read(first)], "boxes_out_of_order"),
+        ([as_read(first), (seven["box"], "€")], "invalid_label"),
+        ([as_read(first), (seven["box"], "77")], "invalid_label"),
+    ]
+    for boxes, error in cases:
+        reply = correct_boxes(client, reading, boxes)
+        assert (reply.status_code, reply.json()["error"]) == (422, error), reply.text
+    both = client.post(
+        f"/v1/readings/{reading['id']}/correction",
+        json={"text": "17L", "characters": [{"box": seven["box"], "label": "7"}]},
+    )
+    neither = client.post(f"/v1/readings/{reading['id']}/correction", json={})
+    for reply in (both, neither):
+        assert (reply.status_code, reply.json()["error"]) == (422, "invalid_request")
+        assert "exactly one" in reply.json()["detail"]
+    assert_nothing_stored(client, reading)

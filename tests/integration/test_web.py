@@ -55,7 +55,7 @@ NO_FIGURE = "\N{EN DASH}"  # what the dashboard shows for a metric the model doe
 SEVEN = [(60, 60), (220, 60), (120, 240)]
 
 # A "1", a "7" and an "L" with gaps between them, in the wide board's coordinates (1000x250;
-# a phone's board is narrower, 600x250: the same strokes, narrower).
+# a phone's board is narrower, 600x280: the same strokes, narrower).
 ROW_BOARD = ("#row-board", 1000, 250)
 CONFIDENCE_WORDS = [(0.9, "sure"), (0.6, "fairly sure"), (0.3, "unsure"), (0, "doubtful")]
 ROW_STROKES = [
@@ -63,6 +63,16 @@ ROW_STROKES = [
     [(330, 40), (480, 40), (390, 210)],
     [(620, 40), (620, 210), (760, 210)],
 ]
+
+# An "L" whose foot runs into a "1" (one piece of ink: the bundled model reads it as one
+# character), then a "7"; CUT_L1 is a column between the L's stem and the 1.
+TOUCHING_STROKES = [
+    [(150, 40), (150, 210), (300, 210)],
+    [(300, 40), (300, 210)],
+    [(500, 40), (650, 40), (560, 210)],
+]
+CUT_L1 = 280
+DASH = [(850, 130), (930, 140)]  # a dash after the row: no character, read with low confidence
 
 ALL_BLACK = """() => {
   const board = document.getElementById("board");
@@ -358,14 +368,20 @@ def test_where_the_model_looked_is_shown_on_request(page: "Page") -> None:
 def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
     expect(page.locator("#sample-count")).to_have_text("0")
     predict_seven(page)
-    assert page.locator("#teach-label option").count() == 48  # "choose…" and 47 labels
-    # No label is preselected, and the prediction itself is no correction: the button waits.
+    # One label picker, typed or chosen from the model's 47 labels, for teaching and uploads.
+    assert page.locator("#label-choices option").count() == 47
+    for picker in ("#teach-label", "#file-label"):
+        assert page.get_attribute(picker, "list") == "label-choices"
+    # No label is preselected, and the prediction itself is no correction: the button waits;
+    # so does a character the model does not know.
     expect(page.locator("#teach-label")).to_have_value("")
     expect(page.locator("#teach")).to_be_disabled()
-    page.select_option("#teach-label", "7")
+    page.fill("#teach-label", "7")
+    expect(page.locator("#teach")).to_be_disabled()
+    page.fill("#teach-label", "%")
     expect(page.locator("#teach")).to_be_disabled()
 
-    page.select_option("#teach-label", "1")
+    page.fill("#teach-label", "1")
     expect(page.locator("#teach")).to_be_enabled()
     page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Stored as sample")
@@ -389,7 +405,7 @@ def test_teach_a_correction(page: "Page", api: httpx.Client) -> None:
 
     # The same drawing with the same label again: already stored, nothing new.
     predict_seven(page)
-    page.select_option("#teach-label", "1")
+    page.fill("#teach-label", "1")
     page.click("#teach")
     expect(page.locator("#sample-reply")).to_contain_text("Already stored")
     expect(page.locator("#teaching")).to_be_hidden()  # the board is cleared for the next one
@@ -574,10 +590,15 @@ def show_row_mode(page: "Page") -> None:
     expect(page.locator("#tab-row")).to_have_attribute("aria-selected", "true")
 
 
-def read_drawn_row(page: "Page") -> dict[str, Any]:
-    """Write ROW_STROKES on the wide board and read them; the API's reply."""
-    for stroke in ROW_STROKES:
+def read_drawn_row(
+    page: "Page", strokes: list[list[tuple[int, int]]] = ROW_STROKES
+) -> dict[str, Any]:
+    """Write `strokes` on the wide board and read them with its button; the API's reply."""
+    for stroke in strokes:
         draw(page, stroke, ROW_BOARD)
+    # The board reads as it is drawn (aria-busy until the reply): once that reading is back,
+    # the button's is the only one asked for.
+    expect(page.locator("#row-board")).not_to_have_attribute("aria-busy", "true")
     with page.expect_response("**/v1/readings") as reply:
         page.click("#row-read")
     assert reply.value.status == 201, reply.value.text()
@@ -664,12 +685,12 @@ def test_read_a_row_drawn_on_the_wide_board(page: "Page") -> None:
     expect(letters.nth(0)).to_have_class(re.compile(r"\bchanged\b.*\bselected\b"))
     expect(boxes.nth(0).locator(".tag")).to_have_text(f"{characters[0]['label']}→{other}")
     expect(page.locator("#row-changes")).to_have_text("1 character changed.")
+    expect(page.locator("#row-save")).to_be_enabled()
     picks.nth(0).click()  # back to what was read: nothing changed
     expect(letters.nth(0)).to_have_text(characters[0]["label"])
-    expect(page.locator("#row-changes")).to_have_text("")
-    # Nothing to save yet: said beside the button.
-    page.click("#row-save")
-    expect(page.locator("#row-save-error")).to_contain_text("read wrong")
+    # Nothing to save yet: Save is disabled, and the note beside it says why.
+    expect(page.locator("#row-save")).to_be_disabled()
+    expect(page.locator("#row-changes")).to_contain_text("Nothing to save yet")
 
     # The board by the keyboard, as the character board: drawing on it gives it the focus;
     # Backspace undoes, Escape clears.
@@ -726,11 +747,11 @@ def test_upload_a_row_and_correct_a_character(
     expect(page.locator("#sample-count")).to_have_text("1")  # the dashboard follows
     if os.environ.get("UPDATE_SCREENSHOT"):
         page.locator("#row-mode").screenshot(path=SCREENSHOT.with_name("web-row.png"))
-    # A reading is corrected once: the characters are done, and a second Save says why.
+    # A reading is corrected once: the characters are done, and Save with them.
     expect(page.locator("#row-text button").first).to_be_disabled()
     expect(page.locator("#row-fix")).to_be_disabled()
-    page.click("#row-save")
-    expect(page.locator("#row-save-error")).to_contain_text("saved")
+    expect(page.locator("#row-save")).to_be_disabled()
+    expect(page.locator("#row-changes")).to_have_text("")
     assert api.get("/v1/samples/stats").json()["total"] == 1
 
 
@@ -771,14 +792,147 @@ def test_row_errors_are_shown_beside_their_control(
         expect(page.locator(gone)).to_be_hidden()
 
 
+def test_row_touching_characters_read_as_one_are_split_at_a_click(
+    page: "Page", api: httpx.Client
+) -> None:
+    show_row_mode(page)
+    reading = read_drawn_row(page, TOUCHING_STROKES)
+    pair, seven = reading["characters"]
+    x, _, w, _ = pair["box"]
+    assert len(reading["characters"]) == 2 and x < CUT_L1 < x + w, reading
+    boxes = page.locator("#row-boxes .box")
+    boxes.nth(0).click()
+    page.click("#row-split")
+    expect(page.locator("#row-split")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#row-cutter")).to_be_visible()
+    # A click on the picture where the box is to be cut: a column of the picture's own pixels.
+    picture = page.locator("#row-picture").bounding_box()
+    assert picture is not None
+    scale = picture["width"] / reading["width"]
+    page.mouse.click(picture["x"] + CUT_L1 * scale, picture["y"] + picture["height"] / 2)
+    expect(boxes).to_have_count(3)
+    expect(page.locator("#row-cutter")).to_be_hidden()
+    # Both halves are new boxes: each needs its label before Save.
+    expect(boxes.locator(".tag")).to_have_text(["?", "?", seven["label"]])
+    expect(page.locator("#row-save")).to_be_disabled()
+    expect(page.locator("#row-changes")).to_have_text("Characters 1 and 2 need a label.")
+    expect(page.locator("#row-fix")).to_be_focused()  # the left half's label first
+    page.keyboard.type("L")
+    page.keyboard.press("Enter")
+    page.keyboard.type("1")
+    expect(boxes.locator(".tag")).to_have_text(["L", "1", seven["label"]])
+    expect(page.locator("#row-changes")).to_have_text("2 characters changed.")
+
+    with page.expect_response("**/correction") as saved:
+        page.click("#row-save")
+    assert saved.value.status == 200, saved.value.text()
+    sent = saved.value.request.post_data_json["characters"]
+    assert [c["label"] for c in sent] == ["L", "1", seven["label"]]
+    left, right = sent[0]["box"], sent[1]["box"]
+    assert left[0] == x and left[0] + left[2] == right[0] and right[0] + right[2] == x + w
+    assert abs(right[0] - CUT_L1) <= 2
+    expect(page.locator("#row-reply")).to_contain_text("2 characters stored as samples")
+    expect(page.locator("#row-reply")).to_contain_text("(a new box)")
+    stored = api.get("/v1/samples").json()["items"]
+    assert sorted((s["label"], s["source"]) for s in stored) == [("1", "reading"), ("L", "reading")]
+    expect(page.locator("#row-save")).to_be_disabled()  # saved: a reading is corrected once
+
+
+def test_row_box_over_several_characters_is_split_before_it_can_be_saved(
+    page: "Page", api: httpx.Client
+) -> None:
+    show_row_mode(page)
+    page.fill("#row-length", "2")  # told two characters, it reads the "7" and the "L" as one
+    reading = read_drawn_row(page)
+    _, both = reading["characters"]
+    assert both["box"][2] > reading["max_character_width"]
+    boxes = page.locator("#row-boxes .box")
+    expect(boxes.nth(1)).to_have_class(re.compile(r"\bseveral\b"))
+    # One label for it would store a picture of two characters as one: Save says to split it.
+    page.locator("#row-text button").nth(1).click()
+    page.keyboard.type("7")
+    expect(page.locator("#row-save")).to_be_disabled()
+    note = page.locator("#row-changes")
+    expect(note).to_contain_text("Character 2 looks like several characters")
+    expect(note).to_contain_text(f"wider than {reading['max_character_width']} px): split it")
+    # Split from the keyboard: the cut starts at the box's middle, between the "7" and the "L".
+    page.click("#row-split")
+    page.click("#row-cut-here")
+    expect(boxes).to_have_count(3)
+    expect(page.locator("#row-boxes .box.several")).to_have_count(0)
+    page.keyboard.type("7")
+    page.keyboard.press("Enter")
+    page.keyboard.type("L")
+    expect(page.locator("#row-save")).to_be_enabled()
+    with page.expect_response("**/correction") as saved:
+        page.click("#row-save")
+    assert saved.value.status == 200, saved.value.text()
+    stored = api.get("/v1/samples").json()["items"]
+    assert sorted(s["label"] for s in stored) == ["7", "L"]
+    assert {s["source"] for s in stored} == {"reading"}
+
+
+def test_row_mark_that_is_no_character_is_skipped_and_the_banner_follows(
+    page: "Page", api: httpx.Client
+) -> None:
+    show_row_mode(page)
+    reading = read_drawn_row(page, [*ROW_STROKES, DASH])
+    characters = reading["characters"]
+    assert len(characters) == 4 and characters[3]["low_confidence"], reading
+    doubtful = [i for i, c in enumerate(characters) if c["low_confidence"]]
+    banner, save = page.locator("#row-doubt"), page.locator("#row-save")
+    letters = page.locator("#row-text button")
+    expect(banner).to_contain_text(f"{len(doubtful)} of 4 characters")
+    expect(save).to_be_disabled()  # nothing changed yet
+    # A doubtful character confirmed as read (its first pick): no longer doubtful, no change.
+    for index in doubtful[:-1]:
+        letters.nth(index).click()
+        page.locator("#row-picks button").first.click()
+        expect(letters.nth(index)).not_to_have_class(re.compile(r"\blow\b"))
+    expect(banner).to_contain_text("1 of 4 characters is doubtful")
+    expect(save).to_be_disabled()
+    # The dash is no character: skipped, the banner goes and there is something to save.
+    letters.nth(3).click()
+    page.click("#row-skip")
+    expect(page.locator("#row-skip")).to_have_text("Keep it (a character)")
+    expect(page.locator("#row-boxes .box").nth(3)).to_have_class(re.compile(r"\bskipped\b"))
+    expect(banner).to_be_hidden()
+    expect(page.locator("#row-changes")).to_have_text("1 character changed.")
+    with page.expect_response("**/correction") as saved:
+        page.click("#row-save")
+    assert saved.value.status == 200, saved.value.text()
+    sent = saved.value.request.post_data_json["characters"]
+    assert [c["box"] for c in sent] == [c["box"] for c in characters[:3]]
+    expect(page.locator("#row-reply")).to_contain_text("Nothing new to learn from")
+    expect(save).to_be_disabled()
+    assert api.get("/v1/samples/stats").json()["total"] == 0
+    text = "".join(c["label"] for c in characters[:3])
+    assert api.get(f"/v1/readings/{reading['id']}").json()["corrected_text"] == text
+
+
+def test_the_row_board_reads_as_you_draw(page: "Page") -> None:
+    show_row_mode(page)
+    with page.expect_response("**/v1/readings"):
+        draw(page, ROW_STROKES[0], ROW_BOARD)  # no click: the reading follows the pen
+    expect(page.locator("#row-boxes .box")).to_have_count(1)
+    for stroke in ROW_STROKES[1:]:
+        draw(page, stroke, ROW_BOARD)
+    expect(page.locator("#row-boxes .box")).to_have_count(3)
+    expect(page.locator("#row-board")).not_to_have_attribute("aria-busy", "true")
+    page.click("#row-undo")  # the last stroke taken back: read again
+    expect(page.locator("#row-boxes .box")).to_have_count(2)
+
+
 def test_row_mode_on_a_phone(browser: "Browser", server: str, api: httpx.Client) -> None:
     page = open_page(browser, server, PHONE, is_mobile=True, has_touch=True)
     show_row_mode(page)
     board = page.locator("#row-board").bounding_box()
     assert board is not None
     assert board["x"] >= 0 and board["x"] + board["width"] <= PHONE["width"]
-    assert board["width"] >= 300  # the card's width
-    assert board["width"] >= 2 * board["height"] >= 250  # wide, with room for a finger to write
+    # The card's whole width, its padding included (a 12 px margin each side of the page).
+    assert board["width"] >= PHONE["width"] - 2 * 12 - 1
+    # Wide, with room for a finger to write: it was 334x139 within the card's padding.
+    assert board["width"] >= 2 * board["height"] and board["height"] >= 160
     assert page.eval_on_selector("#row-board", "b => getComputedStyle(b).touchAction") == "none"
     reading = read_drawn_row(page)
     page.locator("#row-text button").first.click()

@@ -4,7 +4,7 @@ property on its own) and on rows of real NIST holdout characters (testkit.rows).
 import cv2
 import numpy as np
 
-from core.segmentation import ROW_SIDE, form_lines, segment_row
+from core.segmentation import ROW_SIDE, cut_boxes, form_lines, max_character_width, segment_row
 from testkit.rows import make_rows
 
 HEIGHT = 60
@@ -131,3 +131,34 @@ def test_rows_of_nist_characters_are_cut_into_their_characters() -> None:
     rows = [*make_rows(10, kind="canvas", seed=1), *make_rows(10, kind="photo", seed=2)]
     counted = [len(segment_row(row.image)) == len(row.text) for row in rows]
     assert sum(counted) >= 16, f"{sum(counted)}/20 rows cut into their number of characters"
+
+
+def test_a_rows_own_boxes_are_cut_into_its_own_crops() -> None:
+    """cut_boxes, given the boxes segment_row found, cuts the very crops it made: a corrected
+    box's picture is made as the reader makes them."""
+    images = [touching_pair(), *(r.image for r in make_rows(6, kind="canvas", seed=4))]
+    images += [r.image for r in make_rows(4, kind="form", touching=True, seed=4)]
+    for image in images:
+        segments = segment_row(image, judge=lambda crops: np.full(len(crops), 0.5))
+        for segment, crop in zip(
+            segments, cut_boxes(image, [s.box for s in segments]), strict=True
+        ):
+            assert crop is not None and np.array_equal(crop, segment.crop)
+
+
+def test_a_box_split_by_hand_gives_each_half_its_own_ink() -> None:
+    image = touching_pair()
+    [_, pair] = segment_row(image)  # no judge: the touching rings are one piece
+    x, y, w, h = pair.box
+    cut = x + w // 2
+    left, right = cut_boxes(image, [(x, y, cut - x, h), (cut, y, x + w - cut, h)])
+    assert left is not None and right is not None
+    # Each half is its columns of the pair's ink, and nothing of its neighbour's.
+    assert abs(left.shape[1] - right.shape[1]) <= 4 and left.shape[1] < 0.7 * pair.crop.shape[1]
+    assert cut_boxes(image, [(x - 60, y, 20, h)]) == [None]  # between the rings: no ink
+    assert cut_boxes(blank(300), [(10, 10, 50, 50)]) == [None]
+
+
+def test_a_box_wider_than_one_character_is_told_by_the_rows_heights() -> None:
+    assert max_character_width([100, 90, 110]) == 128  # 1.6 widths of at most 0.8 height
+    assert max_character_width([]) == 0
