@@ -133,7 +133,7 @@ async def get_predictor(model: ServingModelDep, settings: SettingsDep) -> Predic
     limits = ImageLimits(
         settings.max_upload_bytes, settings.max_image_pixels, settings.max_decode_bytes
     )
-    return Predictor(model, limits)
+    return Predictor(model, limits, settings.low_confidence_threshold)
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

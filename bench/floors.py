@@ -84,4 +84,5 @@ def serving_predictor() -> "Predictor":
 
     settings = get_settings()
     model = load_model(BUNDLED_ONNX, 1, settings.labels, settings.onnx_intra_op_threads)
-    return Predictor(model, ImageLimits(settings.max_upload_bytes, settings.max_image_pixels))
+    limits = ImageLimits(settings.max_upload_bytes, settings.max_image_pixels)
+    return Predictor(model, limits, settings.low_confidence_threshold)

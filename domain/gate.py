@@ -44,9 +44,11 @@ class Scores:
 
 @dataclass(frozen=True)
 class GateRules:
+    """The gate's allowances; Settings (GATE_*) is their one source (worker.training.gate_rules)."""
+
     max_nist_drop: float
-    max_class_drop: float = 0.03  # a significant loss smaller than this is let through
-    min_class_images: int = 50
+    max_class_drop: float  # a significant loss smaller than this is let through
+    min_class_images: int
     class_false_alarm: float = 0.05  # chance that some class of an unchanged model is refused
 
 

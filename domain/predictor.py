@@ -125,6 +125,7 @@ class Prediction:
     top: list[Candidate]
     glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
     heatmap: np.ndarray | None = None  # (28, 28) in [0, 1], where asked for
+    doubt: str | None = None  # why the answer should be checked (`doubt`); None: sure enough
 
 
 OCCLUSION_PATCH = 6  # pixels a side of the square blanked out, on the 28x28 input
@@ -157,14 +158,15 @@ def occlusion_heatmap(model: LoadedModel, glyph: np.ndarray, label: str) -> np.n
     return heat / heat.max() if heat.max() > 0 else heat
 
 
-def doubt(prediction: Prediction, threshold: float) -> str | None:
-    """In words, why an answer should be checked; None when the (calibrated) confidence is at
-    least `threshold`."""
-    if prediction.confidence >= threshold:
+def doubt(top: list[Candidate], threshold: float) -> str | None:
+    """In words, why an answer (its candidates, best first) should be checked; None when the
+    (calibrated) confidence is at least `threshold`."""
+    best = top[0]
+    if best.probability >= threshold:
         return None
-    others = ", ".join(f"“{c.label}” {c.probability:.0%}" for c in prediction.top[1:3])
+    others = ", ".join(f"“{c.label}” {c.probability:.0%}" for c in top[1:3])
     return (
-        f"Unsure: “{prediction.label}” is only {prediction.confidence:.0%} likely "
+        f"Unsure: “{best.label}” is only {best.probability:.0%} likely "
         f"(then {others}); check the answer."
     )
 
@@ -181,11 +183,33 @@ def _ms_since(start: float) -> float:
 
 
 class Predictor:
-    """One model's predictions on image bytes; bad images raise (or, in a batch, are returned
-    as) core.images.ImageError."""
+    """One model's predictions: the one place where glyphs become answers (candidates, doubt,
+    a heat map where asked), for pictures' bytes, batches and a row's characters alike. Bad
+    images raise (or, in a batch, are returned as) core.images.ImageError."""
 
-    def __init__(self, model: LoadedModel, limits: ImageLimits, top_k: int = TOP_K) -> None:
-        self.model, self.limits, self.top_k = model, limits, top_k
+    def __init__(
+        self, model: LoadedModel, limits: ImageLimits, doubt_below: float, top_k: int = TOP_K
+    ) -> None:
+        self.model, self.limits, self.doubt_below, self.top_k = model, limits, doubt_below, top_k
+
+    def predict_glyphs(
+        self, glyphs: np.ndarray, allowed: str | None = None, heatmap: bool = False
+    ) -> list[Prediction]:
+        """Glyphs (N, 28, 28) as core.preprocessing makes them -> one Prediction each, in one
+        model run. allowed: only these labels may be the answer (None: any of the model's);
+        heatmap: also where the model looked (occlusion_heatmap)."""
+        if not len(glyphs):
+            return []
+        probabilities = self.model.probabilities(glyphs[..., np.newaxis], allowed)
+        predictions = []
+        for glyph, row in zip(glyphs, probabilities, strict=True):
+            top = self.top(row, allowed)
+            heat = occlusion_heatmap(self.model, glyph, top[0].label) if heatmap else None
+            unsure = doubt(top, self.doubt_below)
+            predictions.append(
+                Prediction(top[0].label, top[0].probability, top, glyph, heat, unsure)
+            )
+        return predictions
 
     def top(self, probabilities: np.ndarray, allowed: str | None = None) -> list[Candidate]:
         return top_candidates(probabilities, self.model.labels.characters, self.top_k, allowed)
@@ -211,12 +235,8 @@ class Predictor:
         del decoded  # only the glyph is kept: a big picture's pixels are freed at once
         preprocess_ms = _ms_since(start)
         start = time.perf_counter()
-        probabilities = self.model.probabilities(glyph[np.newaxis, :, :, np.newaxis], allowed)[0]
-        inference_ms = _ms_since(start)
-        top = self.top(probabilities, allowed)
-        heat = occlusion_heatmap(self.model, glyph, top[0].label) if heatmap else None
-        prediction = Prediction(top[0].label, top[0].probability, top, glyph, heat)
-        return prediction, Timings(decode_ms, preprocess_ms, inference_ms)
+        (prediction,) = self.predict_glyphs(glyph[np.newaxis], allowed, heatmap)
+        return prediction, Timings(decode_ms, preprocess_ms, _ms_since(start))
 
     def predict_many(
         self, images: list[bytes], allowed: str | None = None
@@ -247,17 +267,16 @@ class Predictor:
         preprocess_ms = round((time.perf_counter() - start - decode_seconds) * 1000, 3)
         start = time.perf_counter()
         results: list[Prediction | ImageError | None] = [errors.get(i) for i in range(len(images))]
-        if order:
-            probabilities = self.model.probabilities(batch, allowed)
-            for row, index in enumerate(order):
-                glyph = batch[row, :, :, 0]
-                try:
-                    require_ink(glyph)
-                except ImageError as exc:  # its own entry: the others are still answered
-                    results[index] = exc
-                    continue
-                top = self.top(probabilities[row], allowed)
-                results[index] = Prediction(top[0].label, top[0].probability, top, glyph)
+        inked: list[int] = []  # rows of the batch with ink, each answered
+        for row, index in enumerate(order):
+            try:
+                require_ink(batch[row, :, :, 0])
+                inked.append(row)
+            except ImageError as exc:  # its own entry: the others are still answered
+                results[index] = exc
+        answers = self.predict_glyphs(batch[inked, :, :, 0], allowed)
+        for row, prediction in zip(inked, answers, strict=True):
+            results[order[row]] = prediction
         inference_ms = _ms_since(start)
         done = [r for r in results if r is not None]
         return done, Timings(round(decode_seconds * 1000, 3), preprocess_ms, inference_ms)

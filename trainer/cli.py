@@ -82,30 +82,39 @@ def data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=int, default=4)
+    # Every default is TrainingConfig's: the one place a training default is written.
+    default = TrainingConfig()
+    parser.add_argument("--epochs", type=int, default=default.epochs)
     parser.add_argument("--max-train", type=int, help="train on at most this many images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--class-balance", type=float, default=0.5, help="0 natural .. 1 equal")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, help="0 .. 0.2 typical")
+    parser.add_argument("--batch-size", type=int, default=default.batch_size)
+    parser.add_argument(
+        "--class-balance", type=float, default=default.class_balance, help="0 natural .. 1 equal"
+    )
+    parser.add_argument(
+        "--label-smoothing", type=float, default=default.label_smoothing, help="0 .. 0.2 typical"
+    )
     parser.add_argument("--ema", action="store_true", help="keep a moving average of weights")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=default.seed)
     parser.add_argument(
         "--rendered-per-kind",
         type=int,
-        default=0,
+        default=default.rendered_per_kind,
         help="pictures per corpus kind rendered from the training split and preprocessed as the "
         "API does, mixed into every epoch (trainer/rendered.py; needs testkit/)",
     )
     parser.add_argument(
         "--ink-variation",
         type=float,
-        default=0.0,
+        default=default.ink_variation,
         help="share of images given a thicker or thinner pen, blur, low resolution, noise or a "
         "cut edge on the fly (trainer/augment.py: vary_ink)",
     )
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument(
-        "--augment-strength", type=float, default=1.0, help="distortions times this (1: default)"
+        "--augment-strength",
+        type=float,
+        default=default.augment_strength,
+        help="distortions times this (1: default)",
     )
 
 
@@ -117,7 +126,7 @@ def add_train_command(commands: Commands) -> None:
     train = commands.add_parser("train", help="train, export ONNX, evaluate, write a report")
     data_options(train)
     training_options(train)
-    train.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
+    train.add_argument("--arch", choices=ARCHITECTURES, default=TrainingConfig().architecture)
     train.add_argument("--initial-weights", type=Path, help="model.weights.h5 to start from")
     train.add_argument("--out", type=Path, default=DEFAULT_OUT)
 

@@ -20,7 +20,7 @@ from api.schemas import (
     TimingsOut,
 )
 from core.images import ImageError
-from domain.predictor import Prediction, Predictor, Timings, doubt
+from domain.predictor import Prediction, Predictor, Timings
 
 router = APIRouter(prefix=f"{API_PREFIX}/predictions", tags=["predictions"])
 
@@ -48,17 +48,15 @@ def to_out(
     version: int,
     timings: Timings,
     include: set[Include],
-    threshold: float,
     allowed: str | None,
 ) -> PredictionOut:
-    unsure = doubt(prediction, threshold)
     heatmap = prediction.heatmap
     return PredictionOut(
         label=prediction.label,
         confidence=prediction.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in prediction.top],
-        low_confidence=unsure is not None,
-        doubt=unsure,
+        low_confidence=prediction.doubt is not None,
+        doubt=prediction.doubt,
         model_version=version,
         allowed_labels=allowed,
         timings=TimingsOut(**timings.__dict__),
@@ -68,16 +66,12 @@ def to_out(
 
 
 def predict_one(
-    predictor: Predictor,
-    data: bytes,
-    allowed: str | None,
-    include: set[Include],
-    threshold: float,
+    predictor: Predictor, data: bytes, allowed: str | None, include: set[Include]
 ) -> PredictionOut:
     """Decode, preprocess, infer (and the heat map, asked for) and the reply's pictures: the
     whole of a prediction's CPU work, done in the pool."""
     prediction, timings = predictor.predict(data, allowed, heatmap="heatmap" in include)
-    return to_out(prediction, predictor.model.version, timings, include, threshold, allowed)
+    return to_out(prediction, predictor.model.version, timings, include, allowed)
 
 
 @router.post("", responses=NO_MODEL, dependencies=[sent_once("image", "labels")])
@@ -99,29 +93,25 @@ async def predict(
     allowed = allowed_labels(labels, predictor.model.labels)
     # Reading one byte past the limit tells "too large" from "exactly at the limit".
     data = await image.read(settings.max_upload_bytes + 1)
-    threshold = settings.low_confidence_threshold
     try:
-        return await meter.run(predict_one, predictor, data, allowed, set(include or []), threshold)
+        return await meter.run(predict_one, predictor, data, allowed, set(include or []))
     except ImageError as exc:
         raise image_error(exc, settings) from exc
 
 
-def batch_item(
-    index: int, filename: str | None, result: Prediction | ImageError, threshold: float
-) -> BatchItemOut:
+def batch_item(index: int, filename: str | None, result: Prediction | ImageError) -> BatchItemOut:
     if isinstance(result, ImageError):
         return BatchItemOut(
             index=index, filename=filename, error=result.code, detail=result.message
         )
-    unsure = doubt(result, threshold)
     return BatchItemOut(
         index=index,
         filename=filename,
         label=result.label,
         confidence=result.confidence,
         top=[CandidateOut(label=c.label, probability=c.probability) for c in result.top],
-        low_confidence=unsure is not None,
-        doubt=unsure,
+        low_confidence=result.doubt is not None,
+        doubt=result.doubt,
     )
 
 
@@ -148,7 +138,7 @@ async def predict_batch(
         model_version=predictor.model.version,
         allowed_labels=allowed,
         results=[
-            batch_item(index, upload.filename, result, settings.low_confidence_threshold)
+            batch_item(index, upload.filename, result)
             for index, (upload, result) in enumerate(zip(images, results, strict=True))
         ],
         timings=TimingsOut(**timings.__dict__),

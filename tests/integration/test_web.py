@@ -1080,7 +1080,7 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
         Scores(Metrics(test_accuracy=0.90), {}, Outcomes(truth, np.arange(400) < 320)),
         Scores(Metrics(test_accuracy=0.90), {}, Outcomes(truth, np.arange(400) < 396)),
         Scores(Metrics(test_accuracy=0.89)),
-        GateRules(max_nist_drop=0.005),
+        GateRules(max_nist_drop=0.005, max_class_drop=0.03, min_class_images=50),
     )
     with get_sessionmaker()() as session:
         session.add(

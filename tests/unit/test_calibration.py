@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from domain.predictor import Candidate, Prediction, doubt
+from domain.predictor import Candidate, doubt
 from domain.registry import BUNDLED_MODEL_DIR
 from trainer.calibrate import (
     INVERSE_TEMPERATURE,
@@ -155,14 +155,13 @@ def test_the_bundled_model_serves_its_prior_and_temperature() -> None:
     assert len(calibration["learned_prior"]) == len(report["labels"])
 
 
-def prediction(*probabilities: float) -> Prediction:
-    top = [Candidate(c, p) for c, p in zip("O0QD", probabilities, strict=False)]
-    return Prediction(top[0].label, top[0].probability, top, np.zeros((28, 28), np.float32))
+def candidates(*probabilities: float) -> list[Candidate]:
+    return [Candidate(c, p) for c, p in zip("O0QD", probabilities, strict=False)]
 
 
 def test_a_doubtful_answer_is_said_in_words() -> None:
-    assert doubt(prediction(0.95, 0.03), threshold=0.7) is None
-    words = doubt(prediction(0.48, 0.41, 0.05), threshold=0.7)
+    assert doubt(candidates(0.95, 0.03), threshold=0.7) is None
+    words = doubt(candidates(0.48, 0.41, 0.05), threshold=0.7)
     assert words == "Unsure: “O” is only 48% likely (then “0” 41%, “Q” 5%); check the answer."
 
 

@@ -138,7 +138,7 @@ def test_a_three_point_loss_on_900_images_is_caught_and_noise_is_not() -> None:
 
 def test_a_significant_loss_below_the_floor_is_let_through() -> None:
     # A small real loss on a big class: 4 of 400 lost (1 point), under a 2-point floor.
-    rules = GateRules(max_nist_drop=0.005, max_class_drop=0.02)
+    rules = GateRules(max_nist_drop=0.005, max_class_drop=0.02, min_class_images=50)
     candidate = with_outcomes(scores(0.90), outcomes({"1": (4, 0)}))
     decision = gate(candidate, with_outcomes(ACTIVE, outcomes()), None, rules)
     assert decision.promote, decision.reason
