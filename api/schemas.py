@@ -227,6 +227,23 @@ class CorrectionOut(BaseModel):
 # --- Models ---------------------------------------------------------------------------------
 
 
+class ScoreChangeOut(BaseModel):
+    against: int | None = Field(description="The version compared with")
+    test: float | None = Field(description="NIST test accuracy, this version's minus the other's")
+    holdout: float | None = Field(description="Accuracy on NIST writers no model trained on")
+    evaluation: float | None = Field(description="Accuracy on users' evaluation uploads")
+
+
+class VersionChangeOut(BaseModel):
+    """What the version's training run measured, on the same images for both versions."""
+
+    previous: ScoreChangeOut | None = Field(description="Against the version serving then")
+    baseline: ScoreChangeOut | None = Field(description="Against the label set's baseline")
+    training_uploads: int = Field(description="Users' uploads it trained on")
+    evaluation_uploads: int = Field(description="Users' evaluation uploads it was judged on")
+    notes: list[str] = Field(description="Why a figure is missing")
+
+
 class ModelOut(BaseModel):
     version: int
     status: str
@@ -243,6 +260,10 @@ class ModelOut(BaseModel):
         description="The gate's fixed reference: no promoted model may fall more than "
         "GATE_MAX_NIST_DROP below it"
     )
+    change: VersionChangeOut | None = Field(
+        default=None,
+        description="What its training run measured (null: no run made it, e.g. the bundled)",
+    )
 
 
 class ModelDetail(ModelOut):
@@ -257,7 +278,11 @@ class TrainingRunOut(BaseModel):
     status: str
     trigger: str
     full_retrain: bool
-    progress: float
+    progress: float = Field(description="0..1 over the whole run, every phase moving it")
+    phase: str | None = Field(
+        description="While running: loading, training, calibrating, scoring, indexing, "
+        "judging or registering"
+    )
     epoch: int
     epochs: int
     metrics: dict[str, Any] | None

@@ -1,6 +1,7 @@
 """Retraining wall time on this machine, with the service's own code path and default settings.
 
-    .venv/bin/python -m bench.bench_retrain [--uploads 0 100 1000] [--full | --full-samples N]
+    .venv/bin/python -m bench.bench_retrain [--uploads 0 100 1000] [--second]
+        [--full | --full-samples N]
 
 Each run happens in a fresh process (as in a worker, TensorFlow is imported before the clock
 starts) against its own throwaway Postgres database: the bundled model is installed as the
@@ -9,7 +10,10 @@ page sends them) are inserted straight into `samples`, a run is opened as an adm
 opens it (`domain.runs.open_run(session, "manual", threshold=None, ...)`) and
 `worker.training.execute_run` is timed, the gate and the registry write included. Phases are
 timed by wrapping the functions execute_run calls (load NIST, load uploads, train, export
-ONNX, evaluate, register).
+ONNX, calibrate, score the candidate, index NIST, judge, register). `--second` also times a
+warm retrain that follows another in the same database: the serving model's and the
+baseline's NIST scores are kept from the first (db.models.ModelScores), so it scores only its
+candidate.
 
 A warm retrain uses RETRAIN_EPOCHS=2 and RETRAIN_NIST_SAMPLES=30000 (the defaults); `--full`
 runs a full retrain from scratch (FULL_RETRAIN_EPOCHS=4 on all NIST training images, ~3
@@ -37,8 +41,11 @@ PHASES = {
     "domain.samples.for_training": "load uploads",
     "trainer.pipeline.train_model": "train",
     "trainer.pipeline.export_onnx": "export ONNX",
-    "trainer.pipeline.evaluate_sets": "evaluate (candidate + active)",
-    "worker.training.judge": "evaluate (candidate + active)",  # the active model, and the gate
+    "trainer.pipeline.calibrated": "calibrate",
+    "trainer.pipeline.predict_sets": "score the candidate",
+    "trainer.pipeline.build_index": "index NIST",
+    "worker.training.judge": "judge",  # the references' scores (below) and the gate
+    "worker.training.nist_scores": "of which the references' NIST scores",
     "worker.training.register": "register",
 }
 
@@ -132,10 +139,12 @@ def timed_run(full: bool) -> dict[str, Any]:
     }
 
 
-def one_run(uploads: int, full: bool) -> dict[str, Any]:
-    """In this process: a throwaway database, the bundled model, `uploads` uploads, one run."""
+def one_run(uploads: int, full: bool, second: bool) -> dict[str, Any]:
+    """In this process: a throwaway database, the bundled model, `uploads` uploads, one run
+    (`second`: one before it, timed apart, so that the references' scores are kept already)."""
     with throwaway_database("hwr_bench_retrain") as database:
         prepare_database(database.url, database.dsn, uploads)
+        first = timed_run(full) if second else None
         result = timed_run(full)
     from core.config import get_settings
 
@@ -143,6 +152,8 @@ def one_run(uploads: int, full: bool) -> dict[str, Any]:
     return {
         "uploads": uploads,
         "full": full,
+        "second": second,
+        "first_run": first,
         **result,
         "settings": {
             "retrain_epochs": settings.retrain_epochs,
@@ -153,7 +164,9 @@ def one_run(uploads: int, full: bool) -> dict[str, Any]:
     }
 
 
-def run_in_child(uploads: int, full: bool, full_samples: int | None) -> dict[str, Any]:
+def run_in_child(
+    uploads: int, full: bool, full_samples: int | None, second: bool = False
+) -> dict[str, Any]:
     """One run in a fresh interpreter: no TensorFlow state carried from the previous run."""
     env = dict(os.environ)
     if full_samples:
@@ -161,7 +174,10 @@ def run_in_child(uploads: int, full: bool, full_samples: int | None) -> dict[str
     command = [PYTHON, "-m", "bench.bench_retrain", "--child", str(uploads)]
     if full:
         command.append("--full")
-    print(f"# {'full' if full else 'warm'} retrain, {uploads} uploads ...", flush=True)
+    if second:
+        command.append("--second")
+    what = "a second warm retrain" if second else f"{'full' if full else 'warm'} retrain"
+    print(f"# {what}, {uploads} uploads ...", flush=True)
     out = subprocess.run(
         command, cwd=REPO_ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True
     ).stdout
@@ -179,8 +195,9 @@ def retrain_table(results: list[dict[str, Any]], phase_names: list[str]) -> str:
     for r in results:
         m = r["metrics"]
         seen = (r["train_size_per_epoch"] or 0) * (r["epochs"] or 0)
+        kind = "full" if r["full"] else "warm, a second run" if r.get("second") else "warm"
         rows.append(
-            ["full" if r["full"] else "warm", r["uploads"], m.get("nist_train_images", "")]
+            [kind, r["uploads"], m.get("nist_train_images", "")]
             + [f"{m.get('epochs', '')} x {r['train_size_per_epoch'] or 0:,}"]
             + [round(r["wall_seconds"], 1)]
             + [round(r["phases"].get(p, 0.0), 1) for p in phase_names]
@@ -200,15 +217,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--full-samples", type=int, help="also a full retrain, on this many NIST images"
     )
     parser.add_argument("--full-uploads", type=int, default=100, help="uploads in the full run")
+    parser.add_argument(
+        "--second",
+        action="store_true",
+        help="also a warm retrain after another in the same database (references' scores kept)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:  # the measured process
-        print(json.dumps(one_run(args.child, args.full), default=str))
+        print(json.dumps(one_run(args.child, args.full, args.second), default=str))
         return
 
     run = BenchRun(args.wait_quiet)
     results = [run_in_child(n, False, None) for n in args.uploads]
+    if args.second:
+        results.append(run_in_child(args.uploads[0], False, None, second=True))
     if args.full or args.full_samples:
         results.append(run_in_child(args.full_uploads, True, args.full_samples))
     phase_names = list(dict.fromkeys(PHASES.values()))

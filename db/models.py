@@ -9,7 +9,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -18,8 +17,8 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
-    or_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -62,6 +61,18 @@ class RunStatus(enum.StrEnum):
     running = "running"
     succeeded = "succeeded"
     failed = "failed"
+
+
+class RunPhase(enum.StrEnum):
+    """What a running run is doing, in the order a run goes through it (worker/training.py)."""
+
+    loading = "loading"  # the run, the NIST data (fetched on a first run), the uploads
+    training = "training"
+    calibrating = "calibrating"  # exported to ONNX, its confidences calibrated
+    scoring = "scoring"  # the candidate on the NIST sets and the evaluation uploads
+    indexing = "indexing"  # the NIST neighbours its uploads' evidence reads
+    judging = "judging"  # against the serving model and the baseline (scores kept per version)
+    registering = "registering"
 
 
 # A run in one of these is open; the database holds at most one open run (the index below).
@@ -132,11 +143,6 @@ class Sample(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-def cleared_samples() -> ColumnElement[bool]:
-    """Samples that may train or judge: not suspect, or confirmed by an admin since."""
-    return or_(Sample.suspect.is_(False), Sample.confirmed_at.is_not(None))
-
-
 class TrainingRun(Base):
     """One attempt to train a candidate model. Its row is the state; the message only names it."""
 
@@ -161,6 +167,7 @@ class TrainingRun(Base):
     # Samples with id <= watermark are included in this run; newer ones count toward the next.
     sample_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    phase: Mapped[str | None] = mapped_column(String(16), nullable=True)  # RunPhase, running
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -212,6 +219,27 @@ class ModelVersion(Base):
     # The gate's fixed reference for its label set: the newest blessed version (the bundled
     # model when it is installed, or one an admin blesses).
     blessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ModelScores(Base):
+    """A version's scores on the NIST sets a run's gate compares it on (the test split and the
+    headline holdout slice), computed once and kept: a later run scores only its candidate.
+    `sets_key` fingerprints the images scored; other images are scored (and kept) anew."""
+
+    __tablename__ = "model_scores"
+    __table_args__ = (
+        UniqueConstraint("version", "sets_key", name="uq_model_scores_version_sets"),
+        SQLITE_IDS_NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(
+        ForeignKey("model_versions.version", ondelete="CASCADE"), index=True
+    )
+    sets_key: Mapped[str] = mapped_column(String(64))
+    sets: Mapped[dict[str, Any]] = mapped_column(JSON)  # set name -> core.model_report.SetScore
+    test_predicted: Mapped[bytes] = mapped_column(LargeBinary)  # uint8: each test image's class
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Reading(Base):

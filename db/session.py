@@ -2,8 +2,10 @@
 
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import get_settings
@@ -51,3 +53,9 @@ def get_sessionmaker() -> sessionmaker[Session]:
 def get_db() -> Iterator[Session]:
     with get_sessionmaker()() as session:
         yield session
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (Postgres here, SQLite for the local run)."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

@@ -18,14 +18,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.config import REPO_ROOT, get_settings
-from core.model_report import ModelReport
+from core.model_report import ModelReport, SetScore
 from core.neighbours import NEIGHBOURS_FILE
-from db.models import ModelStatus, ModelVersion, TrainingRun
+from db.models import ModelScores, ModelStatus, ModelVersion, TrainingRun
+from db.session import dialect_insert
 from domain import runs
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,38 @@ def _locked_version(session: Session, version: int) -> ModelVersion | None:
 
 
 @dataclass(frozen=True)
+class KeptScores:
+    """A version's scores on the NIST sets a run's gate compares (db.models.ModelScores)."""
+
+    sets_key: str  # fingerprints the images scored (trainer.evaluate.sets_key)
+    sets: dict[str, SetScore]  # set name -> its scores
+    test_predicted: np.ndarray  # (N,) the class index read in each test image
+
+
+def kept_scores(session: Session, version: int, sets_key: str) -> KeptScores | None:
+    """The version's scores on these sets, where a run computed them before."""
+    row = session.scalar(
+        select(ModelScores).where(ModelScores.version == version, ModelScores.sets_key == sets_key)
+    )
+    if row is None:
+        return None
+    sets = {name: SetScore.model_validate(score) for name, score in row.sets.items()}
+    return KeptScores(sets_key, sets, np.frombuffer(row.test_predicted, np.uint8))
+
+
+def keep_scores(session: Session, version: int, scores: KeptScores) -> None:
+    """Keep a version's scores (flushed; the caller commits). Scores kept already stay."""
+    assert int(scores.test_predicted.max(initial=0)) < 256  # a label set has at most 128
+    values = {
+        "version": version,
+        "sets_key": scores.sets_key,
+        "sets": {name: score.model_dump(mode="json") for name, score in scores.sets.items()},
+        "test_predicted": scores.test_predicted.astype(np.uint8).tobytes(),
+    }
+    session.execute(dialect_insert(session, ModelScores).values(values).on_conflict_do_nothing())
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """A trained model to store: what trainer.pipeline produces."""
 
@@ -146,6 +180,7 @@ class NewVersion:
     keras_weights: bytes | None
     report: ModelReport
     neighbour_index: bytes | None = None  # core/neighbours.py: the uploads' evidence
+    scores: KeptScores | None = None  # its scores on the sets its run's gate compared
 
 
 def _version_row(new: NewVersion, status: ModelStatus) -> ModelVersion:
@@ -191,6 +226,8 @@ def register_candidate(
     version.training_run_id = run_id
     session.add(version)
     session.flush()
+    if new.scores is not None:  # the next run, judging against this version, reads them
+        keep_scores(session, version.version, new.scores)
     decision, reason = _outcome(session, version, verdict, _activated_since(active, run, verdict))
     run.gated_against = verdict.gated_against
     runs.succeed(run, run_metrics, decision, reason)
@@ -273,3 +310,84 @@ def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> in
         return None
     log.info("installed the bundled model as version %s", version.version)
     return version.version
+
+
+@dataclass(frozen=True)
+class ScoreChange:
+    """A version's accuracy minus another's, on the same images (its run scored both)."""
+
+    against: int | None  # the other version
+    test: float | None  # NIST test split
+    holdout: float | None  # NIST writers no model trained on
+    evaluation: float | None  # users' evaluation uploads
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    """What a version's training run measured: its change against the version that served
+    when the run started and against the baseline, and the uploads behind it."""
+
+    previous: ScoreChange | None
+    baseline: ScoreChange | None
+    training_uploads: int  # uploads it trained on
+    evaluation_uploads: int  # users' evaluation uploads it was judged on
+    notes: list[str]  # why a figure is missing
+
+
+def _score_change(
+    candidate: dict[str, Any], other: dict[str, Any] | None, version: int | None
+) -> ScoreChange | None:
+    if not other:
+        return None
+
+    def minus(key: str) -> float | None:
+        mine, theirs = candidate.get(key), other.get(key)
+        return None if mine is None or theirs is None else round(mine - theirs, 6)
+
+    return ScoreChange(
+        version,
+        minus("test_accuracy"),
+        minus("holdout_accuracy"),
+        minus("evaluation_samples_accuracy"),
+    )
+
+
+def measured_change(run_metrics: dict[str, Any] | None) -> VersionChange | None:
+    """A version's change as its run measured it (None: no run made it, e.g. the bundled)."""
+    if not run_metrics or "candidate" not in run_metrics:
+        return None
+    candidate = run_metrics["candidate"]
+    previous = _score_change(
+        candidate, run_metrics.get("active"), run_metrics.get("active_version")
+    )
+    baseline = _score_change(
+        candidate, run_metrics.get("baseline"), run_metrics.get("baseline_version")
+    )
+    evaluation = int(run_metrics.get("evaluation_samples") or 0)
+    notes = []
+    if previous is None:
+        notes.append("no version served when its run started: nothing to compare with")
+    if evaluation == 0:
+        notes.append(
+            "no users' evaluation uploads judged it: only those an admin or a labeller stored "
+            "or confirmed judge a candidate"
+        )
+    return VersionChange(
+        previous, baseline, int(run_metrics.get("training_samples") or 0), evaluation, notes
+    )
+
+
+def changes_by_version(session: Session, models: list[ModelVersion]) -> dict[int, VersionChange]:
+    """measured_change of each version that a run made, by version."""
+    run_ids = [m.training_run_id for m in models if m.training_run_id is not None]
+    metrics = dict(
+        session.execute(
+            select(TrainingRun.id, TrainingRun.metrics).where(TrainingRun.id.in_(run_ids))
+        ).all()
+    )
+    changes = {}
+    for model in models:
+        change = measured_change(metrics.get(model.training_run_id))
+        if change is not None:
+            changes[model.version] = change
+    return changes

@@ -27,11 +27,12 @@ from db.models import (
     OPEN_RUN_STATUSES,
     ModelStatus,
     ModelVersion,
+    RunPhase,
     RunStatus,
     Sample,
     TrainingRun,
-    cleared_samples,
 )
+from domain.clearance import cleared_samples
 from domain.queue import publish_training
 
 
@@ -205,6 +206,7 @@ def claim(session: Session, run_id: int) -> int | None:
             started_at=now(),
             heartbeat_at=now(),
             progress=0.0,
+            phase=RunPhase.loading,
             error=None,
         )
     ).rowcount
@@ -233,7 +235,13 @@ def record_progress(session: Session, run_id: int, attempt: int, **values: Any) 
 def fail(session: Session, run_id: int, attempt: int, error: str) -> None:
     """The attempt ended in an error: the run is failed, the registry untouched."""
     record_progress(
-        session, run_id, attempt, status=RunStatus.failed, finished_at=now(), error=error[-4000:]
+        session,
+        run_id,
+        attempt,
+        status=RunStatus.failed,
+        phase=None,
+        finished_at=now(),
+        error=error[-4000:],
     )
 
 
@@ -249,6 +257,7 @@ def succeed(run: TrainingRun, metrics: dict[str, Any], decision: str, reason: st
     """Mark a locked, owned run as finished with the gate's decision (the caller commits)."""
     run.status = RunStatus.succeeded
     run.progress = 1.0
+    run.phase = None
     run.metrics = metrics
     run.decision = decision
     run.decision_reason = reason
@@ -269,6 +278,7 @@ def runs_to_enqueue(session: Session, stale_seconds: float, max_attempts: int) -
             run.status = RunStatus.failed
             run.finished_at = now()
             run.error = f"gave up after {run.attempts} attempts (worker lost each time)"
+            run.phase = None
         else:
             run.status = RunStatus.queued  # the next claim starts it over
     session.commit()

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -27,9 +26,10 @@ from core.config import get_settings
 from core.images import DecodedImage, ImageError, decode_image, require_ink
 from core.labels import LabelSet
 from core.preprocessing import preprocess_image
-from db.models import Sample, SampleSource, SampleStatus, ServiceKey, cleared_samples
-from db.session import get_sessionmaker
+from db.models import Sample, SampleSource, SampleStatus, ServiceKey
+from db.session import dialect_insert, get_sessionmaker
 from domain import runs
+from domain.clearance import cleared_samples
 from domain.evidence import Evidence, EvidenceRules, weigh
 from domain.keys import Client
 
@@ -141,7 +141,7 @@ def cached_evaluation_key() -> bytes | None:
 
 def _stored_key(session: Session) -> bytes:
     session.execute(
-        _insert(session, ServiceKey)
+        dialect_insert(session, ServiceKey)
         .values(name=EVALUATION_KEY_NAME, secret=secrets.token_bytes(32))
         .on_conflict_do_nothing(index_elements=["name"])
     )
@@ -149,12 +149,6 @@ def _stored_key(session: Session) -> bytes:
     session.commit()
     assert key is not None
     return bytes(key)
-
-
-def _insert(session: Session, table: Any) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (Postgres here, SQLite for the local run)."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def trusted() -> ColumnElement[bool]:
@@ -332,7 +326,7 @@ def _insert_unless_stored(session: Session, values: dict[str, object]) -> Return
     """INSERT that does nothing where the same bytes or the same decoded pixels are stored."""
     table = Sample.__table__
     return (
-        _insert(session, table)
+        dialect_insert(session, table)
         .values(values)
         .on_conflict_do_nothing()
         .returning(table.c.id, table.c.created_at)

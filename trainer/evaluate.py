@@ -114,6 +114,19 @@ def nist_sets(data: NistData, every_slice: bool = True) -> dict[str, LabelledIma
     }
 
 
+def sets_key(sets: dict[str, LabelledImages]) -> str:
+    """A fingerprint of the images and labels of named sets: a model's scores on them are kept
+    under it (domain.registry.keep_scores) and recomputed for any other data."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(sets):
+        x, y = sets[name]
+        digest.update(name.encode())
+        for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.data)
+    return digest.hexdigest()
+
+
 def predict_sets(onnx: Path | bytes, sets: dict[str, LabelledImages]) -> dict[str, np.ndarray]:
     """An ONNX model's probabilities (ONNX Runtime, as the service runs it) on each named set."""
     return {name: onnx_probabilities(onnx, x) for name, (x, y) in sets.items() if len(y)}

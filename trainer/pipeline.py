@@ -5,8 +5,12 @@ registry stores, or what the CLI writes into a model directory.
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
+
+import numpy as np
 
 from core.model_report import ModelReport
 from core.neighbours import NEIGHBOURS_FILE
@@ -16,13 +20,18 @@ from trainer.evaluate import (
     LabelledImages,
     build_report,
     calibrated,
-    evaluate_sets,
     nist_sets,
+    predict_sets,
+    score_sets,
     write_report,
 )
 from trainer.export import export_onnx
 from trainer.neighbours import build_index
 from trainer.train import ProgressHook, train_model
+
+# The steps after training, announced to a `step` hook as each begins (a run's phases,
+# db.models.RunPhase, bear the same names).
+Step = Literal["calibrating", "scoring", "indexing"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class TrainedArtifacts:
     weights: bytes  # Keras model.weights.h5: what a later retrain warm-starts from
     report: ModelReport
     neighbours: bytes  # its neighbour index (core/neighbours.py): the uploads' evidence
+    test_predicted: np.ndarray  # (N,) the class index it reads in each NIST test image
 
 
 def train_and_evaluate(
@@ -41,6 +51,7 @@ def train_and_evaluate(
     extra_sets: dict[str, LabelledImages] | None = None,
     warm_start: WarmStart | None = None,
     progress: ProgressHook | None = None,
+    step: Callable[[Step], None] | None = None,
     every_slice: bool = True,
     notes: dict[str, object] | None = None,
     verbose: int | str = 0,
@@ -50,7 +61,9 @@ def train_and_evaluate(
     every_slice: score on every NIST holdout slice, or only the headline one (a retrain).
     notes: more facts for the report's training record (the CLI's command, the run id...).
     warm_start: the model to start from (trainer.config.WarmStart), else from scratch.
+    step: told as each step after training begins (a run's progress).
     """
+    announce = step or (lambda _: None)
     with tempfile.TemporaryDirectory() as workdir:
         initial = None
         if warm_start is not None:
@@ -59,6 +72,7 @@ def train_and_evaluate(
         trained = train_model(
             data, config, extra=extra, initial_weights=initial, progress=progress, verbose=verbose
         )
+        announce("calibrating")
         onnx = export_onnx(trained.model, Path(workdir) / "model.onnx").read_bytes()
         weights_path = Path(workdir) / "model.weights.h5"
         trained.model.save_weights(weights_path)
@@ -71,8 +85,10 @@ def train_and_evaluate(
         trained.learned_prior if prior is None else prior,
         reference=warm_start.onnx if warm_start else None,
     )
+    announce("scoring")
     sets = nist_sets(data, every_slice) | (extra_sets or {})
-    evaluation = evaluate_sets(onnx, sets, data.labels)
+    probabilities = predict_sets(onnx, sets)
+    evaluation = score_sets(probabilities, sets, data.labels)
     training = {
         **asdict(config),
         "parameters": trained.model.count_params(),
@@ -87,8 +103,15 @@ def train_and_evaluate(
     report = build_report(
         onnx, data, evaluation, config.architecture, training, trained.history, calibration
     )
+    announce("indexing")
     neighbours = build_index(onnx, data).to_bytes()
-    return TrainedArtifacts(onnx=onnx, weights=weights, report=report, neighbours=neighbours)
+    return TrainedArtifacts(
+        onnx=onnx,
+        weights=weights,
+        report=report,
+        neighbours=neighbours,
+        test_predicted=probabilities["test"].argmax(axis=1),
+    )
 
 
 def save_model_dir(artifacts: TrainedArtifacts, out_dir: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from core.config import Settings, get_settings
 from core.labels import LabelSet
 from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
-from db.models import ModelVersion, RunStatus, TrainingRun
+from db.models import ModelVersion, RunPhase, RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
 from domain.gate import GateRules, Outcomes, Scores, gate
@@ -30,8 +30,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Share of the progress bar for training; evaluating and registering take the rest.
-TRAINING_SHARE = 0.9
+# Where each phase starts on the progress bar: its share of a warm retrain's time on 2 cores
+# (bench.bench_retrain's phases); training moves through its share epoch by epoch.
+PHASE_STARTS = {
+    RunPhase.loading: 0.0,
+    RunPhase.training: 0.03,
+    RunPhase.calibrating: 0.80,
+    RunPhase.scoring: 0.86,
+    RunPhase.indexing: 0.90,
+    RunPhase.judging: 0.95,
+    RunPhase.registering: 0.99,
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,7 @@ class RunPlan:
     serving: ServingModel | None  # what the candidate is judged against
     baseline: ServingModel | None  # the label set's fixed reference (domain.gate)
     data: "NistData"
+    sets_key: str  # fingerprints the NIST sets the gate compares (registry.KeptScores)
     training_samples: samples.Glyphs
     evaluation_samples: samples.Glyphs
     copies: int  # of each training sample per epoch
@@ -106,6 +116,7 @@ def retrain_config(settings: Settings, warm: bool) -> TrainingConfig:
 def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
     """Load: the run, the serving model, the NIST data and the samples up to the watermark."""
     from trainer.data import load_nist
+    from trainer.evaluate import nist_sets, sets_key
     from trainer.fetch import ensure_nist
 
     labels = LabelSet(settings.labels)
@@ -132,7 +143,8 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
             session,
             run_id,
             attempt,
-            progress=0.0,
+            progress=PHASE_STARTS[RunPhase.loading],
+            phase=RunPhase.loading,
             gated_against=serving.version if serving else None,
         )
     heartbeat = ProgressWriter(run_id, attempt).downloading
@@ -147,6 +159,7 @@ def plan_run(run_id: int, attempt: int, settings: Settings) -> RunPlan:
         serving=ServingModel(serving.version, serving.onnx) if serving else None,
         baseline=ServingModel(baseline.version, baseline.onnx) if baseline else None,
         data=data,
+        sets_key=sets_key(nist_sets(data, every_slice=False)),
         training_samples=chosen.training,
         evaluation_samples=chosen.evaluation,
         copies=copies_per_epoch(len(chosen.training), config, data, settings),
@@ -172,13 +185,20 @@ class ProgressWriter:
         self.last_write = 0.0
 
     def __call__(self, progress: "TrainingProgress") -> bool:
+        start, end = PHASE_STARTS[RunPhase.training], PHASE_STARTS[RunPhase.calibrating]
         self.write(
             progress.fraction >= 1.0,
-            progress=round(progress.fraction * TRAINING_SHARE, 4),
+            progress=round(start + progress.fraction * (end - start), 4),
+            phase=RunPhase.training,
             epoch=progress.epoch,
             epochs=progress.epochs,
         )
         return True
+
+    def phase(self, phase: RunPhase | str) -> None:
+        """A phase begins: written at once, at its start on the progress bar."""
+        phase = RunPhase(phase)
+        self.write(True, phase=phase, progress=PHASE_STARTS[phase])
 
     def downloading(self, done: int, total: int | None) -> None:
         """While a first run downloads the NIST data: the heartbeat alone (a run silent for
@@ -228,13 +248,16 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
     """Train: the trainer's pipeline, scored on the NIST sets and the evaluation samples."""
     from trainer.pipeline import train_and_evaluate
 
+    writer = ProgressWriter(plan.run_id, plan.attempt)
+    writer.phase(RunPhase.training)
     return train_and_evaluate(
         plan.data,
         plan.config,
         extra=ExtraSamples(plan.training_samples.x, plan.training_samples.y, plan.copies),
         extra_sets=evaluation_sets(plan),
         warm_start=plan.warm_start,
-        progress=ProgressWriter(plan.run_id, plan.attempt),
+        progress=writer,
+        step=writer.phase,
         every_slice=False,  # the gate compares the test split and the headline holdout slice
         notes={"training_run": plan.run_id},
     )
@@ -258,26 +281,48 @@ def gate_rules(settings: Settings) -> GateRules:
     )
 
 
-def test_outcomes(plan: RunPlan, probabilities: np.ndarray) -> Outcomes:
-    """What a model read on the NIST test split, image by image (for the paired gate)."""
+def test_outcomes(plan: RunPlan, predicted: np.ndarray) -> Outcomes:
+    """What a model read on the NIST test split, image by image (for the paired gate), from
+    the class index it read in each image."""
     characters = np.array(list(plan.data.labels.characters))
-    truth, predicted = plan.data.y_test, probabilities.argmax(axis=1)
+    truth = plan.data.y_test
     return Outcomes(characters[truth], predicted == truth, characters[predicted])
 
 
-def score_model(plan: RunPlan, onnx: bytes) -> Scores:
-    """A model's scores on the candidate's sets (NIST test, headline holdout slice, trusted
-    evaluation samples), and its outcomes on the test split, with ONNX Runtime as the service
-    runs it."""
-    from trainer.evaluate import main_holdout, nist_sets, predict_sets, score_sets
+def nist_scores(plan: RunPlan, model: ServingModel) -> registry.KeptScores:
+    """A version's scores on the NIST sets the gate compares: computed once per version (with
+    ONNX Runtime, as the service runs it) and kept in the registry for every later run."""
+    from trainer.evaluate import nist_sets, predict_sets, score_sets
 
-    sets = nist_sets(plan.data, every_slice=False) | evaluation_sets(plan)
-    probabilities = predict_sets(onnx, sets)
-    scores = score_sets(probabilities, sets, plan.data.labels)
+    with get_sessionmaker()() as session:
+        kept = registry.kept_scores(session, model.version, plan.sets_key)
+    if kept is not None:
+        return kept
+    sets = nist_sets(plan.data, every_slice=False)
+    probabilities = predict_sets(model.onnx, sets)
+    kept = registry.KeptScores(
+        plan.sets_key,
+        score_sets(probabilities, sets, plan.data.labels),
+        probabilities["test"].argmax(axis=1),
+    )
+    with get_sessionmaker()() as session:
+        registry.keep_scores(session, model.version, kept)
+        session.commit()
+    return kept
+
+
+def score_model(plan: RunPlan, model: ServingModel) -> Scores:
+    """A version's scores on the candidate's sets: the NIST ones as kept (nist_scores), the
+    trusted evaluation samples (they grow between runs) scored now."""
+    from trainer.evaluate import evaluate_sets, main_holdout
+
+    nist = nist_scores(plan, model)
+    extra = evaluation_sets(plan)
+    scores = nist.sets | (evaluate_sets(model.onnx, extra, plan.data.labels) if extra else {})
     return Scores(
         headline_metrics(scores, main_holdout(plan.data)),
         scores["test"].per_class,
-        test_outcomes(plan, probabilities["test"]),
+        test_outcomes(plan, nist.test_predicted),
     )
 
 
@@ -285,20 +330,17 @@ def judge(
     plan: RunPlan, artifacts: "TrainedArtifacts", settings: Settings, serving: ServingModel | None
 ) -> Judgement:
     """Score the serving model and the baseline on the candidate's sets, then gate."""
-    from trainer.evaluate import onnx_probabilities
-
-    with get_sessionmaker()() as session:
-        runs.record_progress(session, plan.run_id, plan.attempt, progress=TRAINING_SHARE + 0.02)
-    active = score_model(plan, serving.onnx) if serving is not None else None
+    ProgressWriter(plan.run_id, plan.attempt).phase(RunPhase.judging)
+    active = score_model(plan, serving) if serving is not None else None
     baseline = None
     if plan.baseline is not None:
         same = serving is not None and plan.baseline.version == serving.version
-        baseline = active if same else score_model(plan, plan.baseline.onnx)
+        baseline = active if same else score_model(plan, plan.baseline)
     report = artifacts.report
     candidate = Scores(
         report.metrics,
         report.evaluation["test"].per_class,
-        test_outcomes(plan, onnx_probabilities(artifacts.onnx, plan.data.x_test)),
+        test_outcomes(plan, artifacts.test_predicted),
     )
     decision = gate(candidate, active, baseline, gate_rules(settings))
     version = serving.version if serving else None
@@ -344,6 +386,12 @@ def culprits_of(
                     f"upload, labelled {characters[given]!r}, as {label!r}"
                 )
     return culprits
+
+
+def nist_set_names(plan: RunPlan) -> list[str]:
+    from trainer.evaluate import nist_sets
+
+    return list(nist_sets(plan.data, every_slice=False))
 
 
 def plan_reference_onnx(plan: RunPlan) -> bytes:
@@ -426,9 +474,15 @@ def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement)
         "sample_copies": plan.copies,
         "train_seconds": artifacts.report.training.get("seconds"),
     }
+    nist = {name: artifacts.report.evaluation[name] for name in nist_set_names(plan)}
     new = registry.NewVersion(
-        artifacts.onnx, artifacts.weights, artifacts.report, artifacts.neighbours
+        artifacts.onnx,
+        artifacts.weights,
+        artifacts.report,
+        artifacts.neighbours,
+        registry.KeptScores(plan.sets_key, nist, artifacts.test_predicted),
     )
+    ProgressWriter(plan.run_id, plan.attempt).phase(RunPhase.registering)
     with get_sessionmaker()() as session:
         registry.register_candidate(
             session, plan.run_id, plan.attempt, new, judgement.verdict, run_metrics

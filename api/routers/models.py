@@ -10,14 +10,16 @@ from api.auth import AdminDep
 from api.deps import SessionDep, SettingsDep, VersionNumber, get_or_404
 from api.errors import ERRORS, ApiError
 from api.routers import API_PREFIX
-from api.schemas import ModelDetail, ModelOut
+from api.schemas import ModelDetail, ModelOut, VersionChangeOut
 from db.models import ModelVersion
 from domain import registry
 
 router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["models"])
 
 
-def to_out(model: ModelVersion, baseline: int | None) -> ModelOut:
+def to_out(
+    model: ModelVersion, baseline: int | None, change: registry.VersionChange | None = None
+) -> ModelOut:
     return ModelOut(
         version=model.version,
         status=model.status,
@@ -31,6 +33,7 @@ def to_out(model: ModelVersion, baseline: int | None) -> ModelOut:
         activated_at=model.activated_at,
         blessed_at=model.blessed_at,
         baseline=model.version == baseline,
+        change=VersionChangeOut.model_validate(change, from_attributes=True) if change else None,
     )
 
 
@@ -42,8 +45,9 @@ def baseline_number(session: SessionDep, settings: SettingsDep) -> int | None:
 BaselineDep = Annotated[int | None, Depends(baseline_number)]
 
 
-def to_detail(model: ModelVersion, baseline: int | None) -> ModelDetail:
-    return ModelDetail(**to_out(model, baseline).model_dump(), report=model.report)
+def to_detail(session: SessionDep, model: ModelVersion, baseline: int | None) -> ModelDetail:
+    change = registry.changes_by_version(session, [model]).get(model.version)
+    return ModelDetail(**to_out(model, baseline, change).model_dump(), report=model.report)
 
 
 def get_model_or_404(session: SessionDep, version: int) -> ModelVersion:
@@ -52,9 +56,11 @@ def get_model_or_404(session: SessionDep, version: int) -> ModelVersion:
 
 @router.get("", responses=ERRORS)
 def list_models(session: SessionDep, baseline: BaselineDep) -> list[ModelOut]:
-    """Every version, newest first."""
+    """Every version, newest first, with what its training run measured (`change`)."""
     query = select(ModelVersion).order_by(ModelVersion.version.desc())
-    return [to_out(m, baseline) for m in session.scalars(query)]
+    models = list(session.scalars(query))
+    changes = registry.changes_by_version(session, models)
+    return [to_out(m, baseline, changes.get(m.version)) for m in models]
 
 
 @router.get("/active", responses=ERRORS)
@@ -62,12 +68,12 @@ def get_active_model(session: SessionDep, baseline: BaselineDep) -> ModelDetail:
     model = registry.active_version(session)
     if model is None:
         raise ApiError(404, "no_active_model", "no model version is active")
-    return to_detail(model, baseline)
+    return to_detail(session, model, baseline)
 
 
 @router.get("/{version}", responses=ERRORS)
 def get_model(version: VersionNumber, session: SessionDep, baseline: BaselineDep) -> ModelDetail:
-    return to_detail(get_model_or_404(session, version), baseline)
+    return to_detail(session, get_model_or_404(session, version), baseline)
 
 
 @router.get(

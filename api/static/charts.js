@@ -80,22 +80,31 @@ export function drawCurves(history) {
   }
   const half = canvas.width / 2;
   const box = (left) => ({ x: left + 40, y: 24, w: half - 56, h: canvas.height - 60 });
-  drawPanel(ctx, box(0), "loss", [history.loss, history.val_loss]);
-  drawPanel(ctx, box(half), "accuracy", [history.accuracy, history.val_accuracy]);
+  drawPanel(ctx, box(0), "loss", [history.loss, history.val_loss], lossAxis);
+  drawPanel(ctx, box(half), "accuracy", [history.accuracy, history.val_accuracy], accuracyAxis);
 }
 
-function drawPanel(ctx, box, title, [training, validation]) {
+// Honest axes: a loss from 0; an accuracy over at least 20 points (a retrain's 0.88 -> 0.89 on
+// a 0.88-0.90 axis looked like a leap), never past 1.
+const MIN_ACCURACY_SPAN = 0.2;
+
+function lossAxis(low, high) {
+  return [0, high * 1.1 || 1];
+}
+
+function accuracyAxis(low, high) {
+  const top = Math.min(1, high + 0.02);
+  return [Math.max(0, Math.min(low - 0.02, top - MIN_ACCURACY_SPAN)), top];
+}
+
+function drawPanel(ctx, box, title, [training, validation], axis) {
   const series = [
     { values: training || [], dash: [], color: "#2f5fd0" },
     { values: validation || [], dash: [6, 4], color: "#d9730d" },
   ];
   const all = series.flatMap((s) => s.values).filter(Number.isFinite);
   if (all.length === 0) return;
-  let low = Math.min(...all);
-  let high = Math.max(...all);
-  const pad = (high - low) * 0.1 || 0.05;
-  low -= pad;
-  high += pad;
+  const [low, high] = axis(Math.min(...all), Math.max(...all));
   const epochs = Math.max(...series.map((s) => s.values.length));
   const x = (i) => box.x + (epochs === 1 ? box.w / 2 : (i * box.w) / (epochs - 1));
   const y = (v) => box.y + box.h - ((v - low) / (high - low)) * box.h;

@@ -4,16 +4,57 @@
 import { action, api } from "./api.js";
 import { describeConfusionCell, drawConfusion, drawCurves, listConfusions } from "./charts.js";
 import { $, el } from "./dom.js";
-import { percent, withCount } from "./format.js";
+import { percent, plural, pointsChange, withCount } from "./format.js";
 
-const VERSION_COLUMNS = ["Version", "Status", "Architecture", "Test accuracy", "Created"];
+const VERSION_COLUMNS = [
+  "Version",
+  "Status",
+  "Architecture",
+  "Test accuracy",
+  "What its run measured",
+  "Created",
+];
 
-// What a running run is doing, in words: before its first epoch it loads NIST and the samples
-// (and on a fresh machine fetches NIST), after training the candidate is judged.
+// One comparison its run made, on the same images for both versions.
+function scoreChange(name, change, evaluationUploads) {
+  const parts = [`NIST test ${pointsChange(change.test)}`];
+  if (Number.isFinite(change.holdout)) parts.push(`unseen writers ${pointsChange(change.holdout)}`);
+  if (Number.isFinite(change.evaluation)) {
+    parts.push(`${plural(evaluationUploads, "evaluation upload")} ${pointsChange(change.evaluation)}`);
+  }
+  return `against ${name} ${change.against}: ${parts.join(", ")}`;
+}
+
+// A version's change against the one before and the baseline, and the uploads behind it.
+function describeChange(model) {
+  const change = model.change;
+  if (!change) return model.training_run_id ? "–" : "the bundled starter model (no run made it)";
+  const said = [];
+  if (change.previous) said.push(scoreChange("version", change.previous, change.evaluation_uploads));
+  const sameAsPrevious = change.previous && change.baseline && change.previous.against === change.baseline.against;
+  if (change.baseline && !sameAsPrevious) {
+    said.push(scoreChange("baseline", change.baseline, change.evaluation_uploads));
+  }
+  said.push(`trained on ${plural(change.training_uploads, "upload")}`);
+  return [...said, ...change.notes].join("; ");
+}
+
+// What a running run is doing, in words (its `phase`: the worker moves the bar in each one).
+const PHASES = {
+  loading: "loading NIST and the samples",
+  calibrating: "calibrating the candidate",
+  scoring: "scoring the candidate on NIST and the evaluation uploads",
+  indexing: "indexing NIST for the uploads' evidence",
+  judging: "comparing it with the serving model and the baseline",
+  registering: "registering the new version",
+};
+
 function runPhase(run) {
-  if (!run.epochs) return "loading NIST and the samples";
-  if (run.progress >= 0.9) return "evaluating the candidate against the serving model…";
-  return `training, epoch ${run.epoch}/${run.epochs}`;
+  if (run.phase === "training") {
+    // Before its first epoch the run renders its training pictures: no "epoch 0/0".
+    return run.epochs ? `training, epoch ${run.epoch}/${run.epochs}` : "preparing the training pictures";
+  }
+  return PHASES[run.phase] || "starting";
 }
 
 // One line beside the board: what training is doing now, or what the last run changed
@@ -22,19 +63,13 @@ function statusLine(run, activeModel) {
   const name = `Training run ${run.id}`;
   if (run.status === "queued") return `${name} is waiting for a worker.`;
   if (run.status === "running") {
-    const phase = runPhase(run);
-    const percent = run.progress < 0.9 ? `, ${Math.round(run.progress * 100)}%.` : "";
-    return `${name}: ${phase}${percent}`;
+    return `${name}: ${runPhase(run)}, ${Math.round(run.progress * 100)}%.`;
   }
   if (run.status === "failed") return `${name} failed; the serving model is unchanged.`;
   const metrics = run.metrics || {};
   if (run.decision === "promoted" && metrics.candidate && metrics.active) {
-    const gain = (metrics.candidate.test_accuracy - metrics.active.test_accuracy) * 100;
-    const sign = gain >= 0 ? "+" : "−";
-    const figures =
-      Math.abs(gain) < 0.05 // "-0.0 points" reads like a loss
-        ? "no change on the NIST test set"
-        : `${sign}${Math.abs(gain).toFixed(1)} points on the NIST test set`;
+    const gain = metrics.candidate.test_accuracy - metrics.active.test_accuracy;
+    const figures = `${pointsChange(gain)} on the NIST test set`;
     if (activeModel && activeModel.training_run_id === run.id) {
       return `Version ${activeModel.version} now serves (${name} promoted it: ${figures}).`;
     }
@@ -88,10 +123,10 @@ export function mountDashboard({ state, withAdminToken, adminRequest, loadStats,
       metrics.holdout_accuracy,
       imagesOf(`holdout/${metrics.holdout_slice}`)
     );
-    $("acc-evaluation").textContent = withCount(
-      metrics.evaluation_samples_accuracy,
-      metrics.evaluation_samples
-    );
+    $("acc-evaluation").textContent = Number.isFinite(metrics.evaluation_samples_accuracy)
+      ? withCount(metrics.evaluation_samples_accuracy, metrics.evaluation_samples)
+      : "– (none judged this version: only evaluation uploads an admin or a labeller stored " +
+        "or confirmed judge a candidate, at its training run)";
     if (model.labels !== state.labels) {
       state.labels = model.labels; // what teaching, the counts and the held queue offer
       labelsChanged(model.labels);
@@ -114,6 +149,7 @@ export function mountDashboard({ state, withAdminToken, adminRequest, loadStats,
         model.status,
         model.architecture,
         percent((model.metrics || {}).test_accuracy),
+        describeChange(model),
         new Date(model.created_at).toLocaleString(),
       ].map((text, column) => {
         const cell = el("td", {}, text);

@@ -2,6 +2,15 @@
 
 export const percent = (value) => (Number.isFinite(value) ? `${(value * 100).toFixed(1)}%` : "–");
 
+// An accuracy's change in points, in words: "+0.3 points", "−1.2 points"; under 0.05 points
+// "no change" (a "−0.0" reads like a loss).
+export function pointsChange(delta) {
+  if (!Number.isFinite(delta)) return "–";
+  const points = delta * 100;
+  if (Math.abs(points) < 0.05) return "no change";
+  return `${points > 0 ? "+" : "−"}${Math.abs(points).toFixed(1)} points`;
+}
+
 export const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
 
 // "88.5% of 9,120 images (95% interval 87.8–89.1%)": an accuracy means little without its

@@ -10,15 +10,18 @@ path, small settings from conftest's TEST_ENV):
   below where it started (held by the evidence, healed, or refused by the gate).
 """
 
+import hashlib
 import subprocess
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import func, select
 
+import trainer.evaluate
 from core.config import get_settings
-from db.models import RunStatus
+from db.models import ModelScores, ModelVersion, RunStatus
 from db.session import get_sessionmaker
 from domain import registry
 from testkit.images import encode
@@ -51,13 +54,31 @@ def test_five_retrains_in_a_row_stay_within_the_baseline_allowance(
     allowance = 0.02  # wide, so that the active-model check alone would let it slide
     monkeypatch.setattr(get_settings(), "gate_max_nist_drop", allowance)
     monkeypatch.setattr(get_settings(), "retrain_threshold", 10_000)  # runs opened here only
+    # The references' NIST scores are computed once per version and kept (the candidate's at
+    # its registration): the models each run scores on the NIST test split (their ONNX's hash).
+    scored: list[str] = []
+    predict_sets = trainer.evaluate.predict_sets
+
+    def counted(onnx: bytes, sets: dict) -> dict:
+        scored.extend([hashlib.sha256(onnx).hexdigest()] if "test" in sets else [])
+        return predict_sets(onnx, sets)
+
+    monkeypatch.setattr(trainer.evaluate, "predict_sets", counted)
     served: list[tuple[str, float, float]] = []
     baseline = None
     for round_number in range(5):
         upload_nist(client, 2, offset=40 * round_number)  # nothing useful to learn
         run_id = open_manual_run()
         assert run_id is not None
+        scored.clear()
         assert execute_run(run_id) == RunStatus.succeeded
+        # The first run scores the bundled model (serving and baseline: once); later runs
+        # only their candidate, whatever was promoted.
+        with get_sessionmaker()() as session:
+            candidate = session.scalar(select(func.max(ModelVersion.version)))
+            candidate_onnx = session.get(ModelVersion, candidate).onnx_sha256
+        references = [h for h in scored if h != candidate_onnx]
+        assert len(references) == (1 if round_number == 0 else 0), references
         run = run_row(run_id)
         metrics = run.metrics or {}
         baseline = metrics["baseline"]
@@ -79,6 +100,11 @@ def test_five_retrains_in_a_row_stay_within_the_baseline_allowance(
     for _, test, holdout in served:
         assert test >= baseline["test_accuracy"] - allowance
         assert holdout >= baseline["holdout_accuracy"] - allowance
+    with get_sessionmaker()() as session:  # the kept scores are what the runs compared
+        kept = session.scalars(select(ModelScores).where(ModelScores.version == 1)).one()
+        assert kept.sets["test"]["accuracy"] == baseline["test_accuracy"]
+        assert len(kept.test_predicted) == kept.sets["test"]["images"]
+        assert session.scalar(select(func.count()).select_from(ModelScores)) == 6  # v1 + five
 
 
 def ones_read_right(client: TestClient, images: np.ndarray) -> tuple[float, int]:

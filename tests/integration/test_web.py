@@ -964,7 +964,10 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
         f"{report['metrics']['holdout_accuracy']:.1%} of 9,120 images"
     )
     expect(page.locator("dt").nth(2)).to_have_text("NIST writers it never saw")
-    expect(page.locator("#acc-evaluation")).to_have_text(NO_FIGURE)
+    # No figure, and why: no evaluation upload vouched for judged this version.
+    expect(page.locator("#acc-evaluation")).to_contain_text(f"{NO_FIGURE} (none judged")
+    # The bundled version was made by no run: said so where a run's measurements would be.
+    expect(versions.locator("tr.active")).to_contain_text("the bundled starter model")
     expect(page.locator("#next-retrain")).to_have_text(
         "5 new samples until the next automatic retrain."
     )
@@ -1036,17 +1039,18 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
             full_retrain=False,
             sample_watermark=0,
             progress=0.0,
+            phase="loading",
             attempts=1,
         )
         session.add(run)
         session.commit()
-        # Idle, the page polls every 10 s; a reload shows the run at once. Before its first
-        # epoch it says what it does, not "epoch 0/0".
+        # Idle, the page polls every 10 s; a reload shows the run at once. Every phase is
+        # said in words, with the bar moving through it (not "epoch 0/0", nor stuck at 90%).
         page.reload()
         expect(page.locator("#status-strip")).to_have_text(
             f"Training run {run.id}: loading NIST and the samples, 0%."
         )
-        run.progress, run.epoch, run.epochs = 0.4, 1, 3
+        run.phase, run.progress, run.epoch, run.epochs = "training", 0.4, 1, 3
         session.commit()
         page.reload()
         expect(page.locator("#run-status")).to_contain_text("running, training, epoch 1/3, 40%")
@@ -1056,16 +1060,15 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
         )
         assert page.get_attribute("#status-strip", "aria-live") == "polite"
         assert page.eval_on_selector("#run-progress", "bar => bar.value") == pytest.approx(0.4)
-        # Past training, the candidate is being judged: said in words, not a bar stuck at 90%.
-        run.progress = 0.92
+        run.phase, run.progress = "judging", 0.96
         session.commit()
         expect(page.locator("#status-strip")).to_have_text(
-            f"Training run {run.id}: evaluating the candidate against the serving model…",
+            f"Training run {run.id}: comparing it with the serving model and the baseline, 96%.",
             timeout=6000,
         )
 
         # While a run is open the page polls every 2 s: the finished run shows up by itself.
-        run.status, run.progress, run.epoch = "succeeded", 1.0, 3
+        run.status, run.progress, run.phase = "succeeded", 1.0, None
         run.decision, run.decision_reason = "promoted", "better on the NIST test split"
         session.commit()
     expect(page.locator("#run-decision")).to_have_text(
@@ -1115,7 +1118,13 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
             trigger="threshold",
             decision="promoted",
             decision_reason="within every allowance",
-            metrics={"candidate": {"test_accuracy": 0.900}, "active": {"test_accuracy": 0.896}},
+            metrics={
+                "candidate": {"test_accuracy": 0.900, "holdout_accuracy": 0.880},
+                "active": {"test_accuracy": 0.896, "holdout_accuracy": 0.8804},
+                "active_version": 1,
+                "training_samples": 12,
+                "evaluation_samples": 0,
+            },
             progress=1.0,
         )
         session.add(promoted)
@@ -1133,6 +1142,11 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
     expect(page.locator("#status-strip")).to_have_text(
         f"Version {version} now serves (Training run {run_id} promoted it: "
         "+0.4 points on the NIST test set)."
+    )
+    # Its row says what its run measured against the version before, on the same images.
+    expect(page.locator("#versions tr.active")).to_contain_text(
+        "against version 1: NIST test +0.4 points, unseen writers no change; trained on 12 "
+        "uploads; no users' evaluation uploads judged it"
     )
     # No change is said in words, not as "-0.0 points".
     with get_sessionmaker()() as session:
