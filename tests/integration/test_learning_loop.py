@@ -135,6 +135,7 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
         "RETRAIN_THRESHOLD": str(threshold),
         "RETRAIN_EPOCHS": str(Settings.model_fields["retrain_epochs"].default),
         "RETRAIN_NIST_SAMPLES": str(Settings.model_fields["retrain_nist_samples"].default),
+        "EVALUATION_KEY": "new-style",  # the same uploads on each side every run: one verdict
     }
     http = start_api(stack, env)
     stack.start("worker", "worker", command_args(stack.compose["services"]["worker"]), env)
@@ -193,7 +194,11 @@ def test_uploads_of_a_new_style_teach_the_served_model(stack: Stack) -> None:
     if crossed is None:
         pytest.fail(f"only {counted} training samples among {sent} uploads ({held} held)")
     print(f"\n{held} of {sent} new-style uploads were held as suspect")
-    assert held <= 0.05 * sent
+    # The evidence holds about 5% of this style's uploads (bench_evidence, rotated 3/4/7, 300 a
+    # row: 4.7% with the bundled model, 5.0% with the one before it); of the ~75 sent here
+    # that is 2 to 7 by chance alone. More than 8% says the evidence now stands in the way of
+    # honest new handwriting (at EVIDENCE_DEPTH 0.3 it held 7.7% of 300).
+    assert held <= 0.08 * sent
 
     seen: list[dict] = []
 
