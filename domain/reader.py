@@ -11,7 +11,7 @@ import numpy as np
 
 from core.preprocessing import preprocess_batch
 from core.segmentation import Segment, TooManyMarks, segment_row
-from domain.predictor import Candidate, LoadedModel, top_candidates
+from domain.predictor import Candidate, Prediction, Predictor
 
 MARKS_PER_CHARACTER = 8
 
@@ -49,13 +49,12 @@ class RowReading:
 
 
 def read_row(
-    model: LoadedModel,
+    predictor: Predictor,
     image: np.ndarray,
     *,
+    max_characters: int,
     labels: str | None = None,
     expected_length: int | None = None,
-    threshold: float = 0.7,
-    max_characters: int = 64,
     scale: float = 1.0,
 ) -> RowReading:
     """Read the characters of a decoded picture (OpenCV's layout), left to right.
@@ -66,7 +65,7 @@ def read_row(
     Raises ReadingError when no character is found or more than `max_characters`."""
 
     def judge(crops: list[np.ndarray]) -> np.ndarray:
-        return model.probabilities(preprocess_batch(crops), labels).max(axis=1)
+        return predictor.model.probabilities(preprocess_batch(crops), labels).max(axis=1)
 
     try:
         # Pieces of one character and specks merge or drop later; far more than that many
@@ -86,30 +85,22 @@ def read_row(
             f"the image holds {len(segments)} characters or pieces; at most {max_characters} "
             "are read in one row",
         )
-    glyphs = preprocess_batch([s.crop for s in segments])
-    probabilities = model.probabilities(glyphs, labels)
+    glyphs = preprocess_batch([s.crop for s in segments])[..., 0]
+    predictions = predictor.predict_glyphs(glyphs, labels)
     characters = [
-        _character(segment, probabilities[i], model, labels, threshold, scale)
-        for i, segment in enumerate(segments)
+        _character(segment, prediction, scale)
+        for segment, prediction in zip(segments, predictions, strict=True)
     ]
     return RowReading(characters, float(np.prod([c.confidence for c in characters])))
 
 
-def _character(
-    segment: Segment,
-    probabilities: np.ndarray,
-    model: LoadedModel,
-    labels: str | None,
-    threshold: float,
-    scale: float,
-) -> ReadCharacter:
-    top = top_candidates(probabilities, model.labels.characters, allowed=labels)
+def _character(segment: Segment, prediction: Prediction, scale: float) -> ReadCharacter:
     return ReadCharacter(
         box=tuple(round(v * scale) for v in segment.box),  # type: ignore[arg-type]
-        label=top[0].label,
-        confidence=top[0].probability,
-        top=top,
-        low_confidence=top[0].probability < threshold,
+        label=prediction.label,
+        confidence=prediction.confidence,
+        top=prediction.top,
+        low_confidence=prediction.doubt is not None,  # the Predictor's one rule
         space_before=segment.space_before,
         crop=segment.crop,
     )

@@ -38,7 +38,7 @@ from db.models import Reading
 from domain import readings, row_boxes, samples
 from domain.evidence import evidence_rules
 from domain.keys import Client
-from domain.predictor import LoadedModel
+from domain.predictor import LoadedModel, Predictor
 from domain.reader import ReadingError, RowReading, read_row
 
 router = APIRouter(prefix=f"{API_PREFIX}/readings", tags=["readings"])
@@ -76,7 +76,7 @@ def to_out(reading: Reading) -> ReadingOut:
 
 def read_picture(
     data: bytes,
-    model: LoadedModel,
+    predictor: Predictor,
     allowed: str | None,
     expected_length: int | None,
     settings: Settings,
@@ -85,11 +85,10 @@ def read_picture(
     decoded = decode_upload(data, settings, side=ROW_SIDE)
     try:
         row = read_row(
-            model,
+            predictor,
             decoded.image,
             labels=allowed,
             expected_length=expected_length,
-            threshold=settings.low_confidence_threshold,
             max_characters=settings.max_reading_characters,
             scale=decoded.width / decoded.image.shape[1],
         )
@@ -134,7 +133,9 @@ def read(
             max_characters=settings.max_reading_characters,
         )
     data = read_upload(image, settings)
-    decoded, row, crops = meter.call(read_picture, data, model, allowed, expected_length, settings)
+    decoded, row, crops = meter.call(
+        read_picture, data, predictor, allowed, expected_length, settings
+    )
     stored = readings.store(session, data, decoded, model, row, crops, allowed, expected_length)
     meter.stored_bytes += len(data) + sum(len(crop) for crop in crops)
     return to_out(stored)
