@@ -280,8 +280,11 @@ class TrainingRunOut(BaseModel):
     full_retrain: bool
     progress: float = Field(description="0..1 over the whole run, every phase moving it")
     phase: str | None = Field(
-        description="While running: loading, training, calibrating, scoring, indexing, "
-        "judging or registering"
+        description="While running: loading, fetching (a first run downloading the NIST "
+        "data), training, calibrating, scoring, indexing, judging or registering"
+    )
+    phase_detail: str | None = Field(
+        default=None, description="How far the phase is, in words (fetching: megabytes)"
     )
     epoch: int
     epochs: int

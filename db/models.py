@@ -66,7 +66,8 @@ class RunStatus(enum.StrEnum):
 class RunPhase(enum.StrEnum):
     """What a running run is doing, in the order a run goes through it (worker/training.py)."""
 
-    loading = "loading"  # the run, the NIST data (fetched on a first run), the uploads
+    loading = "loading"  # the run, the NIST data, the uploads
+    fetching = "fetching"  # a first run downloading the NIST data from NIST_SOURCE
     training = "training"
     calibrating = "calibrating"  # exported to ONNX, its confidences calibrated
     scoring = "scoring"  # the candidate on the NIST sets and the evaluation uploads
@@ -168,6 +169,7 @@ class TrainingRun(Base):
     sample_watermark: Mapped[int] = mapped_column(BigInteger, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     phase: Mapped[str | None] = mapped_column(String(16), nullable=True)  # RunPhase, running
+    phase_detail: Mapped[str | None] = mapped_column(String(64), nullable=True)  # "12 of 535 MB"
     epoch: Mapped[int] = mapped_column(Integer, default=0)
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

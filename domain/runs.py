@@ -207,6 +207,7 @@ def claim(session: Session, run_id: int) -> int | None:
             heartbeat_at=now(),
             progress=0.0,
             phase=RunPhase.loading,
+            phase_detail=None,
             error=None,
         )
     ).rowcount
@@ -240,6 +241,7 @@ def fail(session: Session, run_id: int, attempt: int, error: str) -> None:
         attempt,
         status=RunStatus.failed,
         phase=None,
+        phase_detail=None,
         finished_at=now(),
         error=error[-4000:],
     )
@@ -257,7 +259,7 @@ def succeed(run: TrainingRun, metrics: dict[str, Any], decision: str, reason: st
     """Mark a locked, owned run as finished with the gate's decision (the caller commits)."""
     run.status = RunStatus.succeeded
     run.progress = 1.0
-    run.phase = None
+    run.phase = run.phase_detail = None
     run.metrics = metrics
     run.decision = decision
     run.decision_reason = reason
@@ -278,7 +280,7 @@ def runs_to_enqueue(session: Session, stale_seconds: float, max_attempts: int) -
             run.status = RunStatus.failed
             run.finished_at = now()
             run.error = f"gave up after {run.attempts} attempts (worker lost each time)"
-            run.phase = None
+            run.phase = run.phase_detail = None
         else:
             run.status = RunStatus.queued  # the next claim starts it over
     session.commit()

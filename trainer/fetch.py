@@ -51,6 +51,8 @@ def ensure_nist(data_dir: Path, source: str, progress: DownloadProgress | None =
     if find_split_files(Path(data_dir) / "emnist"):
         return
     log.info("no NIST data in %s (NIST_DATA_DIR): fetching it from %s", data_dir, source)
+    if progress is not None:
+        progress(0, None)  # fetching begins (a download then tells how far it is)
     try:
         written = fetch_emnist(data_dir, source, progress=progress)
     except (OSError, zipfile.BadZipFile, NistDataError) as exc:  # URLError is an OSError

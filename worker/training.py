@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # through its share epoch by epoch.
 PHASE_STARTS = {
     RunPhase.loading: 0.0,
+    RunPhase.fetching: 0.01,  # a first run only: the download's share is its own line's
     RunPhase.training: 0.02,
     RunPhase.calibrating: 0.78,
     RunPhase.scoring: 0.93,
@@ -200,12 +201,20 @@ class ProgressWriter:
     def phase(self, phase: RunPhase | str) -> None:
         """A phase begins: written at once, at its start on the progress bar."""
         phase = RunPhase(phase)
-        self.write(True, phase=phase, progress=PHASE_STARTS[phase])
+        self.write(True, phase=phase, phase_detail=None, progress=PHASE_STARTS[phase])
 
     def downloading(self, done: int, total: int | None) -> None:
-        """While a first run downloads the NIST data: the heartbeat alone (a run silent for
-        RUN_STALE_SECONDS is taken for dead)."""
-        self.write(False)
+        """While a first run fetches the NIST data: how much of a download in words (the page
+        shows it), and the heartbeat (a run silent for RUN_STALE_SECONDS is taken for dead)."""
+        megabytes = (
+            f"{done / 1e6:,.0f} of {total / 1e6:,.0f} MB" if total else f"{done / 1e6:,.0f} MB"
+        )
+        self.write(
+            False,
+            phase=RunPhase.fetching,
+            phase_detail=megabytes if done else None,
+            progress=PHASE_STARTS[RunPhase.fetching],
+        )
 
     def write(self, force: bool, **values: Any) -> None:
         if force or time.monotonic() - self.last_write >= self.every:

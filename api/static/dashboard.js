@@ -50,6 +50,10 @@ const PHASES = {
 };
 
 function runPhase(run) {
+  if (run.phase === "fetching") {
+    const far = run.phase_detail ? ` (${run.phase_detail})` : "";
+    return `fetching the NIST data, a first run's download${far}`;
+  }
   if (run.phase === "training") {
     // Before its first epoch the run renders its training pictures: no "epoch 0/0".
     return run.epochs ? `training, epoch ${run.epoch}/${run.epochs}` : "preparing the training pictures";

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from db.models import ModelStatus, ModelVersion, RunStatus, TrainingRun
@@ -164,9 +165,19 @@ def test_a_first_run_fetches_the_nist_data_it_lacks_from_nist_source(
     fresh = tmp_path / "nist"
     monkeypatch.setattr(get_settings(), "nist_data_dir", fresh)
     monkeypatch.setattr(get_settings(), "nist_source", str(NIST_DATA_DIR))
+    written: list[dict] = []  # what the run said of itself, as the page reads it
+    record_progress = runs.record_progress
+
+    def recorded(session: Session, run_id: int, attempt: int, **values: object) -> None:
+        written.append(values)
+        record_progress(session, run_id, attempt, **values)
+
+    monkeypatch.setattr(runs, "record_progress", recorded)
     run_id = open_manual_run()
     assert run_id is not None
     assert execute_run(run_id) == RunStatus.succeeded, run_row(run_id).error
+    # While it fetches, the run says so (a download also says how far, in megabytes).
+    assert [v["phase"] for v in written if "phase" in v][:3] == ["loading", "fetching", "training"]
     fetched = {p.relative_to(fresh) for p in fresh.rglob("emnist-*")}
     wanted = {p.relative_to(NIST_DATA_DIR) for p in NIST_DATA_DIR.rglob("emnist-*")}
     assert fetched == wanted

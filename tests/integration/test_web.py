@@ -1050,7 +1050,16 @@ def test_training_run_progress_is_followed(page: "Page", api: httpx.Client) -> N
         expect(page.locator("#status-strip")).to_have_text(
             f"Training run {run.id}: loading NIST and the samples, 0%."
         )
-        run.phase, run.progress, run.epoch, run.epochs = "training", 0.4, 1, 3
+        # A first run downloading the NIST data says how far it is.
+        run.phase, run.phase_detail, run.progress = "fetching", "212 of 535 MB", 0.01
+        session.commit()
+        page.reload()
+        expect(page.locator("#status-strip")).to_have_text(
+            f"Training run {run.id}: fetching the NIST data, a first run's download "
+            "(212 of 535 MB), 1%."
+        )
+        run.phase, run.phase_detail = "training", None
+        run.progress, run.epoch, run.epochs = 0.4, 1, 3
         session.commit()
         page.reload()
         expect(page.locator("#run-status")).to_contain_text("running, training, epoch 1/3, 40%")

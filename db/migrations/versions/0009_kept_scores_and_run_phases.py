@@ -39,6 +39,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_model_scores_version", "model_scores", ["version"])
     op.add_column("training_runs", sa.Column("phase", sa.String(16), nullable=True))
+    op.add_column("training_runs", sa.Column("phase_detail", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
@@ -46,6 +47,7 @@ def downgrade() -> None:
     # SQLite drops a column by copying the table: keep its ids never reused (0008) ...
     copy = {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
     with op.batch_alter_table("training_runs", **(copy if sqlite else {})) as batch:
+        batch.drop_column("phase_detail")
         batch.drop_column("phase")
     if sqlite:  # ... and its one-open-run index, which SQLite cannot reflect for the copy
         op.create_index(
