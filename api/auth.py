@@ -7,7 +7,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import Depends, Header, Request
 
-from api.errors import ApiError
+from api.errors import ApiError, coded_error
 from core.config import Settings, get_settings
 from db.models import Role
 from db.session import get_sessionmaker
@@ -59,7 +59,7 @@ async def get_client(
             _authenticate, token, settings
         )
     except keys.InvalidKey as exc:
-        raise ApiError(401, exc.code, exc.message, headers=BEARER) from exc
+        raise coded_error(exc, headers=BEARER) from exc
 
 
 ClientDep = Annotated[keys.Client, Depends(get_client)]

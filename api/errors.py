@@ -11,11 +11,11 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorOut
+from core.errors import CodedError
 from core.images import ImageError, accepted_types
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from domain.readings import CorrectionError
 
 log = logging.getLogger(__name__)
 
@@ -43,43 +43,46 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 } | {503: {"model": ErrorOut, "description": "The database is not reachable; retry shortly"}}
 NO_MODEL = ERRORS | {503: {"model": ErrorOut, "description": "No model serving yet"}}
 
-IMAGE_STATUS = {
+# The HTTP status of each code the layers below raise (core.errors.CodedError): 413 and 415
+# for pictures too big or of an unknown kind, 409 for a conflict with what is stored, 422 for
+# the rest (a picture without ink, a row or a correction that does not fit).
+STATUS = {
+    # keys (domain.keys.InvalidKey)
+    "invalid_key": 401,
+    "key_revoked": 401,
+    # pictures (core.images.ImageError)
     "empty_image": 422,
     "no_ink": 422,
     "image_too_large": 413,
     "image_too_many_pixels": 413,
     "unsupported_image": 415,
     "undecodable_image": 422,
-}
-
-
-# A correction refused: a conflict with what is stored (409), or a text or boxes that do not
-# fit the reading (422; the reply names the box: `index`).
-CORRECTION_STATUS = {
+    # rows (domain.reader.ReadingError)
+    "no_characters": 422,
+    "too_many_characters": 422,
+    # corrections (domain.readings.CorrectionError; a box's reply names it: `index`)
     "already_corrected": 409,
     "label_conflict": 409,
     "length_mismatch": 422,
     "invalid_label": 422,
-    "too_many_characters": 422,
     "empty_box": 422,
     "box_outside_picture": 422,
     "boxes_out_of_order": 422,
     "boxes_overlap": 422,
     "box_holds_several_characters": 422,
-    "no_ink": 422,
 }
 
 
-def correction_error(exc: "CorrectionError") -> ApiError:
-    return ApiError(CORRECTION_STATUS.get(exc.code, 422), exc.code, exc.message, **exc.context)
+def coded_error(exc: CodedError, **context: Any) -> ApiError:
+    """The reply for a refusal from below the API: its status from STATUS, its code, message
+    and context, and `context` the API adds."""
+    return ApiError(STATUS[exc.code], exc.code, exc.message, **exc.context, **context)
 
 
 def image_error(exc: ImageError, settings: "Settings") -> ApiError:
     """The 4xx reply for an image we cannot accept, with what the client needs to fix it."""
-    return ApiError(
-        IMAGE_STATUS[exc.code],
-        exc.code,
-        exc.message,
+    return coded_error(
+        exc,
         allowed_types=accepted_types(),
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_image_pixels,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.errors import CodedError
 from core.preprocessing import WORKING_SIDE
 
 # Formats we accept, by Pillow's name, with the content type we store and serve back.
@@ -72,13 +73,8 @@ DECODE_BYTES_PER_PIXEL = {Route.GREY: 3, Route.COLOUR_ALPHA: 9, Route.PILLOW: 8}
 DECODE_OVERHEAD_BYTES = 8 * 1024 * 1024  # a decoder's fixed buffers, whatever the size
 
 
-class ImageError(ValueError):
+class ImageError(CodedError):
     """A user image we cannot accept; `code` names the problem for the API reply."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def require_ink(glyph: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.errors import CodedError
 from db.models import ApiKey, Role
 from domain import runs
 
@@ -45,12 +46,8 @@ class Client:
         return self.role == Role.admin
 
 
-class InvalidKey(Exception):
+class InvalidKey(CodedError):
     """The key is unknown, malformed or revoked; `code` says which for the reply."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass(frozen=True)

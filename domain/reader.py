@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import CodedError
 from core.preprocessing import preprocess_batch
 from core.segmentation import Segment, TooManyMarks, segment_row
 from domain.predictor import Candidate, Prediction, Predictor
@@ -16,13 +17,8 @@ from domain.predictor import Candidate, Prediction, Predictor
 MARKS_PER_CHARACTER = 8
 
 
-class ReadingError(ValueError):
+class ReadingError(CodedError):
     """A row we cannot read; `code` names the problem for the API reply."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from core.errors import CodedError
 from core.images import DecodedImage
 from core.labels import LabelSet
 from db.models import Reading, SampleSource
@@ -27,13 +28,9 @@ from domain.predictor import LoadedModel
 from domain.reader import ReadCharacter, RowReading
 
 
-class CorrectionError(ValueError):
+class CorrectionError(CodedError):
     """A correction that cannot apply to its reading; `code` names the problem (the API maps
-    it to an HTTP status: api/errors.py, CORRECTION_STATUS)."""
-
-    def __init__(self, code: str, message: str, **context: Any) -> None:
-        super().__init__(message)
-        self.code, self.message, self.context = code, message, context
+    it to an HTTP status: api/errors.py, STATUS)."""
 
 
 def crop_png(crop: np.ndarray) -> bytes:

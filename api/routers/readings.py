@@ -19,7 +19,7 @@ from api.deps import (
     read_upload,
     sent_once,
 )
-from api.errors import NO_MODEL, ApiError, correction_error, image_error
+from api.errors import NO_MODEL, ApiError, coded_error, image_error
 from api.ratelimit import MeterDep
 from api.routers import API_PREFIX
 from api.routers.samples import to_out as sample_out
@@ -93,9 +93,7 @@ def read_picture(
             scale=decoded.width / decoded.image.shape[1],
         )
     except ReadingError as exc:
-        raise ApiError(
-            422, exc.code, exc.message, max_characters=settings.max_reading_characters
-        ) from exc
+        raise coded_error(exc, max_characters=settings.max_reading_characters) from exc
     return decoded, row, readings.crops_json(row)
 
 
@@ -215,7 +213,7 @@ def correct_reading(
             session, reading, text, changed, client, settings.retrain_threshold
         )
     except readings.CorrectionError as exc:
-        raise correction_error(exc) from exc
+        raise coded_error(exc) from exc
     meter.stored_bytes += sum(len(fix.crop or b"") for fix, _ in changed)
     return CorrectionOut(
         reading=to_out(reading),
