@@ -67,9 +67,13 @@ class Check:
 
 @dataclass(frozen=True)
 class GateDecision:
+    """The gate's result, the one type for it: the worker sets `gated_against` (the version
+    active when the candidate was judged) and domain.registry acts on it."""
+
     promote: bool
     reason: str
     checks: list[Check] = field(default_factory=list)
+    gated_against: int | None = None
 
     def checks_json(self) -> list[dict[str, Any]]:
         return [asdict(check) for check in self.checks]

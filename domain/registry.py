@@ -29,6 +29,7 @@ from core.neighbours import NEIGHBOURS_FILE
 from db.models import ModelScores, ModelStatus, ModelVersion, TrainingRun
 from db.session import dialect_insert
 from domain import runs
+from domain.gate import GateDecision
 
 log = logging.getLogger(__name__)
 
@@ -197,21 +198,12 @@ def _version_row(new: NewVersion, status: ModelStatus) -> ModelVersion:
     )
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """The gate's decision about a candidate and the version it compared it with."""
-
-    promote: bool
-    reason: str
-    gated_against: int | None  # the version active when the candidate was judged
-
-
 def register_candidate(
     session: Session,
     run_id: int,
     attempt: int,
     new: NewVersion,
-    verdict: Verdict,
+    verdict: GateDecision,
     run_metrics: dict[str, Any],
 ) -> ModelVersion:
     """Store a run's candidate and end the run: one transaction, only while this attempt still
@@ -237,7 +229,7 @@ def register_candidate(
 
 
 def _activated_since(
-    active: ModelVersion | None, run: TrainingRun, verdict: Verdict
+    active: ModelVersion | None, run: TrainingRun, verdict: GateDecision
 ) -> ModelVersion | None:
     """The version activated since the run started or since the gate compared (None: the one
     the gate compared with has served all along)."""
@@ -258,7 +250,7 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _outcome(
-    session: Session, version: ModelVersion, verdict: Verdict, activated: ModelVersion | None
+    session: Session, version: ModelVersion, verdict: GateDecision, activated: ModelVersion | None
 ) -> tuple[str, str]:
     """Set the new version's status; the run's decision and reason."""
     compared = f"compared with version {verdict.gated_against}: {verdict.reason}"

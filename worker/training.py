@@ -20,7 +20,7 @@ from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
 from db.models import ModelVersion, RunPhase, RunStatus, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
-from domain.gate import GateRules, Outcomes, Scores, gate
+from domain.gate import GateDecision, GateRules, Outcomes, Scores, gate
 from trainer.config import ExtraSamples, TrainingConfig, WarmStart
 
 if TYPE_CHECKING:
@@ -276,10 +276,11 @@ def train_candidate(plan: RunPlan) -> "TrainedArtifacts":
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: registry.Verdict
+    """What judging a candidate found: the gate's decision and the scores behind it."""
+
+    decision: GateDecision  # with the version it was gated against
     active: Metrics | None  # the compared version's scores on the candidate's sets
     baseline: Metrics | None  # the baseline's, on the same sets
-    checks: list[dict[str, Any]]  # every comparison the gate made
     candidate: Scores | None = None  # what the candidate read, image by image
     reference: Scores | None = None  # the baseline's (else the active model's) likewise
 
@@ -354,12 +355,10 @@ def judge(
         test_outcomes(plan, artifacts.test_predicted),
     )
     decision = gate(candidate, active, baseline, gate_rules(settings))
-    version = serving.version if serving else None
     return Judgement(
-        registry.Verdict(decision.promote, decision.reason, version),
+        replace(decision, gated_against=serving.version if serving else None),
         active.metrics if active else None,
         baseline.metrics if baseline else None,
-        decision.checks_json(),
         candidate,
         baseline or active,
     )
@@ -375,7 +374,7 @@ def culprits_of(
     from trainer.evaluate import onnx_probabilities
 
     candidate, reference = judgement.candidate, judgement.reference
-    regressed = {c["label"] for c in judgement.checks if c.get("label") and not c["passed"]}
+    regressed = {c.label for c in judgement.decision.checks if c.label and not c.passed}
     if not regressed or candidate is None or reference is None or not len(plan.training_samples):
         return {}
     assert candidate.test_outcomes is not None and reference.test_outcomes is not None
@@ -427,9 +426,9 @@ def heal(
     training = plan.training_samples.without(culprits)
     first = {
         "decision": "rejected",
-        "reason": judgement.verdict.reason,
+        "reason": judgement.decision.reason,
         "candidate": artifacts.report.metrics.model_dump(mode="json"),
-        "gate": judgement.checks,
+        "gate": judgement.decision.checks_json(),
         "held": sorted(culprits),
     }
     return replace(
@@ -448,18 +447,20 @@ def judge_and_register(plan: RunPlan, artifacts: "TrainedArtifacts", settings: S
     since the run started (a rollback), the candidate never replaces it: domain.registry
     stores it as `candidate`, for an admin to promote by hand."""
     judgement = judge(plan, artifacts, settings, plan.serving)
-    if not judgement.verdict.promote and not plan.held:
+    if not judgement.decision.promote and not plan.held:
         culprits = culprits_of(plan, artifacts, judgement)
         if culprits:
             healed = heal(plan, artifacts, judgement, culprits, settings)
             artifacts = train_candidate(healed)
             plan, judgement = healed, judge(healed, artifacts, settings, healed.serving)
-            verdict = judgement.verdict
+            decision = judgement.decision
             note = (
                 f"trained a second time without the {len(culprits)} uploads held for pushing "
                 f"a class over (the first attempt was refused: {plan.attempts[-1]['reason']}); "
             )
-            judgement = replace(judgement, verdict=replace(verdict, reason=note + verdict.reason))
+            judgement = replace(
+                judgement, decision=replace(decision, reason=note + decision.reason)
+            )
     register(plan, artifacts, judgement)
 
 
@@ -469,10 +470,10 @@ def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement)
     run_metrics: dict[str, Any] = {
         "candidate": artifacts.report.metrics.model_dump(mode="json"),
         "active": active.model_dump(mode="json") if active else None,
-        "active_version": judgement.verdict.gated_against,
+        "active_version": judgement.decision.gated_against,
         "baseline": judgement.baseline.model_dump(mode="json") if judgement.baseline else None,
         "baseline_version": plan.baseline.version if plan.baseline else None,
-        "gate": judgement.checks,
+        "gate": judgement.decision.checks_json(),
         "warm_start": plan.warm_start is not None,
         "config": asdict(plan.config),
         "epochs": plan.config.epochs,
@@ -496,5 +497,5 @@ def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement)
     ProgressWriter(plan.run_id, plan.attempt).phase(RunPhase.registering)
     with get_sessionmaker()() as session:
         registry.register_candidate(
-            session, plan.run_id, plan.attempt, new, judgement.verdict, run_metrics
+            session, plan.run_id, plan.attempt, new, judgement.decision, run_metrics
         )

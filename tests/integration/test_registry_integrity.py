@@ -27,6 +27,7 @@ from core.model_report import ModelReport
 from db.models import ModelVersion, RunStatus, Sample, TrainingRun
 from db.session import get_sessionmaker
 from domain import registry, runs, samples
+from domain.gate import GateDecision
 from testkit.images import png, stroke_image
 from testkit.stack import Server, uvicorn_server
 from tests.integration.conftest import TEST_ENV, add_model_version, wait_for
@@ -104,7 +105,7 @@ def test_an_activation_during_a_registration_waits_its_turn(
 ) -> None:
     other = add_model_version()  # 2
     run_id, attempt = running_run()
-    verdict = registry.Verdict(True, "better", gated_against=1)
+    verdict = GateDecision(True, "better", gated_against=1)
     with (
         httpx.Client(base_url=server.url, timeout=30) as http,
         ThreadPoolExecutor(1) as pool,
@@ -153,7 +154,7 @@ def test_a_candidate_never_replaces_a_version_activated_after_its_run_started(
     run_id, attempt = running_run()
     with get_sessionmaker()() as session:
         registry.activate(session, other)  # a rollback after the run started against 1
-    better = registry.Verdict(True, "better than 1", gated_against=1)
+    better = GateDecision(True, "better than 1", gated_against=1)
     with get_sessionmaker()() as session:
         registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
     assert versions() == {1: "retired", 2: "active", 3: "candidate"}
@@ -176,7 +177,7 @@ def test_an_activation_back_to_the_gated_version_during_a_run_still_holds_the_ca
         registry.activate(session, other)
     with get_sessionmaker()() as session:
         registry.activate(session, 1)
-    better = registry.Verdict(True, "better than 1", gated_against=1)
+    better = GateDecision(True, "better than 1", gated_against=1)
     with get_sessionmaker()() as session:
         registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
     assert versions() == {1: "active", 2: "retired", 3: "candidate"}
