@@ -28,7 +28,7 @@ function scoreChange(name, change, evaluationUploads) {
 // A version's change against the one before and the baseline, and the uploads behind it.
 function describeChange(model) {
   const change = model.change;
-  if (!change) return model.training_run_id ? "–" : "the bundled starter model (no run made it)";
+  if (!change) return model.training_run_id ? "–" : "installed, not trained by a run (e.g. the bundled model)";
   const said = [];
   if (change.previous) said.push(scoreChange("version", change.previous, change.evaluation_uploads));
   const sameAsPrevious = change.previous && change.baseline && change.previous.against === change.baseline.against;

@@ -967,7 +967,7 @@ def test_dashboard_and_rollback(browser: "Browser", server: str, api: httpx.Clie
     # No figure, and why: no evaluation upload vouched for judged this version.
     expect(page.locator("#acc-evaluation")).to_contain_text(f"{NO_FIGURE} (none judged")
     # The bundled version was made by no run: said so where a run's measurements would be.
-    expect(versions.locator("tr.active")).to_contain_text("the bundled starter model")
+    expect(versions.locator("tr.active")).to_contain_text("installed, not trained by a run")
     expect(page.locator("#next-retrain")).to_have_text(
         "5 new samples until the next automatic retrain."
     )
