@@ -10,7 +10,7 @@ from core.config import Settings, get_settings
 from core.images import DECODE_SIDE, DecodedImage, ImageError, decode_image
 from core.labels import LabelSet
 from db.session import get_db
-from domain.predictor import ImageLimits, LoadedModel, Predictor
+from domain.predictor import LoadedModel, Predictor
 
 SessionDep = Annotated[Session, Depends(get_db)]
 
@@ -130,10 +130,7 @@ async def get_predictor(model: ServingModelDep, settings: SettingsDep) -> Predic
             "no model is serving yet: train one or install the bundled model",
             headers={"Retry-After": "10"},
         )
-    limits = ImageLimits(
-        settings.max_upload_bytes, settings.max_image_pixels, settings.max_decode_bytes
-    )
-    return Predictor(model, limits, settings.low_confidence_threshold)
+    return Predictor.from_settings(model, settings)
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -151,12 +151,11 @@ def our_reader(model: Any, expected_length: bool) -> Reader:
     """domain.reader.read_row on a row's picture: its text and its characters' boxes (an
     unreadable row reads as nothing)."""
     from core.config import get_settings
-    from domain.predictor import ImageLimits, Predictor
+    from domain.predictor import Predictor
     from domain.reader import ReadingError, read_row
 
     settings = get_settings()
-    limits = ImageLimits(settings.max_upload_bytes, settings.max_image_pixels)
-    predictor = Predictor(model, limits, settings.low_confidence_threshold)
+    predictor = Predictor.from_settings(model, settings)
 
     def read(row: Row) -> tuple[str, list[Box]]:
         length = len(row.text) if expected_length else None

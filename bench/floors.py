@@ -80,9 +80,8 @@ def serving_predictor() -> "Predictor":
     """The API's Predictor on the bundled model, with the API's session settings and limits:
     bytes -> decode -> preprocess -> ONNX Runtime -> top k, in this process."""
     from core.config import get_settings
-    from domain.predictor import ImageLimits, Predictor, load_model
+    from domain.predictor import Predictor, load_model
 
     settings = get_settings()
     model = load_model(BUNDLED_ONNX, 1, settings.labels, settings.onnx_intra_op_threads)
-    limits = ImageLimits(settings.max_upload_bytes, settings.max_image_pixels)
-    return Predictor(model, limits, settings.low_confidence_threshold)
+    return Predictor.from_settings(model, settings)

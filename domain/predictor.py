@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from core.config import Settings
 from core.images import ImageError, decode_image, require_ink
 from core.labels import LabelSet
 from core.neighbours import NeighbourIndex
@@ -191,6 +192,14 @@ class Predictor:
         self, model: LoadedModel, limits: ImageLimits, doubt_below: float, top_k: int = TOP_K
     ) -> None:
         self.model, self.limits, self.doubt_below, self.top_k = model, limits, doubt_below, top_k
+
+    @classmethod
+    def from_settings(cls, model: LoadedModel, settings: Settings) -> "Predictor":
+        """The service's predictor on `model`: its image limits and doubt threshold."""
+        limits = ImageLimits(
+            settings.max_upload_bytes, settings.max_image_pixels, settings.max_decode_bytes
+        )
+        return cls(model, limits, settings.low_confidence_threshold)
 
     def predict_glyphs(
         self, glyphs: np.ndarray, allowed: str | None = None, heatmap: bool = False
