@@ -1,0 +1,216 @@
+"""core.preprocessing's outputs, pinned: the bundled model was trained on exactly what it makes,
+so a change made for speed or clarity must not move one bit of it.
+
+The test reads a fixed draw of real pictures (one character of the corpus's `dev` and `check`
+draws as every kind of picture, the bench's canvas, 28x28 PNG and photo, rows for `ink_map`)
+and compares the sha256 of each float32 output with the one the code made when it was pinned.
+The hashes hold for the pinned numpy/OpenCV builds on an x86-64 CPU; another BLAS or OpenCV
+may round the last bit differently (then re-pin only after checking the change is theirs).
+
+The broader check, before and after a change, compares every output with a git revision's
+code picture by picture (hundreds per kind; run it before committing a change to the module):
+
+    NIST_DATA_DIR=... .venv/bin/python -m tests.unit.test_preprocessing_pinned --against REV
+    ... --pin   # prints the hashes of this file's draw, made by the current code
+"""
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from core import preprocessing
+from core.config import REPO_ROOT, get_settings
+from core.segmentation import ROW_SIDE
+from testkit.corpus import BALANCED_HOLDOUT, decoded, make_corpus
+
+# Made by core/preprocessing.py at 9621c45.
+PINNED = {
+    "dev/clean/0": "8c45101465a9d190",
+    "dev/clean, redrawn with a uniform pen/0": "07ccacd3a8e5a02b",
+    "dev/low-res, bilinear/0": "499553bec79e39a8",
+    "dev/low-res, nearest/0": "45f599802bdd32b1",
+    "dev/blur/0": "acbebeeb6f4653d6",
+    "dev/thick marker/0": "54dec50fdce0c5c0",
+    "dev/thin pen/0": "7a1a8fa2290288ce",
+    "dev/ruled paper/0": "d91b37ca6eda34db",
+    "dev/squared paper/0": "79fa7695984e4b43",
+    "dev/coloured ink, tinted paper/0": "ba7da6931bec2b46",
+    "dev/shadows and gradients/0": "01dafc8485c2cf39",
+    "dev/JPEG quality 20/0": "c8cd1f274a760f8f",
+    "dev/sensor noise/0": "6163c7604d8a8965",
+    "dev/rotation/0": "688dfd1ff191f782",
+    "dev/small on a big page/0": "78082451ec945f69",
+    "dev/inverted/0": "dda68c312784f856",
+    "dev/transparent PNG/0": "a70f8c3ab0b81873",
+    "dev/canvas drawing/0": "d80c0d9218839819",
+    "dev/tight crop/0": "2aa7855e66d4da02",
+    "dev/tight crop, low-res/0": "446cc951567e48ca",
+    "dev/touching a form's box/0": "4ef551e1f3152b9d",
+    "dev/among smaller marks/0": "9615c8b9ce5fd25c",
+    "check/clean/0": "5c310c2b4dc60c41",
+    "check/clean, redrawn with a uniform pen/0": "690c92b1a5b035b7",
+    "check/low-res, bilinear/0": "aca33f243791f65b",
+    "check/low-res, nearest/0": "3876acf4dfc6467e",
+    "check/blur/0": "dabb244c7a112732",
+    "check/thick marker/0": "4d9ab1963244e300",
+    "check/thin pen/0": "86899c3a2ef6080f",
+    "check/ruled paper/0": "4520570dd72ef20d",
+    "check/squared paper/0": "ee3262e1418638ab",
+    "check/coloured ink, tinted paper/0": "62ad8522b4b24eef",
+    "check/shadows and gradients/0": "e6146fd2f7e06cdb",
+    "check/JPEG quality 20/0": "5efc45f97e046281",
+    "check/sensor noise/0": "7be4804d1456d45f",
+    "check/rotation/0": "5e5d53d7784af1f0",
+    "check/small on a big page/0": "e9af6a5963f6c99a",
+    "check/inverted/0": "2fdf516e8f60aa00",
+    "check/transparent PNG/0": "2666d60f8ad227a5",
+    "check/canvas drawing/0": "868535c0247a9079",
+    "check/tight crop/0": "6ae23ad7d3c51458",
+    "check/tight crop, low-res/0": "b2356b01c0587f6f",
+    "check/touching a form's box/0": "cc9a6b6d63cded18",
+    "check/among smaller marks/0": "07fb82aa6461f41a",
+    "small png/0": "c1b0c31d2be6f908",
+    "canvas png/0": "94bc415f7afbc03e",
+    "photo jpeg": "3254c2f51a4ebb4b",
+    "row canvas/0": "df6917b41718b32e",
+    "row photo/0": "7c3fb7d6a5d356cc",
+    "row form/0": "faf441677eba8dd0",
+    "batch": "83432a5b63ae30af",
+}
+
+Picture = tuple[str, str, np.ndarray]  # (name, what is run on it: "glyph" or "row", pixels)
+
+
+def pictures(count: int = 1) -> Iterator[Picture]:
+    """The corpus's first `count` characters of both draws as every kind, the bench's three
+    pictures, and rows of every kind: decoded as the API decodes them."""
+    from testkit.images import canvas_png, photo_jpeg, small_png
+    from testkit.nist import nist_glyphs
+    from testkit.rows import KINDS, make_rows
+
+    for split in ("dev", "check"):
+        corpus = make_corpus(split, count)
+        for kind, files in corpus.pictures.items():
+            for i, data in enumerate(files):
+                yield f"{split}/{kind}/{i}", "glyph", decoded(data)
+    glyphs, _ = nist_glyphs(count)
+    for i, glyph in enumerate(glyphs):
+        yield f"small png/{i}", "glyph", decoded(small_png(glyph))
+        yield f"canvas png/{i}", "glyph", decoded(canvas_png(glyph))
+    yield "photo jpeg", "glyph", decoded(photo_jpeg(1200, 1600))
+    for seed in range(3 if count > 1 else 0):  # the bench's 12 MP photos: slow to make
+        yield f"12 MP photo jpeg/{seed}", "glyph", decoded(photo_jpeg(seed=seed))
+    for kind in KINDS:
+        for i, row in enumerate(make_rows(count, kind=kind, touching=kind == "photo", seed=3)):
+            yield f"row {kind}/{i}", "row", preprocessing.grayscale(row.image, ROW_SIDE)
+
+
+def outputs(module: ModuleType, drawn: list[Picture]) -> dict[str, np.ndarray | None]:
+    """What `module` makes of each picture, and of all the glyphs' pictures as one batch."""
+    made: dict[str, np.ndarray | None] = {}
+    for name, use, pixels in drawn:
+        run: Callable = module.preprocess_image if use == "glyph" else module.ink_map
+        made[name] = run(pixels)
+    made["batch"] = module.preprocess_batch(p for _, use, p in drawn if use == "glyph")
+    return made
+
+
+def digest(output: np.ndarray | None) -> str:
+    if output is None:
+        return "none"
+    return hashlib.sha256(np.ascontiguousarray(output, np.float32).tobytes()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def drawn() -> list[Picture]:
+    if not (get_settings().nist_data_dir / BALANCED_HOLDOUT).exists():
+        pytest.skip("NIST data not found")
+    return list(pictures())
+
+
+def test_every_pinned_output_is_reproduced_bit_for_bit(drawn: list[Picture]) -> None:
+    made = {name: digest(output) for name, output in outputs(preprocessing, drawn).items()}
+    assert made.keys() == PINNED.keys()
+    changed = [name for name in PINNED if made[name] != PINNED[name]]
+    assert not changed, f"{len(changed)} of {len(PINNED)} outputs changed: {changed}"
+
+
+# --- Against a revision: python -m tests.unit.test_preprocessing_pinned --against REV -------
+
+
+def revision_module(revision: str, folder: Path) -> ModuleType:
+    """core/preprocessing.py as it was at `revision`, as a module of its own."""
+    import importlib.util
+
+    source = subprocess.run(
+        ["git", "show", f"{revision}:core/preprocessing.py"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = folder / "old_preprocessing.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_preprocessing", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def same(a: np.ndarray | None, b: np.ndarray | None) -> tuple[bool, bool]:
+    """(equal as arrays, equal byte for byte: the same signs of zero too)."""
+    if a is None or b is None:
+        return a is b, a is b
+    return bool(np.array_equal(a, b) and a.dtype == b.dtype), digest(a) == digest(b)
+
+
+def compare(revision: str, count: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="hwr-pinned-") as folder:
+        before = revision_module(revision, Path(folder))
+        drawn = list(pictures(count))
+        old, new = outputs(before, drawn), outputs(preprocessing, drawn)
+    groups: dict[str, list[int]] = {}
+    for name in old:
+        group = name.rsplit("/", 1)[0] if "/" in name else name
+        equal, identical = same(old[name], new[name])
+        tally = groups.setdefault(group, [0, 0, 0])
+        tally[0] += 1
+        tally[1] += equal
+        tally[2] += identical
+        if not identical:
+            print(f"DIFFERS: {name}", file=sys.stderr)
+    for group, (total, equal, identical) in groups.items():
+        print(f"{group:55s} {total:5d} outputs, {equal:5d} equal, {identical:5d} byte-identical")
+    total = sum(t[0] for t in groups.values())
+    identical = sum(t[2] for t in groups.values())
+    print(f"all: {total} outputs, {identical} byte-identical")
+    return 0 if identical == total else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", metavar="REV", help="compare with this revision's code")
+    parser.add_argument("--count", type=int, default=100, help="characters per kind and draw")
+    parser.add_argument("--pin", action="store_true", help="print this file's PINNED")
+    args = parser.parse_args(argv)
+    if args.pin:
+        made = outputs(preprocessing, list(pictures()))
+        print("PINNED = {")
+        for name, output in made.items():
+            print(f"    {name!r}: {digest(output)!r},")
+        print("}")
+        return 0
+    return compare(args.against or "HEAD", args.count)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
