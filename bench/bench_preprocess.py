@@ -6,9 +6,11 @@
 `core.preprocessing.preprocess_image` (any picture -> the 28x28 model input), timed separately,
 single thread, on: a NIST character as a 28x28 PNG, the web page's 280x280 canvas PNG, a
 3000x4000 phone photo (JPEG) of a character on paper, and a batch of 256 NIST 28x28 PNGs
-(`preprocess_batch`, per image). `--compare REV` times a git revision's code the same way in
-the same run (the figures before a change); `--clock cpu` counts the thread's CPU time instead
-of wall time (on a busy machine).
+(`preprocess_batch`, per image; and the same pictures one call each: the batch's mix of
+pictures, not the batching, is what makes it differ from the one NIST character).
+`--compare REV` times a git revision's code the same way in the same run (the figures before
+a change); `--clock cpu` counts the thread's CPU time instead of wall time (on a busy
+machine).
 """
 
 import tempfile
@@ -26,6 +28,7 @@ from testkit.tables import markdown_table, percentile
 
 BATCH = 256
 BATCH_NAME = f"batch of {BATCH} NIST 28x28 PNGs, per image (preprocess_batch)"
+SINGLES_NAME = f"the same {BATCH} PNGs one by one, per image (preprocess_image)"
 
 
 # What a call costs: wall time (perf_counter), or with --clock cpu this thread's CPU time, which
@@ -98,11 +101,13 @@ def measure(
     rows: list[list[Any]] = []
     raw: dict[str, Any] = {}
     # Image by image, every version in turn: figures to compare are taken minutes apart at most.
-    for name in [*images, BATCH_NAME]:
+    for name in [*images, BATCH_NAME, SINGLES_NAME]:
         for version, (images_module, preprocessing) in versions.items():
-            if name == BATCH_NAME:
+            if name in (BATCH_NAME, SINGLES_NAME):
                 size = sum(map(len, batch)) // len(batch)
-                decode_s, prep_s = time_batch(images_module, preprocessing, batch, limits, seconds)
+                decode_s, prep_s = time_batch(
+                    images_module, preprocessing, batch, limits, seconds, name == BATCH_NAME
+                )
             else:
                 size = len(images[name])
                 decode_s, prep_s = time_image(
@@ -138,13 +143,18 @@ def time_batch(
     batch: list[bytes],
     limits: dict[str, int],
     seconds: float,
+    together: bool = True,
 ) -> tuple[list[float], list[float]]:
     """The same per picture of a batch, as the route does it: each decoded, then all
-    preprocessed together (`preprocess_batch`)."""
+    preprocessed together (`preprocess_batch`), or (not `together`) one call each."""
     decode = images_module.decode_image
     decoded = [decode(data, **limits).image for data in batch]
     decode_s = time_calls(lambda: [decode(data, **limits) for data in batch], seconds)
-    prep_s = time_calls(lambda: preprocessing.preprocess_batch(decoded), seconds)
+    if together:
+        prep_s = time_calls(lambda: preprocessing.preprocess_batch(decoded), seconds)
+    else:
+        single = preprocessing.preprocess_image
+        prep_s = time_calls(lambda: [single(image) for image in decoded], seconds)
     return [t / len(batch) for t in decode_s], [t / len(batch) for t in prep_s]
 
 
