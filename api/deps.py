@@ -12,7 +12,9 @@ from core.labels import LabelSet
 from db.session import get_db
 from domain.predictor import LoadedModel, Predictor
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope "function": the request's transaction commits before the reply is sent, so a 201 means
+# stored (the default scope would commit after the reply: a failed commit the client never hears).
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 # Keys as Postgres stores them: BIGINT ids (samples, training runs), INTEGER model versions. A
 # number outside that range is refused by validation (422) instead of reaching the database,

@@ -27,7 +27,7 @@ from api.routers import (
     training_runs,
 )
 from core.config import get_settings
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain.predictor import ModelServer
 from domain.registry import install_bundled
 from domain.samples import evaluation_key
@@ -83,8 +83,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cpu_pool = CpuPool(settings.api_cpu_threads)
     app.state.rate_limits = RateLimits(settings)
     try:
-        with get_sessionmaker()() as session:
+        with unit_of_work() as session:
             install_bundled(session)
+        with get_sessionmaker()() as session:
             evaluation_key(session)  # read once here, not on a request's path
         server.refresh()
     except Exception:  # start anyway: /readyz tells, predictions answer 503 until a model loads

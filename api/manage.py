@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from db.models import ApiKey, Role
-from db.session import get_sessionmaker
+from db.session import unit_of_work
 from domain import keys
 
 
@@ -30,27 +30,25 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("id", type=int)
     args = parser.parse_args(argv)
 
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         if args.action == "create":
             new = keys.create(session, args.name, Role(args.role))
-            session.commit()
-            print(new.key)
-            print(
-                f"key {new.row.id} ({args.role}) for {args.name!r}: shown this once",
-                file=sys.stderr,
-            )
         elif args.action == "list":
             for key in keys.listed(session):
                 state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.id}\t{key.role}\t{key.prefix}\t{state}\t{key.name}")
         else:
-            key = session.get(ApiKey, args.id)
-            if key is None:
+            revoked = session.get(ApiKey, args.id)
+            if revoked is None:
                 print(f"there is no API key {args.id}", file=sys.stderr)
                 return 1
-            keys.revoke(session, key)
-            session.commit()
-            print(f"key {key.id} ({key.name!r}) revoked")
+            keys.revoke(session, revoked)
+    # Told once committed: a key printed is a key stored.
+    if args.action == "create":
+        print(new.key)
+        print(f"key {new.row.id} ({args.role}) for {args.name!r}: shown this once", file=sys.stderr)
+    elif args.action == "revoke":
+        print(f"key {revoked.id} ({revoked.name!r}) revoked")
     return 0
 
 

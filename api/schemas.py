@@ -5,7 +5,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictInt, model_validator
 
-from db.models import Role, SampleStatus
+from db.models import Role, Sample, SampleStatus
+from domain.keys import Client
+from domain.samples import status_of
 
 # --- Errors ---------------------------------------------------------------------------------
 
@@ -54,6 +56,29 @@ class SampleOut(BaseModel):
     )
     model_probability: float | None = Field(description="The model's probability of model_label")
     created_at: datetime
+
+
+def sample_out(sample: Sample, client: Client) -> SampleOut:
+    """A sample as `client` may see it: which side it landed on only for a trusted key."""
+    return SampleOut(
+        id=sample.id,
+        label=sample.label,
+        submitted_label=sample.submitted_label,
+        label_merged=sample.label != sample.submitted_label,
+        sha256=sample.sha256,
+        width=sample.width,
+        height=sample.height,
+        content_type=sample.content_type,
+        source=sample.source,
+        evaluation=sample.evaluation if client.trusted else None,
+        trusted=sample.trusted,
+        confirmed_at=sample.confirmed_at,
+        status=status_of(sample),
+        model_label=sample.model_label,
+        model_probability=sample.model_probability,
+        suspect_reason=sample.suspect_reason,
+        created_at=sample.created_at,
+    )
 
 
 class RelabelIn(BaseModel):

@@ -83,13 +83,13 @@ def prepare_database(database_url: str, dsn: str, uploads: int) -> None:
     os.environ.setdefault("NIST_DATA_DIR", str(NIST_DATA_DIR))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from core.config import get_settings
-    from db.session import get_engine, get_sessionmaker
+    from db.session import get_engine, get_sessionmaker, unit_of_work
     from domain.registry import install_bundled
 
     get_settings.cache_clear()
     get_engine.cache_clear()
     get_sessionmaker.cache_clear()
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         install_bundled(session)
     if uploads:
         glyphs, labels = nist_glyphs(uploads, offset=50_000)
@@ -107,14 +107,14 @@ def timed_run(full: bool) -> dict[str, Any]:
 
     import worker.training
     from db.models import TrainingRun
-    from db.session import get_engine, get_sessionmaker
+    from db.session import get_engine, get_sessionmaker, unit_of_work
     from domain.runs import open_run
 
     import_seconds = time.perf_counter() - started
     seconds: dict[str, float] = {}
     captured: dict[str, Any] = {}
     timed_phases(seconds, captured)
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         run_id = open_run(session, "manual", threshold=None, full_retrain=full)
     assert run_id is not None
     started = time.perf_counter()

@@ -1,12 +1,13 @@
 """Engine and sessions, built once per process from Settings."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from core.config import get_settings
 
@@ -50,9 +51,44 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """One transaction: a session committed when the block ends, rolled back if it raises.
+    Domain functions take the session and only flush; this (or the request's `get_db`) is
+    where a transaction ends."""
+    with get_sessionmaker().begin() as session:
+        yield session
+
+
 def get_db() -> Iterator[Session]:
+    """A request's unit of work (api/deps.py: SessionDep, scope "function"): committed once the
+    route has returned and before its reply is sent; an error (a 4xx refusal too) rolls back
+    whatever the route wrote."""
     with get_sessionmaker()() as session:
         yield session
+        session.commit()
+
+
+_AFTER_COMMIT = "after_commit"
+
+
+def after_commit(session: Session, action: Callable[[], object]) -> None:
+    """Run `action` once the session's transaction commits (publish a message naming a row it
+    wrote: the worker must find the row); dropped if the transaction rolls back."""
+    session.connection()  # begins the transaction if none has: the action belongs to one
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    for action in session.info.pop(_AFTER_COMMIT, []):
+        action()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_after_commit(session: Session, previous: SessionTransaction) -> None:
+    if not previous.nested:  # a savepoint rolled back leaves the transaction's own actions
+        session.info.pop(_AFTER_COMMIT, None)
 
 
 def dialect_insert(session: Session, table: Any) -> Any:

@@ -84,7 +84,7 @@ def store(
         crops=crops,
     )
     session.add(reading)
-    session.commit()
+    session.flush()  # its id, for the reply
     return reading
 
 
@@ -162,18 +162,19 @@ def correct(
     retrain_threshold: int,
 ) -> list[CorrectedCharacter]:
     """Apply a user's correction: the reading is marked corrected and each character read
-    wrong stored as a sample, in one transaction, all or nothing. Of several corrections of one
-    reading at once, one applies; the others get CorrectionError `already_corrected` (409):
-    the reading is claimed by a conditional UPDATE, which waits for a concurrent one to end."""
+    wrong stored as a sample, in the caller's transaction: all or nothing (a CorrectionError
+    rolls it back). Of several corrections of one reading at once, one applies; the others get
+    CorrectionError `already_corrected` (409): the reading is claimed by a conditional UPDATE,
+    which waits for a concurrent one to end."""
     claimed = session.execute(
         update(Reading)
         .where(Reading.id == reading.id, Reading.corrected_at.is_(None))
         .values(corrected_text=text, corrected_at=datetime.now(UTC))
     ).rowcount
     if claimed != 1:
-        session.rollback()
-        session.refresh(reading)
-        ensure_open(reading)  # raises: corrected meanwhile
+        session.refresh(reading)  # read committed: what the correction that won wrote
+        ensure_open(reading)
+        raise CorrectionError("already_corrected", f"reading {reading.id} was corrected already")
     try:
         uploads = samples.accept(
             session,

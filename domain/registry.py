@@ -67,7 +67,6 @@ def bless(session: Session, version: int) -> ModelVersion | None:
     model = _locked_version(session, version)
     if model is not None:
         model.blessed_at = runs.now()
-        session.commit()
     return model
 
 
@@ -80,7 +79,6 @@ def store_index(session: Session, version: int, onnx: bytes, index: bytes) -> bo
         .where(ModelVersion.version == version, ModelVersion.neighbour_index.is_(None))
         .values(neighbour_index=index, onnx=onnx, onnx_sha256=hashlib.sha256(onnx).hexdigest())
     ).rowcount
-    session.commit()
     return stored == 1
 
 
@@ -90,7 +88,8 @@ class RegistryBusy(Exception):
 
 def lock_registry(session: Session, timeout_seconds: float | None = None) -> None:
     """Held until the transaction ends: one registry change at a time, across processes.
-    With a timeout, RegistryBusy (the transaction rolled back) when it is not free by then."""
+    With a timeout, RegistryBusy when it is not free by then (the transaction is aborted: the
+    caller's unit of work rolls it back)."""
     if session.get_bind().dialect.name != "postgresql":
         return
     try:
@@ -101,7 +100,6 @@ def lock_registry(session: Session, timeout_seconds: float | None = None) -> Non
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
             raise
-        session.rollback()
         raise RegistryBusy("another registry change is in progress; retry shortly") from exc
     if timeout_seconds is not None:  # only the lock waits that long, not what follows
         session.execute(select(func.set_config("lock_timeout", "0", True)))
@@ -127,18 +125,15 @@ def activate(session: Session, version: int) -> ModelVersion | None:
         return None
     if model.status != ModelStatus.active:
         _make_active(session, model)
-    session.commit()
+    session.flush()
     return model
 
 
 def _locked_version(session: Session, version: int) -> ModelVersion | None:
     """The version, read under the registry lock (waiting at most
-    REGISTRY_LOCK_TIMEOUT_SECONDS); None, the transaction ended, if there is no such version."""
+    REGISTRY_LOCK_TIMEOUT_SECONDS); None if there is no such version."""
     lock_registry(session, get_settings().registry_lock_timeout_seconds)
-    model = session.get(ModelVersion, version, populate_existing=True)
-    if model is None:
-        session.rollback()
-    return model
+    return session.get(ModelVersion, version, populate_existing=True)
 
 
 @dataclass(frozen=True)
@@ -223,7 +218,7 @@ def register_candidate(
     decision, reason = _outcome(session, version, verdict, _activated_since(active, run, verdict))
     run.gated_against = verdict.gated_against
     runs.succeed(run, run_metrics, decision, reason)
-    session.commit()
+    session.flush()
     log.info("training run %s: version %s %s (%s)", run_id, version.version, version.status, reason)
     return version
 
@@ -277,12 +272,10 @@ def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> in
     """
     lock_registry(session)
     if session.scalar(select(func.count()).select_from(ModelVersion)):
-        session.rollback()  # ends the transaction, and with it the lock
-        return None
+        return None  # the lock goes with the caller's transaction
     onnx_path = model_dir / "model.onnx"
     if not onnx_path.exists():
         log.warning("no bundled model at %s; predictions wait for a trained one", onnx_path)
-        session.rollback()
         return None
     weights_path = model_dir / "model.weights.h5"
     index_path = model_dir / NEIGHBOURS_FILE
@@ -294,11 +287,10 @@ def install_bundled(session: Session, model_dir: Path = BUNDLED_MODEL_DIR) -> in
     )
     version = _version_row(new, ModelStatus.active)
     version.activated_at = version.blessed_at = runs.now()  # the first baseline
-    session.add(version)
     try:
-        session.commit()
+        with session.begin_nested():  # SQLite has no registry lock: a racing insert may win
+            session.add(version)
     except IntegrityError:
-        session.rollback()
         return None
     log.info("installed the bundled model as version %s", version.version)
     return version.version

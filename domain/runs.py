@@ -32,6 +32,7 @@ from db.models import (
     Sample,
     TrainingRun,
 )
+from db.session import after_commit
 from domain.clearance import cleared_samples
 from domain.queue import publish_training
 
@@ -105,12 +106,14 @@ def is_due(session: Session, threshold: int) -> bool:
 def open_run(
     session: Session, trigger: str, *, threshold: int | None, full_retrain: bool = False
 ) -> int | None:
-    """Open a queued run taking in every sample stored so far; its id, or None.
+    """Open a queued run taking in every sample stored so far, in the caller's transaction; its
+    id, or None.
 
     None when a run is already queued or running, or when fewer than `threshold` new training
     samples have arrived (`threshold=None`: open whatever the count, an admin's request).
-    Safe under concurrency: of two processes that both decide to open a run, the unique index
-    lets one insert succeed.
+    Safe under concurrency: of two transactions that both decide to open a run, the unique
+    index lets one insert succeed; the other's savepoint rolls back, the rest of its
+    transaction (the upload that found the run due) stands.
     """
     if open_run_id(session) is not None:
         return None
@@ -127,23 +130,26 @@ def open_run(
         epochs=0,
         attempts=0,
     )
-    session.add(run)
     try:
-        session.commit()
+        with session.begin_nested():
+            session.add(run)
     except IntegrityError:
-        session.rollback()
         return None
     return run.id
 
 
 def start_if_due(session: Session, threshold: int) -> int | None:
     """Where a retrain starts on its own: open a run if `threshold` new training samples have
-    arrived, and hand it to a worker. Uploads ask `is_due` inside their own transaction (it
-    reads at most `threshold` rows of an index) and call this only when it said yes; the
-    message goes out only when a run opens."""
-    run_id = open_run(session, "threshold", threshold=threshold)
+    arrived, and hand it to a worker once the transaction commits. Uploads ask `is_due` first
+    (it reads at most `threshold` rows of an index) and call this only when it said yes."""
+    return _start(session, open_run(session, "threshold", threshold=threshold))
+
+
+def _start(session: Session, run_id: int | None) -> int | None:
+    """A run just opened goes to a worker once its row is committed (the worker claims it by
+    its row); a lost message is found again by beat's reconcile."""
     if run_id is not None:
-        publish_training(run_id)
+        after_commit(session, lambda: publish_training(run_id))
     return run_id
 
 
@@ -185,10 +191,7 @@ def start_now(session: Session, full_retrain: bool) -> int | None:
             "no training sample has arrived since the serving model was trained; upload some, "
             'or ask for a full retrain ({"full_retrain": true})'
         )
-    run_id = open_run(session, "manual", threshold=None, full_retrain=full_retrain)
-    if run_id is not None:
-        publish_training(run_id)
-    return run_id
+    return _start(session, open_run(session, "manual", threshold=None, full_retrain=full_retrain))
 
 
 def claim(session: Session, run_id: int) -> int | None:
@@ -212,13 +215,12 @@ def claim(session: Session, run_id: int) -> int | None:
         )
     ).rowcount
     attempt = session.scalar(select(TrainingRun.attempts).where(TrainingRun.id == run_id))
-    session.commit()
     return attempt if claimed == 1 else None
 
 
 def record_progress(session: Session, run_id: int, attempt: int, **values: Any) -> None:
     """Progress, epoch, epochs: written with a heartbeat if this attempt still owns the run;
-    RunTakenOver otherwise."""
+    RunTakenOver otherwise. The caller commits at once: a heartbeat is its own transaction."""
     updated = session.execute(
         update(TrainingRun)
         .where(
@@ -228,7 +230,6 @@ def record_progress(session: Session, run_id: int, attempt: int, **values: Any) 
         )
         .values(**values, heartbeat_at=now())
     ).rowcount
-    session.commit()
     if updated != 1:
         raise RunTakenOver(f"training run {run_id} attempt {attempt} no longer owns the run")
 
@@ -283,7 +284,7 @@ def runs_to_enqueue(session: Session, stale_seconds: float, max_attempts: int) -
             run.phase = run.phase_detail = None
         else:
             run.status = RunStatus.queued  # the next claim starts it over
-    session.commit()
+    session.flush()
     return list(
         session.scalars(select(TrainingRun.id).where(TrainingRun.status == RunStatus.queued))
     )

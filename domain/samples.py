@@ -27,7 +27,7 @@ from core.images import DecodedImage, ImageError, decode_image, require_ink
 from core.labels import LabelSet
 from core.preprocessing import preprocess_image
 from db.models import Sample, SampleSource, SampleStatus, ServiceKey
-from db.session import dialect_insert, get_sessionmaker
+from db.session import dialect_insert, get_sessionmaker, unit_of_work
 from domain import runs
 from domain.clearance import cleared_samples
 from domain.evidence import Evidence, EvidenceRules, weigh
@@ -126,7 +126,7 @@ def evaluation_key(session: Session) -> bytes:
         return configured.encode()
     database = session.get_bind().url
     if database not in _keys:
-        with get_sessionmaker()() as own:
+        with unit_of_work() as own:
             _keys[database] = _stored_key(own)
     return _keys[database]
 
@@ -146,7 +146,6 @@ def _stored_key(session: Session) -> bytes:
         .on_conflict_do_nothing(index_elements=["name"])
     )
     key = session.scalar(select(ServiceKey.secret).where(ServiceKey.name == EVALUATION_KEY_NAME))
-    session.commit()
     assert key is not None
     return bytes(key)
 
@@ -254,9 +253,9 @@ def store(
     source: SampleSource,
     reading_id: int | None = None,
 ) -> Upload:
-    """Add a picture to the session's transaction (flushed, not committed: the caller commits
-    once, `accept` for an upload). The same picture again, by its bytes or by its decoded
-    pixels, with the same label gives the stored sample; with another label, LabelConflict.
+    """Add a picture to the session's transaction (flushed, not committed). The same picture
+    again, by its bytes or by its decoded pixels, with the same label gives the stored sample;
+    with another label, LabelConflict.
 
     INSERT .. ON CONFLICT DO NOTHING on either unique hash settles two requests racing with one
     picture: one row is stored, the other request finds it."""
@@ -306,18 +305,13 @@ def accept(
     reading_id: int | None = None,
 ) -> list[Upload]:
     """The one entry for new labelled pictures (an upload, a teaching, a reading's
-    correction): stored in the caller's transaction, then committed once, all or none
-    (LabelConflict rolls every one back). The commit that brings the new training samples to
-    the threshold starts a retrain (domain.runs.start_if_due)."""
-    try:
-        uploads = [store(session, p, client, source, reading_id) for p in pictures]
-    except LabelConflict:
-        session.rollback()
-        raise
+    correction): stored in the caller's transaction, all or none (LabelConflict: the caller's
+    transaction rolls back). The upload that brings the new training samples to the threshold
+    opens a retrain in the same transaction, handed to a worker once it commits
+    (domain.runs.start_if_due)."""
+    uploads = [store(session, p, client, source, reading_id) for p in pictures]
     trains = any(u.created and not u.sample.evaluation and not u.sample.suspect for u in uploads)
-    due = trains and runs.is_due(session, retrain_threshold)
-    session.commit()
-    if due:
+    if trains and runs.is_due(session, retrain_threshold):
         runs.start_if_due(session, retrain_threshold)
     return uploads
 
@@ -385,36 +379,30 @@ def counts(session: Session) -> SampleCounts:
     )
 
 
-def confirm(session: Session, sample: Sample, retrain_threshold: int | None = None) -> bool:
+def confirm(session: Session, sample: Sample, retrain_threshold: int) -> None:
     """An admin or labeller vouches for the sample's label; the first confirmation's time is
     kept. A suspect training sample then trains, and counts toward the threshold as a new
-    sample whatever its age (domain.runs): whether a retrain is now due."""
+    sample whatever its age (domain.runs): the confirmation that reaches it opens a retrain."""
     if sample.confirmed_at is not None:
-        return False
+        return
     sample.confirmed_at = runs.now()
     session.flush()  # the threshold query below runs on the connection: it must see this
     released = sample.suspect and not sample.evaluation
-    due = released and retrain_threshold is not None and runs.is_due(session, retrain_threshold)
-    session.commit()
-    return due
+    if released and runs.is_due(session, retrain_threshold):
+        runs.start_if_due(session, retrain_threshold)
 
 
-def relabel(
-    session: Session, sample: Sample, label: str, retrain_threshold: int | None = None
-) -> bool:
+def relabel(session: Session, sample: Sample, label: str, retrain_threshold: int) -> None:
     """An admin or labeller gives a held sample its right label, which vouches for it (it is
-    confirmed): it then trains under that label. Whether a retrain is now due."""
+    confirmed): it then trains under that label."""
     sample.label = label
     sample.suspect_reason = f"relabelled {label!r} by a reviewer; was: {sample.suspect_reason}"
-    if sample.confirmed_at is None:
-        return confirm(session, sample, retrain_threshold)
-    session.commit()
-    return False
+    confirm(session, sample, retrain_threshold)
 
 
 def hold(session: Session, reasons: dict[int, str]) -> None:
     """Hold these samples as suspect, each with its reason (a run's healing); vouched-for ones
-    (confirmed, or stored by a trusted key) are left as they are. The caller commits."""
+    (confirmed, or stored by a trusted key) are left as they are."""
     for sample_id, reason in reasons.items():
         session.execute(
             update(Sample)
@@ -425,7 +413,7 @@ def hold(session: Session, reasons: dict[int, str]) -> None:
 
 def delete(session: Session, sample: Sample) -> None:
     session.delete(sample)
-    session.commit()
+    session.flush()
 
 
 @dataclass(frozen=True)

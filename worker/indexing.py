@@ -7,7 +7,7 @@ import logging
 
 from core.config import get_settings
 from core.labels import LabelSet
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import registry
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def index_active_version() -> int | None:
     data = load_nist(get_settings().nist_data_dir, LabelSet(labels))
     served = with_embedding(onnx.load_from_string(model)).SerializeToString()
     index = build_index(served, data).to_bytes()
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         stored = registry.store_index(session, number, served, index)
     if stored:
         log.info("built the neighbour index of model version %s", number)

@@ -3,7 +3,7 @@
 import logging
 
 from core.config import get_settings
-from db.session import get_sessionmaker
+from db.session import unit_of_work
 from domain import runs
 from domain.queue import RECONCILE_TASK, TRAIN_TASK, publish_training
 from worker.celery_app import app
@@ -29,7 +29,7 @@ def reconcile() -> list[int]:
     model version its neighbour index if it has none (worker/indexing.py).
     """
     settings = get_settings()
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         runs.open_run(session, "reconcile", threshold=settings.retrain_threshold)
         due = runs.runs_to_enqueue(session, settings.run_stale_seconds, settings.max_run_attempts)
     for run_id in due:

@@ -18,7 +18,7 @@ from core.config import Settings, get_settings
 from core.labels import LabelSet
 from core.model_report import EVALUATION_SAMPLES, Metrics, headline_metrics
 from db.models import ModelVersion, RunPhase, RunStatus, TrainingRun
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import registry, runs, samples
 from domain.gate import GateDecision, GateRules, Outcomes, Scores, gate
 from trainer.config import ExtraSamples, TrainingConfig, WarmStart
@@ -74,7 +74,7 @@ class RunPlan:
 
 def execute_run(run_id: int) -> str:
     """Train, evaluate, gate and register one run. Returns the run's final status."""
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         attempt = runs.claim(session, run_id)
     if attempt is None:
         log.info("training run %s is not queued (taken or finished); nothing to do", run_id)
@@ -90,7 +90,7 @@ def execute_run(run_id: int) -> str:
         return "taken_over"
     except Exception as exc:
         log.exception("training run %s failed", run_id)
-        with get_sessionmaker()() as session:
+        with unit_of_work() as session:
             # What went wrong, in a line; the traceback is in the worker's log (above).
             error = f"{type(exc).__name__}: {exc}"
             runs.fail(session, run_id, attempt, error)
@@ -219,7 +219,7 @@ class ProgressWriter:
     def write(self, force: bool, **values: Any) -> None:
         if force or time.monotonic() - self.last_write >= self.every:
             self.last_write = time.monotonic()
-            with get_sessionmaker()() as session:
+            with unit_of_work() as session:
                 runs.record_progress(session, self.run_id, self.attempt, **values)
 
 
@@ -317,9 +317,8 @@ def nist_scores(plan: RunPlan, model: ServingModel) -> registry.KeptScores:
         score_sets(probabilities, sets, plan.data.labels),
         probabilities["test"].argmax(axis=1),
     )
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.keep_scores(session, model.version, kept)
-        session.commit()
     return kept
 
 
@@ -419,9 +418,8 @@ def heal(
 ) -> RunPlan:
     """Hold the culprits as suspect (with the reason) and plan the run's second attempt
     without them; the first attempt's decision is kept on the run."""
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         samples.hold(session, culprits)
-        session.commit()
     log.info("training run %s: %d uploads held, training again", plan.run_id, len(culprits))
     training = plan.training_samples.without(culprits)
     first = {
@@ -495,7 +493,7 @@ def register(plan: RunPlan, artifacts: "TrainedArtifacts", judgement: Judgement)
         registry.KeptScores(plan.sets_key, nist, artifacts.test_predicted),
     )
     ProgressWriter(plan.run_id, plan.attempt).phase(RunPhase.registering)
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.register_candidate(
             session, plan.run_id, plan.attempt, new, judgement.decision, run_metrics
         )

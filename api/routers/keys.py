@@ -28,7 +28,6 @@ def to_out(key: ApiKey) -> KeyOut:
 def create_key(body: KeyIn, session: SessionDep) -> NewKeyOut:
     """Admin: a new key with a role. The reply holds the key itself, this once."""
     new = keys.create(session, body.name, body.role)
-    session.commit()
     return NewKeyOut(**to_out(new.row).model_dump(), key=new.key)
 
 
@@ -43,5 +42,4 @@ def revoke_key(key_id: RowId, session: SessionDep) -> Response:
     """Admin: revoke a key. Every API process refuses it within KEY_CACHE_SECONDS; the samples
     it stored keep saying which key stored them."""
     keys.revoke(session, get_or_404(session, ApiKey, key_id, "key_not_found", "API key"))
-    session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,6 +12,7 @@ from api.errors import ERRORS, ApiError
 from api.routers import API_PREFIX
 from api.schemas import ModelDetail, ModelOut, VersionChangeOut
 from db.models import ModelVersion
+from db.session import after_commit
 from domain import registry
 
 router = APIRouter(prefix=f"{API_PREFIX}/models", tags=["models"])
@@ -100,7 +101,7 @@ def activate_model(
     """Admin: make this version serve (rollback or forward). Every API process follows.
     409 `registry_busy` when another registry change holds the lock too long: retry."""
     model = registry_change(lambda: registry.activate(session, version), version)
-    request.app.state.model_server.refresh()  # this process at once; the others poll
+    after_commit(session, request.app.state.model_server.refresh)  # here at once; others poll
     return to_out(model, baseline_number(session, settings))
 
 

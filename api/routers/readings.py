@@ -22,7 +22,6 @@ from api.deps import (
 from api.errors import NO_MODEL, ApiError, coded_error, image_error
 from api.ratelimit import MeterDep
 from api.routers import API_PREFIX
-from api.routers.samples import to_out as sample_out
 from api.schemas import (
     CandidateOut,
     CorrectedCharacterOut,
@@ -30,6 +29,7 @@ from api.schemas import (
     CorrectionOut,
     ReadCharacterOut,
     ReadingOut,
+    sample_out,
 )
 from core.config import Settings
 from core.images import DecodedImage, ImageError

@@ -23,40 +23,17 @@ from api.deps import (
 from api.errors import ERRORS, ApiError, image_error
 from api.ratelimit import MeterDep
 from api.routers import API_PREFIX
-from api.schemas import RelabelIn, SampleOut, SamplePage, SampleStats
+from api.schemas import RelabelIn, SampleOut, SamplePage, SampleStats, sample_out
 from core.config import Settings
 from core.images import ImageError, accepted_types
 from core.labels import LabelSet, UnknownLabelError
 from db.models import Role, Sample, SampleSource, SampleStatus
-from domain import runs, samples
+from domain import samples
 from domain.evidence import evidence_rules
 from domain.keys import Client
 from domain.predictor import LoadedModel
 
 router = APIRouter(prefix=f"{API_PREFIX}/samples", tags=["samples"])
-
-
-def to_out(sample: Sample, client: Client) -> SampleOut:
-    """A sample as `client` may see it: which side it landed on only for a trusted key."""
-    return SampleOut(
-        id=sample.id,
-        label=sample.label,
-        submitted_label=sample.submitted_label,
-        label_merged=sample.label != sample.submitted_label,
-        sha256=sample.sha256,
-        width=sample.width,
-        height=sample.height,
-        content_type=sample.content_type,
-        source=sample.source,
-        evaluation=sample.evaluation if client.trusted else None,
-        trusted=sample.trusted,
-        confirmed_at=sample.confirmed_at,
-        status=samples.status_of(sample),
-        model_label=sample.model_label,
-        model_probability=sample.model_probability,
-        suspect_reason=sample.suspect_reason,
-        created_at=sample.created_at,
-    )
 
 
 def match_label(label: str, label_set: LabelSet) -> tuple[str, bool]:
@@ -133,7 +110,7 @@ def create_sample(
         meter.stored_bytes += len(data)
     else:
         response.status_code = status.HTTP_200_OK
-    return to_out(upload.sample, client)
+    return sample_out(upload.sample, client)
 
 
 def encode_cursor(sample_id: int) -> str:
@@ -170,7 +147,7 @@ def list_samples(
     before = decode_cursor(cursor) if cursor is not None else None
     rows = samples.page(session, wanted, before, limit + 1, status)
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return SamplePage(items=[to_out(s, client) for s in rows[:limit]], next_cursor=next_cursor)
+    return SamplePage(items=[sample_out(s, client) for s in rows[:limit]], next_cursor=next_cursor)
 
 
 @router.get("/stats", responses=ERRORS)
@@ -194,7 +171,7 @@ def get_sample_or_404(session: SessionDep, sample_id: int) -> Sample:
 
 @router.get("/{sample_id}", responses=ERRORS)
 def get_sample(sample_id: RowId, session: SessionDep, client: ClientDep) -> SampleOut:
-    return to_out(get_sample_or_404(session, sample_id), client)
+    return sample_out(get_sample_or_404(session, sample_id), client)
 
 
 @router.head("/{sample_id}/image", include_in_schema=False)
@@ -227,9 +204,8 @@ def confirm_sample(
     toward RETRAIN_THRESHOLD as a new sample whatever its age (the confirmation that reaches it
     starts a retrain)."""
     sample = get_sample_or_404(session, sample_id)
-    if samples.confirm(session, sample, settings.retrain_threshold):
-        runs.start_if_due(session, settings.retrain_threshold)
-    return to_out(sample, client)
+    samples.confirm(session, sample, settings.retrain_threshold)
+    return sample_out(sample, client)
 
 
 @router.post("/{sample_id}/relabel", responses=ERRORS)
@@ -245,9 +221,8 @@ def relabel_sample(
     (it is confirmed) and it trains under that label."""
     stored_label, _ = match_label(body.label, label_set)
     sample = get_sample_or_404(session, sample_id)
-    if samples.relabel(session, sample, stored_label, settings.retrain_threshold):
-        runs.start_if_due(session, settings.retrain_threshold)
-    return to_out(sample, client)
+    samples.relabel(session, sample, stored_label, settings.retrain_threshold)
+    return sample_out(sample, client)
 
 
 @router.delete(

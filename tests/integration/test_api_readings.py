@@ -342,3 +342,34 @@ def test_boxes_that_overlap_or_are_out_of_order_are_refused(client: TestClient) 
         assert (reply.status_code, reply.json()["error"]) == (422, "invalid_request")
         assert "exactly one" in reply.json()["detail"]
     assert_nothing_stored(client, reading)
+
+
+def test_a_correction_refused_at_its_last_character_stores_nothing(client: TestClient) -> None:
+    """One unit of work per request: the characters before the one refused were written in the
+    request's transaction, and go with it."""
+    row = make_rows(1, kind="canvas", seed=13)[0]
+    body = read(client, row_png(row), expected_length=len(row.text))
+    read_text = body["text"].replace(" ", "")
+    # Every character corrected: each read one replaced by another label.
+    right_text = "".join("7" if c != "7" else "4" for c in read_text)
+    with get_sessionmaker()() as session:
+        reading = session.get(Reading, body["id"])
+        assert reading is not None
+        last_crop = base64.b64decode(reading.crops[-1])
+    # The last character's picture is stored already, under a third label: a label conflict.
+    other = next(c for c in "XYZ" if c != right_text[-1])
+    stored = client.post(
+        "/v1/samples", files={"image": ("c.png", last_crop, "image/png")}, data={"label": other}
+    )
+    assert stored.status_code == 201, stored.text
+
+    reply = client.post(f"/v1/readings/{body['id']}/correction", json={"text": right_text})
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["error"] == "label_conflict"
+    assert count(Sample) == 1  # only the picture stored before
+    assert client.get(f"/v1/readings/{body['id']}").json()["corrected_text"] is None
+    # The reading is still open: the right correction applies.
+    fixed = right_text[:-1] + other
+    reply = client.post(f"/v1/readings/{body['id']}/correction", json={"text": fixed})
+    assert reply.status_code == 200, reply.text
+    assert count(Sample) == 1 + len(read_text) - 1  # the last one was stored already

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from api.routers.samples import encode_cursor
 from core.images import decode_image
 from db.models import Sample, SampleSource
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import keys, samples
 from testkit.images import encode, png, stroke_image
 from tests.integration.conftest import key_headers
@@ -297,7 +297,7 @@ def test_the_same_new_picture_stored_at_once_is_stored_once() -> None:
     anonymous = keys.anonymous("192.0.2.1", b"k")
 
     def store() -> None:
-        with get_sessionmaker()() as session:
+        with unit_of_work() as session:
             barrier.wait()
             [upload] = samples.accept(session, [picture], anonymous, SampleSource.upload, 5)
             results.append((upload.sample.id, upload.created))

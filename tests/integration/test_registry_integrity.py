@@ -25,7 +25,7 @@ from core.config import get_settings
 from core.labels import LabelSet
 from core.model_report import ModelReport
 from db.models import ModelVersion, RunStatus, Sample, TrainingRun
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import registry, runs, samples
 from domain.gate import GateDecision
 from testkit.images import png, stroke_image
@@ -92,7 +92,7 @@ def bundled_candidate() -> registry.NewVersion:
 
 def running_run() -> tuple[int, int]:
     """A run claimed by an attempt, as a worker holds it while training: (id, attempt)."""
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         run_id = runs.open_run(session, "manual", threshold=None)
         assert run_id is not None
         attempt = runs.claim(session, run_id)
@@ -116,6 +116,7 @@ def test_an_activation_during_a_registration_waits_its_turn(
         time.sleep(1.5)
         assert not activation.done(), "the activation did not wait for the registration"
         registry.register_candidate(registering, run_id, attempt, bundled_candidate(), verdict, {})
+        registering.commit()  # the worker's unit of work ends: the lock goes with it
         reply = activation.result(timeout=30)
     assert reply.status_code == 200, reply.text
     # In turn: the candidate (3) was promoted, then the admin's activation of 2 came.
@@ -152,10 +153,10 @@ def test_a_candidate_never_replaces_a_version_activated_after_its_run_started(
     client.get("/healthz")
     other = add_model_version()  # 2
     run_id, attempt = running_run()
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.activate(session, other)  # a rollback after the run started against 1
     better = GateDecision(True, "better than 1", gated_against=1)
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
     assert versions() == {1: "retired", 2: "active", 3: "candidate"}
     run = run_row(run_id)
@@ -173,12 +174,12 @@ def test_an_activation_back_to_the_gated_version_during_a_run_still_holds_the_ca
     client.get("/healthz")
     other = add_model_version()
     run_id, attempt = running_run()
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.activate(session, other)
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.activate(session, 1)
     better = GateDecision(True, "better than 1", gated_against=1)
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         registry.register_candidate(session, run_id, attempt, bundled_candidate(), better, {})
     assert versions() == {1: "active", 2: "retired", 3: "candidate"}
     assert run_row(run_id).decision == "candidate"

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from db.models import ModelStatus, ModelVersion, RunStatus, TrainingRun
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import runs
 from testkit.images import encode, png
 from testkit.nist import training_characters
@@ -35,7 +35,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def open_manual_run(full_retrain: bool = False) -> int | None:
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         return runs.open_run(session, "manual", threshold=None, full_retrain=full_retrain)
 
 

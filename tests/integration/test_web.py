@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from core.model_report import Metrics
 from db.models import ModelVersion, TrainingRun
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain.gate import GateRules, Outcomes, Scores, gate
 from domain.registry import install_bundled
 from testkit.images import encode, noise_png, png
@@ -130,7 +130,7 @@ def api(server: str) -> Iterator[httpx.Client]:
     conftest empties the tables before each test; the running server installs the bundled
     model only at start, so it is installed again here (it is the same version 1).
     """
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         install_bundled(session)
     with httpx.Client(base_url=server, timeout=10) as client:
         yield client

@@ -8,14 +8,14 @@ from sqlalchemy import select
 
 from core.config import get_settings
 from db.models import RunStatus, Sample, TrainingRun
-from db.session import get_sessionmaker
+from db.session import get_sessionmaker, unit_of_work
 from domain import runs
 from testkit.images import png
 from tests.integration.conftest import wait_for
 
 
 def open_run(trigger: str) -> int | None:
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         return runs.open_run(session, trigger, threshold=get_settings().retrain_threshold)
 
 

@@ -67,3 +67,18 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from worker.training import execute_run\n")
     assert "worker.training" in imported_modules(module)
+
+
+def test_a_router_never_imports_another_router() -> None:
+    """What two routers share (a serializer, a dependency) lives in api/schemas.py or
+    api/deps.py: a router is read alone."""
+    routers = REPO_ROOT / "api" / "routers"
+    for path in routers.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        others = {
+            name
+            for name in imported_modules(path)
+            if name.startswith("api.routers.") and name.split(".")[2] != "API_PREFIX"
+        }
+        assert not others, f"{path.name} imports {sorted(others)}"
