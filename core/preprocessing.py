@@ -19,10 +19,14 @@ a batch:
     centred by the box as EMNIST's glyphs are, in one antialiased resampling.
 Ink touching the picture's edges is ink (a client's own crop fills its picture): the paper is
 measured where the border is paper, not wherever the border is.
+
+The bundled model was trained on exactly what this code makes: a change for speed or clarity
+must keep every output bit for bit (tests/unit/test_preprocessing_pinned.py, which also
+compares a git revision's outputs with these on thousands of pictures).
 """
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -168,9 +172,22 @@ def _empty() -> np.ndarray:
     return np.zeros((MODEL_INPUT_SIDE, MODEL_INPUT_SIDE), dtype=np.float32)
 
 
-@lru_cache(maxsize=64)
+def _made_once(make: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """`make`'s arrays kept by its arguments and shared, so read-only: for the small constant
+    arrays that calls taking microseconds would otherwise build every time."""
+
+    @lru_cache(maxsize=64)
+    def made(*args: object) -> np.ndarray:
+        array = make(*args)
+        array.flags.writeable = False
+        return array
+
+    return made
+
+
+@_made_once
 def _square(side: int) -> np.ndarray:
-    """A square structuring element (made once: the calls it serves take microseconds)."""
+    """A square structuring element."""
     return np.ones((side, side), np.uint8)
 
 
@@ -298,7 +315,7 @@ def _border(image: np.ndarray) -> np.ndarray:
     return image.take(_border_indices(image.shape, frame))
 
 
-@lru_cache(maxsize=64)
+@_made_once
 def _border_indices(shape: tuple[int, ...], frame: int) -> np.ndarray:
     """Where the border's pixels lie in the flattened picture: top, bottom, left and right
     strips in turn (a 1-px line's pixels twice). One `take`, not four slices joined."""
@@ -603,9 +620,9 @@ def _resample(ink: np.ndarray, centre_y: float, centre_x: float, scale: float) -
 _OUTPUT_CENTRES = np.arange(MODEL_INPUT_SIDE) + 0.5 - MODEL_INPUT_SIDE / 2
 
 
-@lru_cache(maxsize=64)
+@_made_once
 def _pixel_centres(length: int) -> np.ndarray:
-    """0.5, 1.5, ...: an axis's pixel centres in edge coordinates (made once per length)."""
+    """0.5, 1.5, ...: an axis's pixel centres in edge coordinates."""
     return np.arange(length) + 0.5
 
 
