@@ -87,7 +87,9 @@ def _run_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_after_commit(session: Session, previous: SessionTransaction) -> None:
-    if not previous.nested:  # a savepoint rolled back leaves the transaction's own actions
+    # Only the outermost transaction's end drops them: a savepoint or a failed flush rolled
+    # back inside it leaves the transaction, and its actions, standing.
+    if previous.parent is None:
         session.info.pop(_AFTER_COMMIT, None)
 
 

@@ -4,11 +4,12 @@ import subprocess
 import threading
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from db.models import RunStatus, Sample, TrainingRun
-from db.session import get_sessionmaker, unit_of_work
+from db.session import after_commit, get_sessionmaker, unit_of_work
 from domain import runs
 from testkit.images import png
 from tests.integration.conftest import wait_for
@@ -24,23 +25,63 @@ def training_runs() -> list[TrainingRun]:
         return list(session.scalars(select(TrainingRun).order_by(TrainingRun.id)))
 
 
+def add_sample(session: Session, i: int, evaluation: bool = False) -> None:
+    session.add(
+        Sample(
+            sha256=f"{i:064x}",
+            image=b"x",
+            content_type="image/png",
+            width=1,
+            height=1,
+            label="1",
+            submitted_label="1",
+            source="upload",
+            evaluation=evaluation,
+        )
+    )
+    session.flush()
+
+
 def add_samples(count: int, start: int, evaluation: bool = False) -> None:
-    with get_sessionmaker()() as session:
+    with unit_of_work() as session:
         for i in range(start, start + count):
-            session.add(
-                Sample(
-                    sha256=f"{i:064x}",
-                    image=b"x",
-                    content_type="image/png",
-                    width=1,
-                    height=1,
-                    label="1",
-                    submitted_label="1",
-                    source="upload",
-                    evaluation=evaluation,
-                )
-            )
-        session.commit()
+            add_sample(session, i, evaluation)
+
+
+def blocked_on_a_lock() -> bool:
+    with get_sessionmaker()() as session:
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        return bool(session.scalar(query))
+
+
+def test_an_upload_that_loses_the_race_to_open_a_run_is_still_stored() -> None:
+    """A run is opened in the upload's own transaction, in a savepoint: the upload whose insert
+    of a second open run hits the unique index (another transaction opened one first) keeps
+    its sample and its message-after-commit; it opens nothing."""
+    add_samples(5, 0)
+    published: list[str] = []
+    winner = get_sessionmaker()()
+    first = runs.open_run(winner, "threshold", threshold=None)  # flushed: holds the index
+    assert first is not None
+    opened: list[int | None] = []
+
+    def losing_upload() -> None:
+        with unit_of_work() as session:
+            add_sample(session, 99)
+            after_commit(session, lambda: published.append("stored"))
+            opened.append(runs.open_run(session, "threshold", threshold=None))
+
+    loser = threading.Thread(target=losing_upload)
+    loser.start()
+    wait_for(blocked_on_a_lock)  # the loser's insert waits on the winner's index entry
+    winner.commit()
+    winner.close()
+    loser.join(timeout=30)
+    assert opened == [None]
+    assert published == ["stored"]
+    assert [r.id for r in training_runs()] == [first]
+    with get_sessionmaker()() as session:
+        assert session.scalar(select(func.count()).select_from(Sample)) == 6
 
 
 def test_not_due_below_threshold_and_evaluation_samples_do_not_count() -> None:
@@ -109,3 +150,16 @@ def test_uploads_through_the_api_reach_the_real_worker(
     # The run's one message reached the real worker, which claimed the run.
     wait_for(lambda: training_runs()[0].status != RunStatus.queued, timeout=30)
     assert celery_worker.poll() is None
+
+
+def test_a_message_waits_for_its_commit_and_goes_with_a_rollback() -> None:
+    published: list[str] = []
+    with get_sessionmaker()() as session:
+        add_sample(session, 1)
+        after_commit(session, lambda: published.append("rolled back"))
+        session.rollback()
+        add_sample(session, 2)
+        after_commit(session, lambda: published.append("committed"))
+        assert published == []  # not before the commit
+        session.commit()
+    assert published == ["committed"]
