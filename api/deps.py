@@ -123,16 +123,25 @@ async def get_serving_model(request: Request) -> LoadedModel | None:
 ServingModelDep = Annotated[LoadedModel | None, Depends(get_serving_model)]
 
 
-async def get_predictor(model: ServingModelDep, settings: SettingsDep) -> Predictor:
+async def get_serving_predictor(model: ServingModelDep, settings: SettingsDep) -> Predictor | None:
+    """A predictor on the model serving now; None before one is loaded (an upload is stored
+    without the model's opinion then)."""
+    return Predictor.from_settings(model, settings) if model is not None else None
+
+
+ServingPredictorDep = Annotated[Predictor | None, Depends(get_serving_predictor)]
+
+
+async def get_predictor(predictor: ServingPredictorDep) -> Predictor:
     """A predictor on the model serving now; 503 until a model is loaded."""
-    if model is None:
+    if predictor is None:
         raise ApiError(
             503,
             "no_model",
             "no model is serving yet: train one or install the bundled model",
             headers={"Retry-After": "10"},
         )
-    return Predictor.from_settings(model, settings)
+    return predictor
 
 
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]

@@ -127,6 +127,9 @@ class Prediction:
     glyph: np.ndarray  # (28, 28) float32 in [0, 1]: what the model saw
     heatmap: np.ndarray | None = None  # (28, 28) in [0, 1], where asked for
     doubt: str | None = None  # why the answer should be checked (`doubt`); None: sure enough
+    # What the model's last layer reads (the neighbour index's space), where asked for and the
+    # model has the output (`LoadedModel.weighs_evidence`): label evidence compares it.
+    embedding: np.ndarray | None = None
 
 
 OCCLUSION_PATCH = 6  # pixels a side of the square blanked out, on the 28x28 input
@@ -202,21 +205,33 @@ class Predictor:
         return cls(model, limits, settings.low_confidence_threshold)
 
     def predict_glyphs(
-        self, glyphs: np.ndarray, allowed: str | None = None, heatmap: bool = False
+        self,
+        glyphs: np.ndarray,
+        allowed: str | None = None,
+        heatmap: bool = False,
+        embeddings: bool = False,
     ) -> list[Prediction]:
         """Glyphs (N, 28, 28) as core.preprocessing makes them -> one Prediction each, in one
         model run. allowed: only these labels may be the answer (None: any of the model's);
-        heatmap: also where the model looked (occlusion_heatmap)."""
+        heatmap: also where the model looked (occlusion_heatmap); embeddings: also what its
+        last layer reads, where the model has that output (label evidence)."""
         if not len(glyphs):
             return []
-        probabilities = self.model.probabilities(glyphs[..., np.newaxis], allowed)
+        batch = glyphs[..., np.newaxis]
+        if embeddings and self.model.weighs_evidence:
+            probabilities, embedded = self.model.probabilities_and_embeddings(batch)
+            if allowed:
+                probabilities = restrict(probabilities, self.model.labels, allowed)
+        else:
+            probabilities, embedded = self.model.probabilities(batch, allowed), None
         predictions = []
-        for glyph, row in zip(glyphs, probabilities, strict=True):
+        for i, (glyph, row) in enumerate(zip(glyphs, probabilities, strict=True)):
             top = self.top(row, allowed)
             heat = occlusion_heatmap(self.model, glyph, top[0].label) if heatmap else None
             unsure = doubt(top, self.doubt_below)
+            embedding = embedded[i] if embedded is not None else None
             predictions.append(
-                Prediction(top[0].label, top[0].probability, top, glyph, heat, unsure)
+                Prediction(top[0].label, top[0].probability, top, glyph, heat, unsure, embedding)
             )
         return predictions
 

@@ -34,7 +34,7 @@ from domain.evidence import Evidence, EvidenceRules, weigh
 from domain.keys import Client
 
 if TYPE_CHECKING:
-    from domain.predictor import LoadedModel
+    from domain.predictor import Predictor
 
 EVALUATION_KEY_NAME = "evaluation"
 # The fingerprint that decides a sample's side: 8x8 cells by area averaging, 4 grey levels.
@@ -168,28 +168,23 @@ class ModelOpinion:
 
 
 def model_opinion(
-    model: "LoadedModel", glyph: np.ndarray, label: str, rules: EvidenceRules | None
+    predictor: "Predictor", glyph: np.ndarray, label: str, rules: EvidenceRules | None
 ) -> ModelOpinion | None:
     """What the serving model reads in a sample's glyph (the serving preprocessing's output),
     and whether its nearest NIST examples contradict its label (`rules` None: a trusted
     uploader, never suspect). None when the model does not know the label (another label
     set)."""
+    model = predictor.model
     if label not in model.labels.characters:
         return None
-    batch = glyph[np.newaxis, :, :, np.newaxis]
-    if not model.weighs_evidence or model.index is None:
-        probabilities = model.probabilities(batch)[0]
-        return _opinion(probabilities, model.labels.characters, None)
-    probabilities, embeddings = model.probabilities_and_embeddings(batch)
-    found = None if rules is None else weigh(model.index, embeddings[0], label, rules)
-    return _opinion(probabilities[0], model.labels.characters, found)
-
-
-def _opinion(probabilities: np.ndarray, characters: str, found: Evidence | None) -> ModelOpinion:
-    top = int(probabilities.argmax())
+    weighs = rules is not None and model.index is not None
+    (read,) = predictor.predict_glyphs(glyph[np.newaxis], embeddings=weighs)
+    found: Evidence | None = None
+    if weighs and read.embedding is not None:
+        assert model.index is not None and rules is not None
+        found = weigh(model.index, read.embedding, label, rules)
     suspect = found is not None and found.contradicts
-    reason = found.reason if found is not None else None
-    return ModelOpinion(characters[top], float(probabilities[top]), suspect, reason)
+    return ModelOpinion(read.label, read.confidence, suspect, found.reason if found else None)
 
 
 def status_of(sample: Sample) -> SampleStatus:
@@ -225,7 +220,7 @@ def examine(
     data: bytes,
     decoded: DecodedImage,
     labels: tuple[str, str],
-    model: "LoadedModel | None",
+    predictor: "Predictor | None",
     rules: EvidenceRules | None,
 ) -> Picture:
     """`labels`: (stored class, as sent). `rules`: None for a trusted uploader (never
@@ -242,7 +237,7 @@ def examine(
         label=label,
         submitted_label=submitted,
         fingerprint=pixel_fingerprint(decoded.image),
-        opinion=model_opinion(model, glyph, label, rules) if model else None,
+        opinion=model_opinion(predictor, glyph, label, rules) if predictor else None,
     )
 
 

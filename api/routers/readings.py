@@ -10,7 +10,7 @@ from api.deps import (
     LabelSetDep,
     PredictorDep,
     RowId,
-    ServingModelDep,
+    ServingPredictorDep,
     SessionDep,
     SettingsDep,
     allowed_labels,
@@ -38,7 +38,7 @@ from db.models import Reading
 from domain import readings, row_boxes, samples
 from domain.evidence import evidence_rules
 from domain.keys import Client
-from domain.predictor import LoadedModel, Predictor
+from domain.predictor import Predictor
 from domain.reader import ReadingError, RowReading, read_row
 
 router = APIRouter(prefix=f"{API_PREFIX}/readings", tags=["readings"])
@@ -147,7 +147,7 @@ def get_reading(reading_id: RowId, session: SessionDep) -> ReadingOut:
 def examined_fixes(
     fixes: list[readings.CharacterFix],
     row: bytes | None,
-    model: LoadedModel | None,
+    predictor: Predictor | None,
     client: Client,
     settings: Settings,
 ) -> list[tuple[readings.CharacterFix, samples.Picture]]:
@@ -163,7 +163,8 @@ def examined_fixes(
         assert fix.crop is not None
         decoded = decode_upload(fix.crop, settings)
         try:
-            picture = samples.examine(fix.crop, decoded, (fix.label, fix.submitted), model, rules)
+            labels = (fix.label, fix.submitted)
+            picture = samples.examine(fix.crop, decoded, labels, predictor, rules)
         except ImageError as exc:  # a box without ink: nothing to learn from
             error = image_error(exc, settings)
             error.context["index"] = fix.index
@@ -179,7 +180,7 @@ def correct_reading(
     session: SessionDep,
     settings: SettingsDep,
     label_set: LabelSetDep,
-    model: ServingModelDep,
+    predictor: ServingPredictorDep,
     client: UploaderDep,
     meter: MeterDep,
 ) -> CorrectionOut:
@@ -208,7 +209,7 @@ def correct_reading(
         else:
             text, row = correction.text or "", None
             fixes = readings.fixes(reading, text, label_set)
-        changed = meter.call(examined_fixes, fixes, row, model, client, settings)
+        changed = meter.call(examined_fixes, fixes, row, predictor, client, settings)
         corrected = readings.correct(
             session, reading, text, changed, client, settings.retrain_threshold
         )

@@ -12,7 +12,7 @@ from api.deps import (
     BIGINT_MAX,
     LabelSetDep,
     RowId,
-    ServingModelDep,
+    ServingPredictorDep,
     SessionDep,
     SettingsDep,
     decode_upload,
@@ -31,7 +31,7 @@ from db.models import Role, Sample, SampleSource, SampleStatus
 from domain import samples
 from domain.evidence import evidence_rules
 from domain.keys import Client
-from domain.predictor import LoadedModel
+from domain.predictor import Predictor
 
 router = APIRouter(prefix=f"{API_PREFIX}/samples", tags=["samples"])
 
@@ -52,7 +52,7 @@ def match_label(label: str, label_set: LabelSet) -> tuple[str, bool]:
 def examined(
     data: bytes,
     labels: tuple[str, str],
-    model: LoadedModel | None,
+    predictor: Predictor | None,
     client: Client,
     settings: Settings,
 ) -> samples.Picture:
@@ -60,7 +60,7 @@ def examined(
     decoded = decode_upload(data, settings)
     rules = None if client.trusted else evidence_rules(settings)
     try:
-        return samples.examine(data, decoded, labels, model, rules)
+        return samples.examine(data, decoded, labels, predictor, rules)
     except ImageError as exc:  # no ink: nothing to learn from
         raise image_error(exc, settings) from exc
 
@@ -77,7 +77,7 @@ def create_sample(
     session: SessionDep,
     settings: SettingsDep,
     label_set: LabelSetDep,
-    model: ServingModelDep,
+    predictor: ServingPredictorDep,
     client: UploaderDep,
     meter: MeterDep,
     response: Response,
@@ -95,7 +95,7 @@ def create_sample(
     picture came from."""
     stored_label, _ = match_label(label, label_set)
     data = read_upload(image, settings)
-    picture = meter.call(examined, data, (stored_label, label), model, client, settings)
+    picture = meter.call(examined, data, (stored_label, label), predictor, client, settings)
     try:
         upload = samples.accept(session, [picture], client, source, settings.retrain_threshold)[0]
     except samples.LabelConflict as exc:
