@@ -560,6 +560,8 @@ def _finish(ink: np.ndarray, floor: float) -> np.ndarray:
         return _empty()
     top, bottom, left, right = box
     inside = strokes[top:bottom, left:right]
+    if not inside.size:  # a strip thinner than the growth that joins strokes: no character
+        return _empty()
     first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
     first_col, last_col = _trimmed_extent(cv2.reduce(inside, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
     top, bottom = top + first_row, top + last_row + 1

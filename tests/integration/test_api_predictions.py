@@ -147,6 +147,10 @@ BLANKS = {
     "black": Image.new("L", (50, 50), 0),
     "white": Image.new("L", (280, 280), 255),
     "transparent": Image.new("RGBA", (280, 280), (0, 0, 0, 0)),
+    # Noise one pixel high: too thin for a character's box (it crashed the preprocessing).
+    "a strip of noise": Image.fromarray(
+        np.random.default_rng(3).integers(0, 256, (1, 50)).astype(np.uint8)
+    ),
 }
 
 

@@ -169,6 +169,15 @@ def test_image_without_ink_gives_zeros(image: Image.Image) -> None:
     assert not glyph.any()
 
 
+def test_strips_of_noise_one_pixel_thin_are_no_character() -> None:
+    """A piece of ink thinner than the growth that joins strokes, at the picture's edge, once
+    left the character's box empty and the preprocessing raised (a 500 at the API)."""
+    rng = np.random.default_rng(0)
+    for shape in [(1, 50), (50, 1)] * 20:
+        glyph = preprocess_image(rng.integers(0, 256, shape).astype(np.uint8))
+        assert glyph.shape == (28, 28)
+
+
 def test_blank_noisy_unevenly_lit_paper_gives_zeros() -> None:
     rng = np.random.default_rng(1)
     rows, cols = np.mgrid[:400, :300] / 400
