@@ -16,7 +16,6 @@ code picture by picture (hundreds per kind; run it before committing a change to
 
 import argparse
 import hashlib
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -27,8 +26,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from bench.common import load_revision
 from core import preprocessing
-from core.config import REPO_ROOT, get_settings
+from core.config import get_settings
 from core.images import decode_image
 from core.segmentation import ROW_SIDE
 from testkit.corpus import BALANCED_HOLDOUT, make_corpus
@@ -185,26 +185,6 @@ def test_every_pinned_output_is_reproduced_bit_for_bit(drawn: list[Picture]) -> 
 # --- Against a revision: python -m tests.unit.test_preprocessing_pinned --against REV -------
 
 
-def revision_module(revision: str, folder: Path) -> ModuleType:
-    """core/preprocessing.py as it was at `revision`, as a module of its own."""
-    import importlib.util
-
-    source = subprocess.run(
-        ["git", "show", f"{revision}:core/preprocessing.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path = folder / "old_preprocessing.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_preprocessing", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def same(a: Output, b: Output) -> tuple[bool, bool]:
     """(equal as arrays, equal byte for byte: the same signs of zero too)."""
     if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray):
@@ -215,7 +195,7 @@ def same(a: Output, b: Output) -> tuple[bool, bool]:
 
 def compare(revision: str, count: int) -> int:
     with tempfile.TemporaryDirectory(prefix="hwr-pinned-") as folder:
-        before = revision_module(revision, Path(folder))
+        before = load_revision(revision, Path(folder))[1]
         drawn = list(pictures(count))
         old, new = outputs(before, drawn), outputs(preprocessing, drawn)
     groups: dict[str, list[int]] = {}
