@@ -2,8 +2,10 @@
 
 Every picture becomes 8-bit grey (H, W) as early as its decoder allows: 16-bit samples are
 stripped and colour converted inside libpng / libjpeg row by row (OpenCV's IMREAD_GRAYSCALE),
-a transparent picture is composited on the background its ink contrasts with. Nothing after
-the decoder (preprocessing, fingerprints, readings) ever sees colour, alpha or 16 bits.
+a transparent picture is composited on the background its ink contrasts with. A picture whose
+grey is flat though its colours are not (ink and paper of one luminance) is decoded again in
+colour and kept as its most contrasted channel. Nothing after the decoder (preprocessing,
+fingerprints, readings) ever sees colour, alpha or 16 bits.
 
 What a decode may cost is checked before it starts, in bytes, not pixels: the header gives
 the size and the pixel format, and each way of decoding has a measured cost per pixel
@@ -223,6 +225,9 @@ def decode_image(
         header = read_header(data, sniffed, side)
         _check_size(header, max_pixels, max_decode_bytes)
         pixels = None if header.route is Route.PILLOW else _decode_opencv(data, header)
+        if pixels is not None and _flat_in_grey(pixels, header, max_decode_bytes):
+            pixels = None  # freed before the colour decode
+            pixels = _most_contrasted_channel(data, header)
         if pixels is None:  # Pillow's turn; it raises on what it cannot read either
             pixels = _decode_pillow(data, sniffed, header, side)
     except ImageError:
@@ -249,6 +254,63 @@ def decode_image(
         height=width if turned else height,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+# A grey picture that spans less than this (of 255, measured at FLAT_SIDE px) holds no
+# character in its luminance; its colours may still (ink and paper of one luminance).
+_FLAT_SPREAD = 16
+_FLAT_SIDE = 128
+_COLOUR_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def _spread(pixels: np.ndarray) -> int:
+    """Darkest to brightest of a picture averaged down to at most _FLAT_SIDE px (noise and
+    single stray pixels averaged away), in 8-bit levels."""
+    height, width = pixels.shape[:2]
+    scale = min(1.0, _FLAT_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    low, high = cv2.minMaxLoc(pixels)[:2]
+    return int(high - low)
+
+
+def _colour_decode_bytes(header: Header) -> int:
+    """What decoding the picture again in colour may take: the colour route's bound."""
+    decoded = math.ceil(header.width / header.scale) * math.ceil(header.height / header.scale)
+    return decoded * DECODE_BYTES_PER_PIXEL[Route.COLOUR_ALPHA] + DECODE_OVERHEAD_BYTES
+
+
+def _flat_in_grey(grey: np.ndarray, header: Header, max_decode_bytes: int | None) -> bool:
+    """Ink and paper of one luminance (red on green, blue on grey) leave the grey flat though a
+    person sees the character: such a picture is decoded again in colour, when that decode
+    fits the limit too."""
+    if header.route is not Route.GREY or _spread(grey) >= _FLAT_SPREAD:
+        return False
+    return max_decode_bytes is None or _colour_decode_bytes(header) <= max_decode_bytes
+
+
+def _most_contrasted_channel(data: bytes, header: Header) -> np.ndarray | None:
+    """The picture decoded in colour (the grey freed before: its peak is the colour route's),
+    as its channel of the widest spread where that is wider than the grey's; else its grey.
+    None where OpenCV cannot decode it in colour."""
+    try:
+        colour = cv2.imdecode(np.frombuffer(data, np.uint8), _COLOUR_FLAGS[header.scale])
+    except cv2.error:
+        return None
+    if colour is None or colour.ndim != 3:
+        return colour
+    grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    spreads = [_spread(colour[:, :, channel]) for channel in range(3)]
+    best = int(np.argmax(spreads))
+    if spreads[best] < max(_FLAT_SPREAD, 2 * _spread(grey)):  # no more in colour than in grey
+        return grey
+    return np.ascontiguousarray(colour[:, :, best])
 
 
 def _check_size(header: Header, max_pixels: int, max_decode_bytes: int | None) -> None:

@@ -148,6 +148,19 @@ def _stroke(side: int) -> np.ndarray:
     return base
 
 
+# Red ink on green paper of one luminance (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, both ~76):
+# the grey is flat, the colours are not. BGR.
+ISOLUMINANT_INK = (0, 0, 255)
+ISOLUMINANT_PAPER = (0, 130, 0)
+
+
+def isoluminant(ink: np.ndarray) -> np.ndarray:
+    """Ink coverage (uint8, 255 = ink) as red ink on green paper of the same luminance, BGR."""
+    share = ink.astype(np.float32)[..., np.newaxis] / 255
+    paper, red = np.array(ISOLUMINANT_PAPER, np.float32), np.array(ISOLUMINANT_INK, np.float32)
+    return np.rint(paper + (red - paper) * share).astype(np.uint8)
+
+
 def decode_route_pictures(side: int) -> dict[str, tuple[bytes, "Route"]]:
     """One side x side picture for each way core.images decodes, with that way (its Route)."""
     from core.images import Route
@@ -174,6 +187,8 @@ def decode_route_pictures(side: int) -> dict[str, tuple[bytes, "Route"]]:
             Route.PILLOW,
         ),
         "JPEG": (cv2.imencode(".jpg", paper)[1].tobytes(), Route.GREY),
+        # Flat in grey: decoded again in colour, within the colour route's budget.
+        "red on green PNG": (cv2.imencode(".png", isoluminant(ink))[1].tobytes(), Route.GREY),
     }
 
 

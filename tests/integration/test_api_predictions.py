@@ -6,13 +6,14 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from core.config import get_settings
-from testkit.images import encode, png, png_header_only
+from testkit.images import encode, isoluminant, png, png_header_only
 from testkit.nist import balanced_holdout
 from testkit.stack import REPO_ROOT
 from tests.integration.conftest import TEST_ENV
@@ -166,6 +167,24 @@ def test_a_picture_without_ink_gets_no_character(client: TestClient, kind: str) 
     results = client.post("/v1/predictions/batch", files=files).json()["results"]
     assert results[0]["error"] == "no_ink" and results[0]["label"] is None
     assert results[1]["error"] is None and results[1]["label"]
+
+
+def test_a_character_in_ink_of_the_papers_luminance_is_read_by_its_colour(
+    client: TestClient,
+) -> None:
+    """Red ink on green paper of one luminance: flat in grey, a character in colour. It is
+    read as the same character drawn black on white, not refused as having no ink."""
+    images, _ = balanced_holdout(4)
+    for glyph in images:
+        big = cv2.resize(glyph, (112, 112), interpolation=cv2.INTER_LINEAR)
+        coloured = cv2.imencode(".png", isoluminant(big))[1].tobytes()
+        plain = cv2.imencode(".png", 255 - big)[1].tobytes()
+        answers = [
+            client.post("/v1/predictions", files={"image": ("c.png", data)})
+            for data in (coloured, plain)
+        ]
+        assert [a.status_code for a in answers] == [200, 200], answers[0].text
+        assert answers[0].json()["label"] == answers[1].json()["label"]
 
 
 def test_include_input_returns_the_28x28_picture_the_model_saw(client: TestClient) -> None:
