@@ -256,10 +256,11 @@ def decode_image(
     )
 
 
-# A grey picture that spans less than this (of 255, measured at FLAT_SIDE px) holds no
-# character in its luminance; its colours may still (ink and paper of one luminance).
+# A grey picture whose darkest and brightest pixels are closer than this (of 255) holds no
+# character in its luminance; its colours may still (ink and paper of one luminance). Whole
+# pictures, no reduction: nothing is allocated to tell, and a thin stroke is not averaged
+# away (a noisy picture is never taken for flat, so it keeps its grey).
 _FLAT_SPREAD = 16
-_FLAT_SIDE = 128
 _COLOUR_FLAGS = {
     1: cv2.IMREAD_COLOR,
     2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -268,15 +269,8 @@ _COLOUR_FLAGS = {
 }
 
 
-def _spread(pixels: np.ndarray) -> int:
-    """Darkest to brightest of a picture averaged down to at most _FLAT_SIDE px (noise and
-    single stray pixels averaged away), in 8-bit levels."""
-    height, width = pixels.shape[:2]
-    scale = min(1.0, _FLAT_SIDE / max(height, width))
-    if scale < 1.0:
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
-    low, high = cv2.minMaxLoc(pixels)[:2]
+def _spread(grey: np.ndarray) -> int:
+    low, high = cv2.minMaxLoc(grey)[:2]
     return int(high - low)
 
 
@@ -306,7 +300,8 @@ def _most_contrasted_channel(data: bytes, header: Header) -> np.ndarray | None:
     if colour is None or colour.ndim != 3:
         return colour
     grey = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
-    spreads = [_spread(colour[:, :, channel]) for channel in range(3)]
+    pixels = colour.reshape(-1, colour.shape[2])  # a view: the reductions allocate nothing big
+    spreads = pixels.max(axis=0).astype(np.int16) - pixels.min(axis=0)
     best = int(np.argmax(spreads))
     if spreads[best] < max(_FLAT_SPREAD, 2 * _spread(grey)):  # no more in colour than in grey
         return grey
