@@ -130,9 +130,10 @@ class Header:
     description: str  # the pixel format in words, for a refusal ("16-bit RGBA PNG")
     scale: int = 1  # a JPEG decodes at 1/scale
 
-    def decode_bytes(self) -> int:
+    def decode_bytes(self, route: "Route | None" = None) -> int:
+        """What decoding it may take, by its own route (or another: a colour decode's)."""
         decoded = math.ceil(self.width / self.scale) * math.ceil(self.height / self.scale)
-        return decoded * DECODE_BYTES_PER_PIXEL[self.route] + DECODE_OVERHEAD_BYTES
+        return decoded * DECODE_BYTES_PER_PIXEL[route or self.route] + DECODE_OVERHEAD_BYTES
 
 
 _PNG_COLOURS = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
@@ -274,19 +275,14 @@ def _spread(grey: np.ndarray) -> int:
     return int(high - low)
 
 
-def _colour_decode_bytes(header: Header) -> int:
-    """What decoding the picture again in colour may take: the colour route's bound."""
-    decoded = math.ceil(header.width / header.scale) * math.ceil(header.height / header.scale)
-    return decoded * DECODE_BYTES_PER_PIXEL[Route.COLOUR_ALPHA] + DECODE_OVERHEAD_BYTES
-
-
 def _flat_in_grey(grey: np.ndarray, header: Header, max_decode_bytes: int | None) -> bool:
     """Ink and paper of one luminance (red on green, blue on grey) leave the grey flat though a
     person sees the character: such a picture is decoded again in colour, when that decode
     fits the limit too."""
     if header.route is not Route.GREY or _spread(grey) >= _FLAT_SPREAD:
         return False
-    return max_decode_bytes is None or _colour_decode_bytes(header) <= max_decode_bytes
+    colour = header.decode_bytes(Route.COLOUR_ALPHA)  # the colour route's budget
+    return max_decode_bytes is None or colour <= max_decode_bytes
 
 
 def _most_contrasted_channel(data: bytes, header: Header) -> np.ndarray | None:

@@ -177,12 +177,11 @@ def model_opinion(
     model = predictor.model
     if label not in model.labels.characters:
         return None
-    weighs = rules is not None and model.index is not None
-    (read,) = predictor.predict_glyphs(glyph[np.newaxis], embeddings=weighs)
+    index = model.index if rules is not None else None  # a trusted uploader: never weighed
+    (read,) = predictor.predict_glyphs(glyph[np.newaxis], embeddings=index is not None)
     found: Evidence | None = None
-    if weighs and read.embedding is not None:
-        assert model.index is not None and rules is not None
-        found = weigh(model.index, read.embedding, label, rules)
+    if index is not None and rules is not None and read.embedding is not None:
+        found = weigh(index, read.embedding, label, rules)
     suspect = found is not None and found.contradicts
     return ModelOpinion(read.label, read.confidence, suspect, found.reason if found else None)
 

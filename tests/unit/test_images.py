@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.images import _colour_decode_bytes, decode_image, read_header, sniff_format
+from core.images import Route, decode_image, read_header, sniff_format
 from core.preprocessing import preprocess_image
 from testkit.images import decode_peak_bytes, decode_route_pictures, flat_png, isoluminant
 
@@ -23,7 +23,7 @@ def test_a_decode_takes_no_more_memory_than_its_budget_says(name: str) -> None:
     grown = decode_peak_bytes(data)
     budget = header.decode_bytes()
     if name == "red on green PNG":  # flat in grey: decoded again in colour, counted as such
-        budget = _colour_decode_bytes(header)
+        budget = header.decode_bytes(Route.COLOUR_ALPHA)
     assert grown <= budget, (name, grown, budget)
     # The measurement sees the decode: a 16 MP picture takes at least a byte a pixel (a JPEG
     # decodes at 1/4 scale here, a sixteenth of that).
