@@ -9,10 +9,11 @@ pen or a marker, blur, low resolution, JPEG, noise) is left to the model, which 
 what this code makes of such pictures (issue 27). The steps, one code path for one picture or
 a batch:
  1. grey, alpha composited, reduced to at most WORKING_SIDE (INTER_AREA);
- 2. on a thumbnail (at most THUMB_SIDE): the paper (its level at the border, which way the
-    ink goes, uneven light, printed lines across the picture, the noise floor) and the box of
-    the character (the largest piece of ink and the pieces near it, not specks or marks far
-    off) - what a model looking at 28x28 cannot do for itself;
+ 2. on a thumbnail (at most THUMB_SIDE; FINE_THUMB_SIDE where that one seems blank): the
+    paper (its level at the border, which way the ink goes, uneven light, printed lines
+    across the picture, the noise floor) and the box of the character (the largest piece of
+    ink and the pieces near it, not specks or marks far off) - what a model looking at 28x28
+    cannot do for itself;
  3. the window around that box, at a resolution just fine enough for the glyph: ink over a
     zero background, stretched between the noise floor and the strokes' level;
  4. the ink's box there, scaled to GLYPH_BOX px on its longer side (aspect ratio kept),
@@ -50,6 +51,8 @@ WORKING_SIDE = 512
 # The paper and the character's box are measured on a thumbnail this big (cheap, and
 # averaging removes most noise); smaller pictures are measured as they are.
 THUMB_SIDE = 96
+# ... and where that thumbnail seems blank, on one this big (a hairline, a small mark).
+FINE_THUMB_SIDE = 256
 # The glyph is finished at a resolution where its box is at most this big: 4x the output.
 FINE_BOX = 4 * GLYPH_BOX
 # A picture of a row of characters is measured on a thumbnail this big (`ink_map`).
@@ -63,9 +66,10 @@ _MIN_CONTRAST = 0.06  # ink less than this far above the background is no ink at
 _MIN_FLOOR = 0.02  # a noiseless picture's floor: above 8-bit rounding and the paper's estimate
 _NOISE_SIGMAS = 5.0  # the noise floor: this many noise sigmas above the background
 _FRAME = 0.1  # of the picture's shorter side: its border, where the paper's level is read
+_EXTREME = 0.002  # of a thumbnail's pixels: not the extremes (dead pixels, a speck of dust)
 _AMBIGUOUS = 0.35  # the border's level this far from both extremes says nothing of polarity
 _UNEVEN = 0.12  # the paper's spread (share of the ink's contrast) above which light is uneven
-_UNEVEN_WINDOW = 0.5  # of the picture's longer side: the paper's spread measured this wide
+_UNEVEN_WINDOW = 0.75  # of the picture's longer side: the paper's spread measured this wide
 _PAPER_WINDOW = 1 / 3  # ... and, where uneven, its level followed this wide
 _TRIM_MASS = 0.005  # the box ignores up to this share of stroke pixels at each side
 _SPECK = 0.04  # pieces under this share of the largest one's area are specks or marks ...
@@ -82,21 +86,38 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     uint16 or float in [0, 1]) or any PIL image. A picture without ink gives all zeros.
     """
     gray = grayscale(image)
-    small = max(gray.shape) <= THUMB_SIDE
-    pixels = gray if small else _reduce(gray, THUMB_SIDE)
+    if max(gray.shape) <= THUMB_SIDE:  # measured as it is
+        return _glyph(gray, gray)
+    glyph = _glyph(gray, _reduce(gray, THUMB_SIDE))
+    if not glyph.any():
+        # A hairline or a small character the reduction averaged below ink's contrast (a fine
+        # pen, a mark on a big page): looked for again on a finer thumbnail (at most ~10 ms
+        # more; only a picture that seemed blank pays for it). Finer still, the noise of a
+        # blank photo starts passing for strokes.
+        fine = gray if max(gray.shape) <= FINE_THUMB_SIDE else _reduce(gray, FINE_THUMB_SIDE)
+        glyph = _glyph(gray, fine)
+    return glyph
+
+
+def _glyph(gray: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """The glyph of `gray`, its paper and character found on `pixels`: a thumbnail of it, or
+    the picture itself where it is small (the thumbnail's own ink is then the glyph's)."""
     thumb = _to_unit(pixels)
-    measured = _measure_paper(thumb, pixels)
+    # The extremes' share is a thumbnail's: on a finer one as many pixels, not more.
+    extreme = _EXTREME * min(1.0, THUMB_SIDE**2 / thumb.size)
+    measured = _measure_paper(thumb, pixels, extreme)
     if measured is None:
         return _empty()
     paper, ink = measured
-    if not small:
+    itself = pixels is gray and max(gray.shape) <= THUMB_SIDE
+    if not itself:
         box = _character_box(_strokes(ink, paper.floor))
         if box is None:
             return _empty()
         ink = _window_ink(gray, thumb.shape, box, paper)
     local = _on_local_paper(ink)
     # A thumbnail's own ink, unchanged, has its floor measured already.
-    return _finish(local, paper.floor if small and local is ink else _noise_floor(local))
+    return _finish(local, paper.floor if itself and local is ink else _noise_floor(local))
 
 
 def preprocess_batch(images: Iterable[np.ndarray | Image.Image]) -> np.ndarray:
@@ -324,19 +345,23 @@ def _border_indices(shape: tuple[int, ...], frame: int) -> np.ndarray:
     return np.concatenate(strips, axis=None)
 
 
-def _measure_paper(thumb: np.ndarray, pixels: np.ndarray) -> tuple[Paper, np.ndarray] | None:
+def _measure_paper(
+    thumb: np.ndarray, pixels: np.ndarray, extreme: float = _EXTREME
+) -> tuple[Paper, np.ndarray] | None:
     """Polarity, light and lines of the picture, from its thumbnail (`pixels` before
     `_to_unit`), and the thumbnail's ink; None: no ink at all. The paper's level is measured
     everywhere with the strokes closed over, not at the border: a character may fill its
-    picture."""
-    darkest, brightest = _quantiles(thumb, (0.002, 0.998))
+    picture. `extreme`: the share of pixels at either end not taken as the ink's or the
+    paper's extreme level (a dead pixel is not ink)."""
+    darkest, brightest = _quantiles(thumb, (extreme, 1 - extreme))
     if brightest - darkest < _MIN_CONTRAST:
         return None
     (border_level,) = _quantiles(_border(thumb), (0.5,))
     dark_ink = border_level - darkest > brightest - border_level
-    # Whether the light is uneven, on the paper with the strokes closed over by half the
-    # picture: a third leaves the thick blurry strokes of a low-resolution tight crop standing,
-    # taken for a shadow (bench_corpus, dev draw: 78.5% of them read, against 84.5%).
+    # Whether the light is uneven, on the paper with the strokes closed over by three quarters
+    # of the picture: no stroke survives a closing that wide, light varying across the picture
+    # does. Half the picture left the thick blurry strokes of a low-resolution tight crop
+    # standing (39% of them taken for a shadow: 80% of those read, against 86% as even light).
     paper = _paper_levels(thumb, pixels, dark_ink, _UNEVEN_WINDOW)
     low, level, high = _quantiles(paper, (0.02, 0.5, 0.98))
     background = None
