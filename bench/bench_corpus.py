@@ -10,7 +10,8 @@ PNGs. `dev` is the draw preprocessing was developed against; `check` (other char
 sizes, colours and spacings) is the held-out final check. Beside it, the floor: the simplest
 pipeline that could do the job (testkit.corpus.crop_and_scale: threshold, bounding box, 20 px,
 centred in 28x28) feeding the same model the same pictures; a kind where the floor reads more
-is a kind the service's design gets wrong. `--compare REV` also reads every
+is a kind the service's design gets wrong; "empty inputs": pictures where no ink was found
+(answered 422 `no_ink`), every one a character a person sees. `--compare REV` also reads every
 picture with the `core/images.py` and `core/preprocessing.py` of a git revision (the figures
 before a change), in the same run; with `--compare-model`, through that revision's bundled
 model too (a change that re-bundled it).
@@ -64,6 +65,18 @@ def revision_model(revision: str, folder: Path) -> Path:
     return path
 
 
+def counting_empty(reader: Reader, counts: list[float]) -> Reader:
+    """`reader`, adding to `counts` each call's empty model inputs (pictures answered
+    `no_ink`)."""
+
+    def read(pictures: list[bytes]) -> np.ndarray:
+        glyphs = reader(pictures)
+        counts.append(float(np.count_nonzero(glyphs.reshape(len(glyphs), -1).max(axis=1) == 0)))
+        return glyphs
+
+    return read
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--count", type=int, default=500, help="characters per kind")
@@ -78,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         accuracy_by_kind,
         bundled_session,
         make_corpus,
+        read_pictures,
         read_pictures_naively,
     )
 
@@ -93,10 +107,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             start = time.perf_counter()
             corpus = make_corpus(split, args.count)
             made = time.perf_counter() - start
+            empty: list[float] = []  # per kind, in the corpus's order
             results[split] = {
-                "now": accuracy_by_kind(corpus, session),
+                "now": accuracy_by_kind(corpus, session, counting_empty(read_pictures, empty)),
                 "floor": accuracy_by_kind(corpus, session, read_pictures_naively),
             }
+            results[split]["empty"] = dict(zip(corpus.pictures, empty, strict=True))
             if before is not None:
                 results[split]["before"] = accuracy_by_kind(corpus, before_session, before)
             print(
@@ -117,7 +133,7 @@ def table(
 ) -> tuple[list[str], list[list[object]]]:
     now = scores["now"]
     floor = scores["floor"]
-    headers = ["kind", "images", "accuracy", "share of clean (target ≥ 95%)"]
+    headers = ["kind", "images", "accuracy", "share of clean (target ≥ 95%)", "empty inputs"]
     headers += ["floor: crop-and-scale"]
     if revision:
         headers += [f"before ({revision}): accuracy", "before: share of clean"]
@@ -133,6 +149,7 @@ def table(
             count,
             f"{accuracy:.1%}",
             f"{share:.1%}{verdict}",
+            int(scores["empty"][kind]),
             f"{floor[kind]:.1%}{beaten}",
         ]
         if revision:
