@@ -17,7 +17,6 @@ before a change), in the same run; with `--compare-model`, through that revision
 model too (a change that re-bundled it).
 """
 
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import BenchRun, bench_parser, load_revision, report
+from bench.common import BenchRun, bench_parser, file_at, load_revision, report
 from testkit.corpus import Reader
-from testkit.stack import REPO_ROOT
 from testkit.tables import markdown_table
 
 TARGET = 0.95  # every kind >= 95% of the clean accuracy (issue 12)
@@ -54,14 +52,8 @@ def revision_reader(revision: str, folder: Path) -> Reader:
 
 def revision_model(revision: str, folder: Path) -> Path:
     """The bundled ONNX model as it was at a git revision, written into `folder`."""
-    model = subprocess.run(
-        ["git", "show", f"{revision}:trainer/bundled/model.onnx"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout
     path = folder / f"model-{revision}.onnx"
-    path.write_bytes(model)
+    path.write_bytes(file_at(revision, "trainer/bundled/model.onnx"))
     return path
 
 

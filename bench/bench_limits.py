@@ -11,10 +11,7 @@ alternate the two; medians of the rounds' CPU per request.
 """
 
 import asyncio
-import importlib.util
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,29 +20,10 @@ from pathlib import Path
 from statistics import median
 from types import ModuleType
 
-from bench.common import BenchRun, bench_parser, report
-from testkit.stack import REPO_ROOT
+from bench.common import BenchRun, bench_parser, module_at, report
 from testkit.tables import markdown_table
 
 COST_SECONDS = 0.001  # a small prediction's CPU, charged after each request
-
-
-def revision_module(revision: str, folder: Path) -> ModuleType:
-    """api/ratelimit.py as it was at a git revision, as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:api/ratelimit.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path = folder / "old_ratelimit.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_ratelimit", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules["old_ratelimit"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 async def cpu_per_request(ratelimit: ModuleType, near: bool, requests: int) -> float:
@@ -86,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     run = BenchRun(args.wait_quiet)
     with tempfile.TemporaryDirectory() as folder:
-        modules = {"now": ratelimit, f"{args.before}": revision_module(args.before, Path(folder))}
+        before = module_at(args.before, "api/ratelimit.py", "old_ratelimit", Path(folder))
+        modules = {"now": ratelimit, args.before: before}
         ways = [(name, near) for near in (False, True) for name in modules]
         measured: dict[tuple[str, bool], list[float]] = {way: [] for way in ways}
         for _ in range(args.rounds):

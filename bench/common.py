@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -275,28 +275,45 @@ def verdict(value: float, target: float) -> str:
 # --- The code of another revision -------------------------------------------------------------
 
 
+def file_at(revision: str, path: str) -> bytes:
+    """A file of the repository as it was at a git revision."""
+    return subprocess.run(
+        ["git", "show", f"{revision}:{path}"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+
+
+def module_at(
+    revision: str,
+    path: str,
+    name: str,
+    folder: Path,
+    source_edit: Callable[[str], str] | None = None,
+) -> ModuleType:
+    """A module of the repository as it was at a git revision, loaded as `name` beside the
+    current one (written into `folder`); `source_edit` may rewrite its source first."""
+    source = file_at(revision, path).decode()
+    if source_edit is not None:
+        source = source_edit(source)
+    written = folder / f"{name}.py"
+    written.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, written)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_revision(revision: str, folder: Path) -> tuple[ModuleType, ModuleType]:
     """`core/images.py` and `core/preprocessing.py` as they were at a git revision, loaded as
     modules of their own (`old_images`, `old_preprocessing`) beside the current ones, so that
     a script can time or score the code before a change in the same run as after it."""
-    modules: dict[str, ModuleType] = {}
-    for name in ("preprocessing", "images"):
-        source = subprocess.run(
-            ["git", "show", f"{revision}:core/{name}.py"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        source = source.replace("from core.preprocessing import", "from old_preprocessing import")
-        path = folder / f"old_{name}.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location(f"old_{name}", path)
-        assert spec is not None and spec.loader is not None
-        modules[name] = importlib.util.module_from_spec(spec)
-        sys.modules[f"old_{name}"] = modules[name]
-        spec.loader.exec_module(modules[name])
-    return modules["images"], modules["preprocessing"]
+
+    def own_preprocessing(source: str) -> str:
+        return source.replace("from core.preprocessing import", "from old_preprocessing import")
+
+    preprocessing = module_at(revision, "core/preprocessing.py", "old_preprocessing", folder)
+    images = module_at(revision, "core/images.py", "old_images", folder, own_preprocessing)
+    return images, preprocessing
 
 
 # --- The command line and the report ---------------------------------------------------------
