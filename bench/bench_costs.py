@@ -36,9 +36,10 @@ MB = 1024 * 1024
 
 def decode_costs() -> list[list[str]]:
     rows = []
+    warm_ups = decode_route_pictures(64)
     for name, (data, route) in decode_route_pictures(4000).items():
         header = read_header(data, sniff_format(data) or "")
-        peak = decode_peak_bytes(data)
+        peak = decode_peak_bytes(data, warm_ups[name][0])
         rows.append(
             [
                 name,
