@@ -21,11 +21,9 @@ a batch:
 Ink touching the picture's edges is ink (a client's own crop fills its picture): the paper is
 measured where the border is paper, not wherever the border is.
 
-The bundled model was trained on what this code made at d3e852e (since then it differs on
-low-resolution tight crops, gently shadowed pictures and pictures that seemed blank:
-docs/BENCHMARKS.md, fifth round); a change for speed or clarity must keep every output bit for
-bit (tests/unit/test_preprocessing_pinned.py, which also compares a git revision's outputs with
-these on thousands of pictures).
+The bundled model was trained on exactly what this code makes: a change for speed or clarity
+must keep every output bit for bit (tests/unit/test_preprocessing_pinned.py, which also
+compares a git revision's outputs with these on thousands of pictures).
 """
 
 from bisect import bisect_left
