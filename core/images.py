@@ -402,6 +402,8 @@ def planes(image: Image.Image) -> tuple[Image.Image | np.ndarray, Image.Image | 
 
 
 def _grey(grey: Image.Image | np.ndarray, alpha: Image.Image | None) -> np.ndarray:
-    if alpha is None:
+    # Opaque everywhere (a drawing board's canvas, most RGBA files): compositing would give
+    # the grey back as it is, at five passes over the picture.
+    if alpha is None or alpha.getextrema()[0] == 255:
         return np.asarray(grey)
     return composite(np.array(grey), np.array(alpha))

@@ -6,10 +6,17 @@ MAX_DECODE_BYTES that costs more than the budget."""
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from core.images import Route, decode_image, read_header, sniff_format
 from core.preprocessing import preprocess_image
-from testkit.images import decode_peak_bytes, decode_route_pictures, flat_png, isoluminant
+from testkit.images import (
+    decode_peak_bytes,
+    decode_route_pictures,
+    encode,
+    flat_png,
+    isoluminant,
+)
 
 SIDE = 4000  # 16 MP
 PICTURES = decode_route_pictures(SIDE)
@@ -81,3 +88,22 @@ def test_a_picture_whose_grey_holds_its_character_decodes_to_that_grey() -> None
         expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
         decoded = decode_image(data, max_bytes=10**7, max_pixels=10**8).image
         assert np.array_equal(decoded, expected), name
+
+
+def test_an_alpha_channel_opaque_everywhere_leaves_the_grey_as_it_is() -> None:
+    """The drawing board's canvas is an RGBA PNG, opaque everywhere: its grey is the picture's
+    grey as it is (Pillow's, which decodes it), pixel for pixel; one transparent pixel and
+    that pixel alone is composited (onto white or black, whichever the ink contrasts with)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    as_is = np.asarray(Image.fromarray(rgb).convert("L"))
+    rgba = np.dstack([rgb, np.full((40, 30), 255, np.uint8)])
+
+    def grey(pixels: np.ndarray) -> np.ndarray:
+        data = encode(Image.fromarray(pixels))
+        return decode_image(data, max_bytes=10**6, max_pixels=10**6).image
+
+    assert np.array_equal(grey(rgba), as_is)
+    rgba[0, 0, 3] = 0
+    composited = grey(rgba)
+    assert composited[0, 0] in (0, 255)
+    assert np.array_equal(composited.ravel()[1:], as_is.ravel()[1:])
