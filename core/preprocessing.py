@@ -87,7 +87,7 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     """
     gray = grayscale(image)
     if max(gray.shape) <= THUMB_SIDE:  # measured as it is
-        return _glyph(gray, gray)
+        return _glyph(gray, gray, itself=True)
     glyph = _glyph(gray, _reduce(gray, THUMB_SIDE))
     if not glyph.any():
         # A hairline or a small character the reduction averaged below ink's contrast (a fine
@@ -99,9 +99,9 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     return glyph
 
 
-def _glyph(gray: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+def _glyph(gray: np.ndarray, pixels: np.ndarray, itself: bool = False) -> np.ndarray:
     """The glyph of `gray`, its paper and character found on `pixels`: a thumbnail of it, or
-    the picture itself where it is small (the thumbnail's own ink is then the glyph's)."""
+    (`itself`) the picture itself where it is small, whose own ink is then the glyph's."""
     thumb = _to_unit(pixels)
     # The extremes' share is a thumbnail's: on a finer one as many pixels, not more.
     extreme = _EXTREME * min(1.0, THUMB_SIDE**2 / thumb.size)
@@ -109,7 +109,6 @@ def _glyph(gray: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     if measured is None:
         return _empty()
     paper, ink = measured
-    itself = pixels is gray and max(gray.shape) <= THUMB_SIDE
     if not itself:
         box = _character_box(_strokes(ink, paper.floor))
         if box is None:
