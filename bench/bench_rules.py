@@ -27,25 +27,29 @@ def _keep_far_pieces(where: str) -> Callable[[np.ndarray | None], Any]:
     function named `where` (`_glyph`: on the thumbnail; `_finish`: in the glyph's window)."""
     box = preprocessing._character_box
 
-    def boxed(strokes: np.ndarray | None) -> Any:
+    def boxed(strokes: np.ndarray | None, faint: np.ndarray) -> Any:
         if sys._getframe(1).f_code.co_name != where:
-            return box(strokes)
+            return box(strokes, faint)
         near = preprocessing._NEAR
         preprocessing._NEAR = float("inf")
         try:
-            return box(strokes)
+            return box(strokes, faint)
         finally:
             preprocessing._NEAR = near
 
     return boxed
 
 
+_BOX = preprocessing._character_box
+
 # What each row changes in the module (its names, replaced for the row's reading).
 RULES: dict[str, dict[str, Any]] = {
     "printed lines not removed": {"_has_lines": lambda ink: False},
     "the paper around the glyph not taken off": {"_on_local_paper": lambda ink: ink},
     "light never uneven": {"_UNEVEN": float("inf")},
-    "no specks set apart": {"_SPECK": 0.0},
+    "faint ink joins no pieces": {
+        "_character_box": lambda strokes, faint: _BOX(strokes, np.zeros_like(faint))
+    },
     "far pieces kept": {"_NEAR": float("inf")},
     "far pieces kept on the thumbnail only": {"_character_box": _keep_far_pieces("_glyph")},
     "far pieces kept in the window only": {"_character_box": _keep_far_pieces("_finish")},

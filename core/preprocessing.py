@@ -12,8 +12,8 @@ a batch:
  2. on a thumbnail (at most THUMB_SIDE; FINE_THUMB_SIDE where that one seems blank): the
     paper (its level at the border, which way the ink goes, uneven light, printed lines
     across the picture, the noise floor) and the box of the character (the largest piece of
-    ink and the pieces near it, not specks or marks far off) - what a model looking at 28x28
-    cannot do for itself;
+    ink and the pieces near it or joined to it by faint ink, not marks farther off) - what a
+    model looking at 28x28 cannot do for itself;
  3. the window around that box, at a resolution just fine enough for the glyph: ink over a
     zero background, stretched between the noise floor and the strokes' level;
  4. the ink's box there, scaled to GLYPH_BOX px on its longer side (aspect ratio kept),
@@ -72,8 +72,7 @@ _UNEVEN = 0.12  # the paper's spread (share of the ink's contrast) above which l
 _UNEVEN_WINDOW = 0.75  # of the picture's longer side: the paper's spread measured this wide
 _PAPER_WINDOW = 1 / 3  # ... and, where uneven, its level followed this wide
 _TRIM_MASS = 0.005  # the box ignores up to this share of stroke pixels at each side
-_SPECK = 0.04  # pieces under this share of the largest one's area are specks or marks ...
-_NEAR = 0.25  # ... and so are pieces farther than this share of its size from the character
+_NEAR = 0.25  # pieces farther than this share of the character's size from it are marks
 
 cv2.setNumThreads(1)  # parallelism comes from processes; threads only add latency here
 
@@ -110,7 +109,8 @@ def _glyph(gray: np.ndarray, pixels: np.ndarray, itself: bool = False) -> np.nda
         return _empty()
     paper, ink = measured
     if not itself:
-        box = _character_box(_strokes(ink, paper.floor))
+        faint = np.greater(ink, paper.floor).view(np.uint8)
+        box = _character_box(_strokes(ink, paper.floor), faint)
         if box is None:
             return _empty()
         ink = _window_ink(gray, thumb.shape, box, paper)
@@ -486,40 +486,49 @@ def _strokes(ink: np.ndarray, floor: float) -> np.ndarray | None:
     return np.greater(ink, floor + 0.3 * (peak - floor)).view(np.uint8)
 
 
-def _character_box(strokes: np.ndarray | None) -> tuple[int, int, int, int] | None:
-    """(top, bottom, left, right), exclusive ends, of the character: the largest piece of ink
-    and the pieces that are neither specks nor far from it (marks elsewhere on a page).
-    Pieces are found on the strokes grown by a sixteenth of the picture, so that a thin
-    stroke broken by the reduction stays one piece."""
+def _character_box(
+    strokes: np.ndarray | None, faint: np.ndarray
+) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), exclusive ends, of the character's strokes: the largest piece
+    of them and the pieces near it, not marks farther off on a page. Strokes are one piece
+    where `faint` ink (above the noise floor) joins them - a hairline that averaging broke into
+    fragments is still a line there, while paper lies between a character and the marks
+    beside it - or where they are within a sixteenth of the picture (the dot of an i)."""
     if strokes is None or cv2.countNonZero(strokes) < _MIN_INK_PIXELS:
         return None
     grow = max(3, round(max(strokes.shape) / 16)) | 1
-    joined = cv2.dilate(strokes, _square(grow))
-    # Most pictures are one piece, whose box is the ink's: counting the pieces costs a tenth
-    # of measuring them (16-bit labels: half the time, and a window has far fewer pixels).
-    labels = cv2.CV_16U if joined.size < 2**16 else cv2.CV_32S
-    if cv2.connectedComponents(joined, connectivity=8, ltype=labels)[0] == 2:
-        stats = [[*cv2.boundingRect(joined), 0]]
-    else:
-        stats = cv2.connectedComponentsWithStats(joined, connectivity=8, ltype=labels)[2][1:]
-        stats = stats.tolist()  # a few pieces: Python beats numpy's per-call cost
-    shrink = grow // 2  # the grown pieces' boxes, shrunk back to the strokes
-    pieces = [
-        (x + shrink, y + shrink, max(w - 2 * shrink, 1), max(h - 2 * shrink, 1), area)
-        for x, y, w, h, area in stats
-    ]
-    left, top, width, height, area = max(pieces, key=lambda piece: piece[4])  # the first
-    reach = _NEAR * max(width, height)
+    joined = cv2.bitwise_or(cv2.dilate(strokes, _square(grow)), faint)
+    # Most pictures are one piece, whose box is the strokes': counting the pieces costs a
+    # tenth of measuring them (16-bit labels: half the time; a window has few pixels).
+    labels_type = cv2.CV_16U if joined.size < 2**16 else cv2.CV_32S
+    count, labels = cv2.connectedComponents(joined, connectivity=8, ltype=labels_type)
+    if count == 2:
+        x, y, w, h = cv2.boundingRect(strokes)
+        return y, y + h, x, x + w
+    # Each piece of strokes belongs to the joined piece that holds its pixels.
+    found, stroke_labels, stats = cv2.connectedComponentsWithStats(
+        strokes, connectivity=8, ltype=cv2.CV_32S
+    )[:3]
+    owner = np.zeros(found, np.int32)
+    owner[stroke_labels] = labels  # any of a piece's pixels names its joined piece
+    pieces: dict[int, list[int]] = {}  # joined piece -> [left, top, right, bottom, area]
+    for (x, y, w, h, area), piece in zip(stats[1:].tolist(), owner[1:].tolist(), strict=True):
+        if piece not in pieces:
+            pieces[piece] = [x, y, x + w, y + h, 0]
+        box = pieces[piece]
+        box[:4] = min(box[0], x), min(box[1], y), max(box[2], x + w), max(box[3], y + h)
+        box[4] += area
+    left, top, right, bottom, _ = max(pieces.values(), key=lambda piece: piece[4])
+    reach = _NEAR * max(right - left, bottom - top)
     kept = [
-        (x, y, x + w, y + h)
-        for x, y, w, h, a in pieces
-        if x <= left + width + reach
-        and x + w >= left - reach
-        and y <= top + height + reach
-        and y + h >= top - reach
-        and a >= _SPECK * area
+        box
+        for box in pieces.values()
+        if box[0] <= right + reach
+        and box[2] >= left - reach
+        and box[1] <= bottom + reach
+        and box[3] >= top - reach
     ]
-    lefts, tops, rights, bottoms = zip(*kept, strict=True)
+    lefts, tops, rights, bottoms, _ = zip(*kept, strict=True)
     return min(tops), max(bottoms), min(lefts), max(rights)
 
 
@@ -536,6 +545,9 @@ def _window_ink(
     sy, sx = gray.shape[0] / thumb_shape[0], gray.shape[1] / thumb_shape[1]
     top, bottom, left, right = box
     factor = max(1, int(np.ceil(max(bottom - top, right - left) * max(sy, sx) / FINE_BOX)))
+    if max(thumb_shape) > THUMB_SIDE:
+        # Found on the finer thumbnail: a hairline, which a coarser window averages away again.
+        factor = min(factor, max(1, int(min(sy, sx))))
     margin = 2 + 0.15 * max(bottom - top, right - left)
     rows = _span(top - margin, bottom + margin, sy, factor, gray.shape[0])
     cols = _span(left - margin, right + margin, sx, factor, gray.shape[1])
@@ -579,13 +591,11 @@ def _finish(ink: np.ndarray, floor: float) -> np.ndarray:
     if stretched is None:
         return _empty()
     strokes = np.greater(stretched, _INK_THRESHOLD).view(np.uint8)
-    box = _character_box(strokes)
+    box = _character_box(strokes, np.greater(stretched, 0).view(np.uint8))
     if box is None:
         return _empty()
     top, bottom, left, right = box
     inside = strokes[top:bottom, left:right]
-    if not inside.size:  # a strip thinner than the growth that joins strokes: no character
-        return _empty()
     first_row, last_row = _trimmed_extent(cv2.reduce(inside, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
     first_col, last_col = _trimmed_extent(cv2.reduce(inside, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S))
     top, bottom = top + first_row, top + last_row + 1

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -15,6 +16,7 @@ from core.preprocessing import (
     MODEL_INPUT_SHAPE,
     THUMB_SIDE,
     Paper,
+    _character_box,
     _measure_paper,
     _reduce,
     _to_unit,
@@ -235,6 +237,31 @@ def test_a_small_mark_on_a_big_page_is_read_as_its_close_crop_is() -> None:
     assert glyph.max() == pytest.approx(1.0)
     crop = preprocess_image(page.crop((280, 180, 340, 240)))
     assert np.corrcoef(glyph.ravel(), crop.ravel())[0, 1] > 0.8
+
+
+def test_strokes_joined_by_faint_ink_are_one_character_and_marks_beside_it_are_not() -> None:
+    """A hairline averaged into a thumbnail breaks where its strokes' level dips under the
+    threshold; the pieces were then set apart as far-off marks (the thin pen's weakest kind).
+    Ink above the noise floor between them says they are one line; paper says they are not."""
+    strokes = np.zeros((60, 60), np.uint8)
+    strokes[5:40, 10:13] = 1  # a long stroke ...
+    strokes[50:53, 40:56] = 1  # ... and a short one, well beyond a quarter of its size
+    faint = np.zeros_like(strokes)
+    assert _character_box(strokes, faint) == (5, 40, 10, 13)  # apart by paper: a mark
+    cv2.line(faint, (12, 39), (41, 51), 1)  # the faint rest of the line between them
+    assert _character_box(strokes, faint) == (5, 53, 10, 56)
+
+
+def test_a_hairline_on_a_big_page_is_not_averaged_away_by_its_window() -> None:
+    """A "1" written with a 1 px pen on an 1100 px page (the corpus's last empty input): found
+    on the finer thumbnail, then averaged by a window coarser than that thumbnail, its ink fell
+    under ink's least contrast. The window is no coarser than the thumbnail that found it."""
+    page = np.full((1100, 1100), 202, np.uint8)
+    cv2.line(page, (745, 140), (780, 940), 128, 1)
+    glyph = preprocess_image(page)
+    assert glyph.max() == pytest.approx(1.0)
+    rows, cols = np.nonzero(glyph > 0.5)
+    assert np.ptp(rows) >= 18 and np.ptp(cols) <= 6  # a tall thin stroke
 
 
 def paper_of(picture: bytes) -> Paper | None:
