@@ -125,8 +125,11 @@ def matched_prior(
     want = np.bincount(reference, minlength=classes) + 1.0
     log_prior = np.log(prior).copy()
     best, best_distance = prior, np.inf
+    # The class read is the largest calibrated logit; the temperature scales them all alike
+    # and the softmax keeps their order, so neither is computed at each step.
+    logits = np.log(np.maximum(probabilities, FLOOR))
     for _ in range(steps):
-        read = apply_calibration(probabilities, temperature, np.exp(log_prior)).argmax(axis=1)
+        read = (logits - log_prior).argmax(axis=1)
         have = np.bincount(read, minlength=classes) + 1.0
         distance = float(np.abs(have - want).sum())
         if distance < best_distance:

@@ -29,6 +29,7 @@ from core.model_report import (
 )
 from core.preprocessing import MODEL_INPUT_NAME, nist_to_model_input
 from trainer.calibrate import (
+    apply_calibration,
     calibrate,
     expected_calibration_error,
     learned_prior,
@@ -192,10 +193,13 @@ def build_report(
 
 def calibrated(
     onnx: bytes, data: NistData, prior: np.ndarray | None, reference: bytes | None = None
-) -> tuple[bytes, Calibration]:
+) -> tuple[bytes, Calibration, dict[str, np.ndarray]]:
     """The model with `prior` (the class frequencies it learned) divided out and a temperature
-    fitted on the validation split in its graph (replacing any calibration it had), and the
-    ECE before and after on the validation and test splits and the holdout slice.
+    fitted on the validation split in its graph (replacing any calibration it had), the ECE
+    before and after on the validation and test splits and the holdout slice, and the
+    calibrated model's probabilities on those sets. The network runs once on each set: the
+    calibrated probabilities are the raw ones through `apply_calibration`, checked against
+    the calibrated graph itself on a sample (`served_as_scored`).
     `reference`: a warm start's starting model (ONNX); the prior divided out is then the one
     that makes the model read each class of the validation split as often as it did."""
     raw = with_calibration(onnx, 1.0)
@@ -204,7 +208,24 @@ def calibrated(
     read = None if reference is None else onnx_probabilities(reference, data.x_val).argmax(1)
     calibration = calibrate(probabilities, prior, reference=read)
     served = None if calibration.learned_prior is None else np.array(calibration.learned_prior)
-    return with_calibration(onnx, calibration.temperature, served), calibration
+    model = with_calibration(onnx, calibration.temperature, served)
+    scored = {
+        k: apply_calibration(p, calibration.temperature, served).astype(np.float32)
+        for k, (p, _) in probabilities.items()
+    }
+    served_as_scored(model, data.x_test, scored["test"])
+    return model, calibration, scored
+
+
+def served_as_scored(
+    model: bytes, images: np.ndarray, scored: np.ndarray, count: int = 256
+) -> None:
+    """Raise unless the model's graph gives, on the first `count` images, the probabilities
+    scored for them: what the gate compares is what the service will run."""
+    if len(images) and not np.allclose(
+        onnx_probabilities(model, images[:count]), scored[:count], rtol=1e-3, atol=1e-5
+    ):
+        raise RuntimeError("the calibrated graph does not give the probabilities scored for it")
 
 
 def evaluate_onnx(
@@ -225,7 +246,7 @@ def evaluate_onnx(
     if calibrate:
         balance = previous.get("training", {}).get("class_balance", TrainingConfig.class_balance)
         prior = learned_prior(data.y_train, len(data.labels), balance)
-        onnx, calibration = calibrated(onnx, data, prior)
+        onnx, calibration, _ = calibrated(onnx, data, prior)
         model_path.write_bytes(onnx)
     report = build_report(
         onnx,

@@ -79,7 +79,7 @@ def train_and_evaluate(
         weights = weights_path.read_bytes()
 
     prior = warm_start.prior if warm_start and warm_start.prior is not None else None
-    onnx, calibration = calibrated(
+    onnx, calibration, scored = calibrated(
         onnx,
         data,
         trained.learned_prior if prior is None else prior,
@@ -87,7 +87,9 @@ def train_and_evaluate(
     )
     announce("scoring")
     sets = nist_sets(data, every_slice) | (extra_sets or {})
-    probabilities = predict_sets(onnx, sets)
+    # The sets calibration ran the network on are scored already; the rest run now.
+    predicted = scored | predict_sets(onnx, {k: v for k, v in sets.items() if k not in scored})
+    probabilities = {name: predicted[name] for name in sets if name in predicted}
     evaluation = score_sets(probabilities, sets, data.labels)
     training = {
         **asdict(config),
