@@ -60,9 +60,10 @@ def main() -> None:
     for split in args.split:
         corpus = make_corpus(split, args.count)
         pictures = [data for kind in corpus.pictures.values() for data in kind]
+        flips = side_flips(pictures, [*map(before, KEYS), *map(now, KEYS)])
         results = {
-            "before (32x32, 16 levels)": [side_flips(pictures, before(k)) for k in KEYS],
-            "now (8x8, 4 levels, ink box)": [side_flips(pictures, now(k)) for k in KEYS],
+            "before (32x32, 16 levels)": flips[: len(KEYS)],
+            "now (8x8, 4 levels, ink box)": flips[len(KEYS) :],
         }
         header = ["fingerprint", *REENCODINGS, "evaluation share"]
         rows = [row(name, flips) for name, flips in results.items()]

@@ -7,7 +7,7 @@ and JPEG's noise rarely moves it (domain/samples.py: pixel_fingerprint).
 
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -75,20 +75,25 @@ class Flips:
     evaluation: int  # pictures on the evaluation side
 
 
-def side_flips(pictures: list[bytes], side: Callable[[np.ndarray], bool]) -> Flips:
-    """How many pictures each re-encoding moves to the other side, by `side` (grey -> bool)."""
-    flipped = dict.fromkeys(REENCODINGS, 0)
+def side_flips(pictures: list[bytes], sides: Sequence[Callable[[np.ndarray], bool]]) -> list[Flips]:
+    """For each of `sides` (grey -> bool), how many pictures each re-encoding moves to the
+    other side. Each picture is re-encoded and decoded once, whatever the number of sides."""
+    flipped = [dict.fromkeys(REENCODINGS, 0) for _ in sides]
     same = dict.fromkeys(REENCODINGS, 0)
-    evaluation = 0
+    evaluation = [0 for _ in sides]
     for data in pictures:
         grey = grey_of(_png(grey_of(data)))  # the picture as the service first stores it
-        ours = side(grey)
-        evaluation += ours
+        ours = [side(grey) for side in sides]
+        evaluation = [total + here for total, here in zip(evaluation, ours, strict=True)]
         digest = hashlib.sha256(grey.tobytes()).digest()
         for name, (encode, _) in REENCODINGS.items():
             again = grey_of(encode(grey))
-            flipped[name] += side(again) != ours
+            for i, side in enumerate(sides):
+                flipped[i][name] += side(again) != ours[i]
             same[name] += (
                 again.shape == grey.shape and hashlib.sha256(again.tobytes()).digest() == digest
             )
-    return Flips(len(pictures), flipped, same, evaluation)
+    return [
+        Flips(len(pictures), moved, same, total)
+        for moved, total in zip(flipped, evaluation, strict=True)
+    ]
