@@ -114,6 +114,9 @@ write_env() {
   set_env RETRAIN_NIST_SAMPLES 2000
   set_env FULL_RETRAIN_EPOCHS 1
   set_env FULL_RETRAIN_NIST_SAMPLES 2000
+  # A few rendered pictures a kind: the rendering runs, in a fraction of 300 a kind's minute.
+  set_env RETRAIN_RENDERED_PER_KIND 20
+  set_env FULL_RETRAIN_RENDERED_PER_KIND 20
   set_env MODEL_POLL_SECONDS 1
   # Only the admin route starts runs here: no automatic one in between.
   set_env RETRAIN_THRESHOLD 100000
