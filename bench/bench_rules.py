@@ -21,38 +21,47 @@ from bench.common import BenchRun, bench_parser, report
 from core import preprocessing
 from testkit.tables import markdown_table
 
+_BOX = preprocessing._character_box
 
-def _keep_far_pieces(where: str) -> Callable[[np.ndarray | None], Any]:
-    """`_character_box` keeping pieces however far from the largest one, when called from the
-    function named `where` (`_glyph`: on the thumbnail; `_finish`: in the glyph's window)."""
-    box = preprocessing._character_box
+
+def _at(where: str, box: Callable[..., Any]) -> Callable[..., Any]:
+    """`_character_box` as `box` computes it when called from the function named `where`
+    (`_glyph`: on the thumbnail; `_finish`: in the glyph's window), as it is elsewhere."""
 
     def boxed(strokes: np.ndarray | None, faint: np.ndarray) -> Any:
         if sys._getframe(1).f_code.co_name != where:
-            return box(strokes, faint)
-        near = preprocessing._NEAR
-        preprocessing._NEAR = float("inf")
-        try:
-            return box(strokes, faint)
-        finally:
-            preprocessing._NEAR = near
+            return _BOX(strokes, faint)
+        return box(strokes, faint)
 
     return boxed
 
 
-_BOX = preprocessing._character_box
+def _far_kept(strokes: np.ndarray | None, faint: np.ndarray) -> Any:
+    """The box with pieces however far from the largest one."""
+    near = preprocessing._NEAR
+    preprocessing._NEAR = float("inf")
+    try:
+        return _BOX(strokes, faint)
+    finally:
+        preprocessing._NEAR = near
+
+
+def _no_faint(strokes: np.ndarray | None, faint: np.ndarray) -> Any:
+    """The box with no piece joined to another by faint ink."""
+    return _BOX(strokes, np.zeros_like(faint))
+
 
 # What each row changes in the module (its names, replaced for the row's reading).
 RULES: dict[str, dict[str, Any]] = {
     "printed lines not removed": {"_has_lines": lambda ink: False},
     "the paper around the glyph not taken off": {"_on_local_paper": lambda ink: ink},
     "light never uneven": {"_UNEVEN": float("inf")},
-    "faint ink joins no pieces": {
-        "_character_box": lambda strokes, faint: _BOX(strokes, np.zeros_like(faint))
-    },
+    "faint ink joins no pieces": {"_character_box": _no_faint},
+    "faint ink joins no pieces on the thumbnail": {"_character_box": _at("_glyph", _no_faint)},
+    "faint ink joins no pieces in the window": {"_character_box": _at("_finish", _no_faint)},
     "far pieces kept": {"_NEAR": float("inf")},
-    "far pieces kept on the thumbnail only": {"_character_box": _keep_far_pieces("_glyph")},
-    "far pieces kept in the window only": {"_character_box": _keep_far_pieces("_finish")},
+    "far pieces kept on the thumbnail only": {"_character_box": _at("_glyph", _far_kept)},
+    "far pieces kept in the window only": {"_character_box": _at("_finish", _far_kept)},
     "far pieces: twice as far kept": {"_NEAR": 2 * preprocessing._NEAR},
 }
 
