@@ -62,6 +62,7 @@ _ROW_PAPER_WINDOW = 0.25  # of a row's shorter side: wider than its strokes
 
 _INK_THRESHOLD = 0.5  # of the normalised ink level: what counts as a stroke
 _MIN_INK_PIXELS = 4  # fewer stroke pixels than this: the image is empty
+_MIN_SIDE = 2  # px: a picture thinner than this (a strip of noise) has no shape to read
 _MIN_CONTRAST = 0.06  # ink less than this far above the background is no ink at all
 _MIN_FLOOR = 0.02  # a noiseless picture's floor: above 8-bit rounding and the paper's estimate
 _NOISE_SIGMAS = 5.0  # the noise floor: this many noise sigmas above the background
@@ -85,6 +86,8 @@ def preprocess_image(image: np.ndarray | Image.Image) -> np.ndarray:
     uint16 or float in [0, 1]) or any PIL image. A picture without ink gives all zeros.
     """
     gray = grayscale(image)
+    if min(gray.shape) < _MIN_SIDE:
+        return _empty()
     if max(gray.shape) <= THUMB_SIDE:  # measured as it is
         return _glyph(gray, gray, itself=True)
     glyph = _glyph(gray, _reduce(gray, THUMB_SIDE))
