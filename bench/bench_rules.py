@@ -1,6 +1,6 @@
 """Which of the preprocessing's remaining rules the bundled model needs: each switched off alone.
 
-    .venv/bin/python -m bench.bench_rules [--count 500] [--split dev check]
+    .venv/bin/python -m bench.bench_rules [--count 500] [--split dev check] [--rule TEXT]
 
 Issue 27 keeps in core/preprocessing.py only the steps a model cannot learn. Each row here
 reads the whole corpus (testkit/corpus.py, both draws) with one rule of the module switched off
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--count", type=int, default=500, help="characters per kind")
     parser.add_argument("--split", nargs="+", default=["dev", "check"], choices=["dev", "check"])
+    parser.add_argument("--rule", default="", help="only the rows whose name holds this text")
     args = parser.parse_args(argv)
 
     from testkit.corpus import accuracy_by_kind, bundled_session, make_corpus, read_pictures
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         corpus = make_corpus(split, args.count)
         scores = {"as it is": accuracy_by_kind(corpus, session, read_pictures)}
         for rule, names in RULES.items():
+            if args.rule not in rule:
+                continue
             start = time.perf_counter()
             with replaced(names):
                 scores[rule] = accuracy_by_kind(corpus, session, read_pictures)
