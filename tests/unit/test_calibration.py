@@ -22,6 +22,7 @@ from trainer.calibrate import (
     matched_prior,
     with_calibration,
 )
+from trainer.evaluate import onnx_probabilities, served_as_scored
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -182,3 +183,14 @@ def test_a_matched_prior_makes_a_model_read_each_class_as_often_as_the_reference
     # Already reading as the reference does: the prior stays.
     same = matched_prior(candidate, candidate.argmax(1), uniform, temperature=1.0)
     np.testing.assert_allclose(same, uniform, atol=1e-6)
+
+
+def test_scores_not_from_the_served_graph_are_refused() -> None:
+    """A training scores its calibrated model from the raw network's probabilities (one run
+    per set); `served_as_scored` holds those scores to what the calibrated graph gives."""
+    model = (BUNDLED_MODEL_DIR / "model.onnx").read_bytes()
+    images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    scored = onnx_probabilities(model, images)
+    served_as_scored(model, images, scored)  # the graph's own: accepted
+    with pytest.raises(RuntimeError, match="does not give"):
+        served_as_scored(model, images, np.roll(scored, 1, axis=1))
